@@ -1,0 +1,3 @@
+"""The carbon-aware GPU federation broker."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""HTTP API v1 (aiohttp): routes, request/response schemas, auth and problem documents."""

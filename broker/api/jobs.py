@@ -1,0 +1,176 @@
+"""Job routes: submit, list, show, cancel, and the placement dry run."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+from typing import TypeVar
+
+from aiohttp import web
+
+from broker.api.context import principal
+from broker.api.convert import explain_out, job_out, spec_from_api
+from broker.api.keys import CLOCK, LOOP, STORE
+from broker.api.problems import ApiProblem, not_found, read_model, validation_problem
+from broker.api.schemas import JobIn, JobPageOut, ProblemField
+from broker.db.repository import InvalidCursor
+from broker.domain.enums import JobKind, JobState, Tier
+from broker.domain.errors import IdempotencyConflict, JobAlreadyFinished, JobNotFound
+from broker.domain.jobs import Job, JobSpec
+from broker.domain.placement import Evaluation
+from carbon.power import GPU_MODELS
+
+routes = web.RouteTableDef()
+
+MAX_IDEMPOTENCY_KEY = 255
+LIST_PARAMS = frozenset({"state", "priority", "kind", "limit", "cursor"})
+
+
+def _check_submission(request: web.Request, spec: JobSpec, known_models: set[str]) -> None:
+    """Refuse what can never run: unknown models, deadlines that cannot be met."""
+    errors: list[ProblemField] = []
+    for i, model in enumerate(spec.resources.gpu_models):
+        if model not in known_models:
+            errors.append(ProblemField(field=f"resources.gpu_models.{i}", type="unknown_gpu_model",
+                                       message=f"unknown GPU model {model!r}; known: "
+                                       + ", ".join(sorted(known_models))))
+    if spec.deadline is not None:
+        now = request.app[CLOCK].now()
+        if spec.deadline <= now:
+            errors.append(ProblemField(field="deadline", type="deadline_past",
+                                       message="the deadline is in the past"))
+        elif spec.deadline < now + timedelta(seconds=spec.estimated_duration_s):
+            errors.append(ProblemField(
+                field="deadline", type="deadline_unreachable",
+                message="the deadline is sooner than now + estimated_duration_s"))
+    if errors:
+        raise validation_problem(errors)
+
+
+def _check_satisfiable(ev: Evaluation) -> None:
+    if ev.candidates:
+        return
+    errors = [ProblemField(field="resources", type=f"unschedulable.{r.reason.value}",
+                           message=f"{r.site} ({r.pool_id}): {r.detail}") for r in ev.rejections]
+    raise validation_problem(
+        errors or [ProblemField(field="resources", type="unschedulable", message="no sites")],
+        detail="no site in the fleet can ever run this job")
+
+
+async def _known_models(request: web.Request) -> set[str]:
+    return set(GPU_MODELS) | {p.gpu_model for p in await request.app[STORE].pools()}
+
+
+def _draft(spec: JobSpec, tenant: str, request: web.Request) -> Job:
+    now = request.app[CLOCK].now()
+    return Job(id="job-draft", tenant=tenant, spec=spec, state=JobState.PENDING,
+               created_at=now, updated_at=now)
+
+
+@routes.post("/v1/jobs")
+async def submit_job(request: web.Request) -> web.Response:
+    who = principal(request)
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable()):
+        raise validation_problem([ProblemField(
+            field="Idempotency-Key", type="invalid_header",
+            message=f"1 to {MAX_IDEMPOTENCY_KEY} printable characters")])
+    body = await read_model(request, JobIn)
+    spec = spec_from_api(body)
+    _check_submission(request, spec, await _known_models(request))
+    loop = request.app[LOOP]
+    _check_satisfiable(await loop.evaluate(_draft(spec, who.tenant, request),
+                                           ignore_capacity=True))
+    digest = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+    try:
+        job, created = await request.app[STORE].create_job(
+            tenant=who.tenant, spec=spec, idempotency_key=key, request_hash=digest)
+    except IdempotencyConflict as exc:
+        raise ApiProblem(status=409, slug="idempotency-key-reused",
+                         title="Idempotency-Key reused with a different request",
+                         detail=f"this key already created job {exc.job_id} with another body") \
+            from None
+    if created:
+        loop.wake()
+    headers = {"Location": f"/v1/jobs/{job.id}"}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return web.json_response(text=job_out(job).model_dump_json(), status=201, headers=headers)
+
+
+E = TypeVar("E", JobState, Tier, JobKind)
+
+
+def _enum_list(request: web.Request, name: str, enum: type[E]) -> list[E]:
+    values = [v for raw in request.query.getall(name, []) for v in raw.split(",") if v]
+    try:
+        return [enum(v) for v in values]
+    except ValueError:
+        allowed = ", ".join(e.value for e in enum)
+        raise validation_problem([ProblemField(field=name, type="enum",
+                                               message=f"must be among: {allowed}")]) from None
+
+
+@routes.get("/v1/jobs")
+async def list_jobs(request: web.Request) -> web.Response:
+    who = principal(request)
+    unknown = set(request.query) - LIST_PARAMS
+    if unknown:
+        raise validation_problem([ProblemField(field=name, type="unknown_parameter",
+                                               message="unknown query parameter")
+                                  for name in sorted(unknown)])
+    raw_limit = request.query.get("limit", "50")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 500:
+        raise validation_problem([ProblemField(field="limit", type="range",
+                                               message="an integer from 1 to 500")])
+    try:
+        page = await request.app[STORE].list_jobs(
+            tenant=None if who.sees_all_tenants() else who.tenant,
+            states=_enum_list(request, "state", JobState),
+            tiers=_enum_list(request, "priority", Tier),
+            kinds=_enum_list(request, "kind", JobKind),
+            limit=int(raw_limit), cursor=request.query.get("cursor"))
+    except InvalidCursor:
+        raise validation_problem([ProblemField(field="cursor", type="invalid_cursor",
+                                               message="not a cursor this API returned")]) from None
+    out = JobPageOut(items=[job_out(j) for j in page.jobs], next_cursor=page.next_cursor)
+    return web.json_response(text=out.model_dump_json())
+
+
+@routes.get("/v1/jobs/{job_id}")
+async def show_job(request: web.Request) -> web.Response:
+    who = principal(request)
+    job_id = request.match_info["job_id"]
+    try:
+        detail = await request.app[STORE].get_job(
+            job_id, tenant=None if who.sees_all_tenants() else who.tenant)
+    except JobNotFound:
+        raise not_found(f"no job {job_id}") from None
+    return web.json_response(text=job_out(detail.job, detail).model_dump_json())
+
+
+@routes.delete("/v1/jobs/{job_id}")
+async def cancel_job(request: web.Request) -> web.Response:
+    who = principal(request)
+    job_id = request.match_info["job_id"]
+    try:
+        job = await request.app[LOOP].cancel(
+            job_id, tenant=None if who.sees_all_tenants() else who.tenant)
+    except JobNotFound:
+        raise not_found(f"no job {job_id}") from None
+    except JobAlreadyFinished as exc:
+        raise ApiProblem(status=409, slug="job-already-finished", title="The job already finished",
+                         detail=f"job {job_id} is {exc.state}; there is nothing to cancel") from None
+    detail = await request.app[STORE].get_job(job.id)
+    return web.json_response(text=job_out(detail.job, detail).model_dump_json())
+
+
+@routes.post("/v1/placements:explain")
+async def explain(request: web.Request) -> web.Response:
+    who = principal(request)
+    body = await read_model(request, JobIn)
+    spec = spec_from_api(body)
+    _check_submission(request, spec, await _known_models(request))
+    ev = await request.app[LOOP].evaluate(_draft(spec, who.tenant, request),
+                                          ignore_capacity=False)
+    return web.json_response(text=explain_out(ev).model_dump_json())

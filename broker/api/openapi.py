@@ -1,0 +1,182 @@
+"""The OpenAPI 3.1 document, built from the same pydantic models that validate requests.
+
+`tests/api/test_openapi.py` checks that every route the app serves is described here and
+nothing else is, so the document cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from broker import __version__
+from broker.api.problems import PROBLEM_JSON
+from broker.api.schemas import (
+    ExplainOut,
+    HealthOut,
+    InventoryOut,
+    JobIn,
+    JobOut,
+    JobPageOut,
+    Problem,
+    SiteListOut,
+)
+
+_ERRORS = {
+    400: "Malformed JSON", 401: "Missing or invalid token", 403: "Role too low",
+    404: "Not found (another tenant's job is not found either)",
+    409: "Conflict", 413: "Body over the size limit", 415: "Not application/json",
+    422: "Validation failed; `errors` names each bad field",
+}
+
+
+@dataclass(frozen=True)
+class Op:
+    method: str
+    path: str
+    summary: str
+    ok: int
+    response: type[BaseModel] | None
+    request: type[BaseModel] | None = None
+    errors: tuple[int, ...] = ()
+    auth: bool = True
+    params: tuple[dict[str, Any], ...] = field(default=())
+    media: str = "application/json"
+
+
+def _q(name: str, desc: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": desc, "schema": schema}
+
+
+_JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+OPERATIONS: tuple[Op, ...] = (
+    Op("post", "/v1/jobs", "Submit a job", 201, JobOut, JobIn, (400, 401, 409, 413, 415, 422),
+       params=({"name": "Idempotency-Key", "in": "header", "required": False,
+                "description": "Same key + same body from the same tenant returns the same job; "
+                               "a different body is a 409.",
+                "schema": {"type": "string", "maxLength": 255}},)),
+    Op("get", "/v1/jobs", "List jobs, newest first", 200, JobPageOut, None, (401, 422), params=(
+        _q("state", "Comma-separated states", {"type": "string"}),
+        _q("priority", "Comma-separated tiers P1,P2,P3", {"type": "string"}),
+        _q("kind", "Comma-separated kinds", {"type": "string"}),
+        _q("limit", "Page size", {"type": "integer", "minimum": 1, "maximum": 500,
+                                  "default": 50}),
+        _q("cursor", "next_cursor of the previous page", {"type": "string"}))),
+    Op("get", "/v1/jobs/{job_id}", "A job with its placement and events", 200, JobOut, None,
+       (401, 404), params=(_JOB_ID,)),
+    Op("delete", "/v1/jobs/{job_id}", "Cancel a job (idempotent)", 200, JobOut, None,
+       (401, 404, 409), params=(_JOB_ID,)),
+    Op("post", "/v1/placements:explain", "Dry-run placement: ranked sites and rejections", 200,
+       ExplainOut, JobIn, (400, 401, 413, 415, 422)),
+    Op("get", "/v1/sites", "Configured sites and their health", 200, SiteListOut, None, (401,)),
+    Op("get", "/v1/inventory", "GPU inventory per site and pool (operator)", 200, InventoryOut,
+       None, (401, 403)),
+    Op("get", "/healthz", "Liveness", 200, HealthOut, auth=False),
+    Op("get", "/readyz", "Readiness: database reachable and schema current", 200, HealthOut,
+       auth=False),
+    Op("get", "/metrics", "Prometheus metrics", 200, None, auth=False,
+       media="text/plain; version=0.0.4"),
+    Op("get", "/openapi.json", "This document", 200, None, auth=False),
+    Op("get", "/docs", "API documentation page", 200, None, auth=False, media="text/html"),
+)
+
+_MODELS: tuple[type[BaseModel], ...] = (
+    JobIn, JobOut, JobPageOut, ExplainOut, SiteListOut, InventoryOut, HealthOut, Problem)
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    _, defs = models_json_schema(
+        [(m, "validation" if m is JobIn else "serialization") for m in _MODELS],
+        ref_template="#/components/schemas/{model}")
+    schemas = defs.get("$defs", {})
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        ok: dict[str, Any] = {"description": "OK"}
+        if op.response is not None:
+            ok["content"] = {op.media: {"schema": _ref(op.response)}}
+        elif op.media != "application/json" or op.path == "/openapi.json":
+            ok["content"] = {op.media: {"schema": {"type": "string"} if op.media != "application/json" else {"type": "object"}}}
+        responses: dict[str, Any] = {str(op.ok): ok}
+        errors = op.errors + ((503,) if op.path == "/readyz" else ())
+        for status in errors:
+            schema = _ref(HealthOut) if status == 503 else _ref(Problem)
+            media = "application/json" if status == 503 else PROBLEM_JSON
+            responses[str(status)] = {"description": _ERRORS.get(status, "Not ready"),
+                                      "content": {media: {"schema": schema}}}
+        operation: dict[str, Any] = {"summary": op.summary, "responses": responses,
+                                     "operationId": f"{op.method}_{_slug(op.path)}"}
+        if op.params:
+            operation["parameters"] = list(op.params)
+        if op.request is not None:
+            operation["requestBody"] = {"required": True, "content": {
+                "application/json": {"schema": _ref(op.request)}}}
+        operation["security"] = [{"bearer": []}] if op.auth else []
+        paths.setdefault(op.path, {})[op.method] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "GPU federation broker", "version": __version__,
+                 "description": "Carbon-aware placement of GPU jobs across private Kubernetes "
+                                "clusters and cloud regions. Errors are RFC 9457 problem "
+                                "documents (application/problem+json)."},
+        "paths": paths,
+        "components": {"schemas": schemas, "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"}}},
+    }
+
+
+def _slug(path: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in path).strip("_")
+
+
+DOCS_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>GPU federation broker API</title>
+<style>
+body{font:15px/1.5 system-ui,sans-serif;max-width:960px;margin:2rem auto;padding:0 1rem;color:#1d2733}
+h1{font-size:1.5rem}.op{border:1px solid #d5dde6;border-radius:6px;margin:.8rem 0;padding:.6rem .9rem}
+.m{display:inline-block;min-width:4.5rem;font-weight:700;text-transform:uppercase}
+.get{color:#1f6feb}.post{color:#1a7f37}.delete{color:#cf222e}code{background:#f3f5f7;padding:0 .2rem}
+details pre{background:#f6f8fa;padding:.6rem;overflow:auto;font-size:12px}
+</style></head><body>
+<h1>GPU federation broker API</h1>
+<p>Machine-readable: <a href="/openapi.json"><code>/openapi.json</code></a> (OpenAPI 3.1).
+Every <code>/v1</code> route needs <code>Authorization: Bearer &lt;token&gt;</code>.
+Errors are <code>application/problem+json</code> (RFC 9457).</p>
+<div id="ops">Loading…</div>
+<script>
+fetch('/openapi.json').then(r => r.json()).then(doc => {
+  const el = document.getElementById('ops'); el.textContent = '';
+  const schemas = doc.components.schemas;
+  for (const [path, ops] of Object.entries(doc.paths)) {
+    for (const [method, op] of Object.entries(ops)) {
+      const d = document.createElement('div'); d.className = 'op';
+      const head = document.createElement('div');
+      head.innerHTML = `<span class="m ${method}">${method}</span> <code></code> — `;
+      head.querySelector('code').textContent = path;
+      head.append(document.createTextNode(op.summary));
+      d.append(head);
+      const codes = Object.keys(op.responses).join(', ');
+      const p = document.createElement('div'); p.textContent = 'Responses: ' + codes; d.append(p);
+      const body = op.requestBody && op.requestBody.content['application/json'].schema.$ref;
+      if (body) {
+        const name = body.split('/').pop();
+        const det = document.createElement('details');
+        det.innerHTML = `<summary>Request body: ${name}</summary><pre></pre>`;
+        det.querySelector('pre').textContent = JSON.stringify(schemas[name], null, 2);
+        d.append(det);
+      }
+      el.append(d);
+    }
+  }
+});
+</script></body></html>
+"""

@@ -1,0 +1,223 @@
+"""Request and response bodies of the API, validated with pydantic.
+
+Requests forbid unknown fields and are parsed strictly (no "4" for 4), so a typo or a wrong
+type is a 422 naming the field instead of a silently different job. These models are also
+the source of the OpenAPI document (`broker.api.openapi`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ResourcesIn(_Request):
+    gpus: Annotated[int, Field(ge=1, le=64, description="GPUs per node.")] = 1
+    gpu_models: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=64)]],
+        Field(max_length=16, description="Acceptable GPU models, any of; empty means any."),
+    ] = []
+    min_gpu_memory_gb: Annotated[float, Field(gt=0, le=1024)] | None = None
+    mig_profile: Annotated[str, Field(pattern=r"^[1-7]g\.[0-9]+gb$")] | None = Field(
+        default=None, description='A MIG slice such as "1g.10gb"; excludes gpu_fraction.')
+    gpu_fraction: Annotated[float, Field(gt=0, lt=1)] | None = Field(
+        default=None, description="A share of one GPU (0-1, exclusive); excludes mig_profile.")
+    nodes: Annotated[int, Field(ge=1, le=256, description="Nodes, all at once (gang).")] = 1
+    cpu: Annotated[float, Field(gt=0, le=1024, description="CPUs per node.")] = 1.0
+    memory_gb: Annotated[float, Field(gt=0, le=16384, description="Memory per node.")] = 4.0
+
+    @model_validator(mode="after")
+    def _shared_gpu(self) -> ResourcesIn:
+        if self.mig_profile is not None and self.gpu_fraction is not None:
+            raise ValueError("give either mig_profile or gpu_fraction, not both")
+        if (self.mig_profile is not None or self.gpu_fraction is not None) and self.gpus != 1:
+            raise ValueError("a MIG slice or GPU fraction is a share of one GPU: gpus must be 1")
+        return self
+
+
+class WorkloadIn(_Request):
+    image: Annotated[str, Field(min_length=1, max_length=512)]
+    command: Annotated[list[Annotated[str, Field(max_length=4096)]], Field(max_length=256)] = []
+    env: Annotated[dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=256)],
+                        Annotated[str, Field(max_length=32768)]], Field(max_length=256)] = {}
+
+
+class JobIn(_Request):
+    """A job submission. The tenant comes from the token, never from the body."""
+
+    name: Name
+    priority: Literal["P1", "P2", "P3"] = Field(
+        description="P1 realtime inference, P2 batch training, P3 experiments.")
+    kind: Literal["inference", "training", "experiment"]
+    resources: ResourcesIn
+    workload: WorkloadIn
+    estimated_duration_s: Annotated[int, Field(gt=0, le=90 * 24 * 3600)]
+    deadline: AwareDatetime | None = Field(default=None, description="RFC 3339 with offset.")
+    latency_slo_ms: Annotated[float, Field(gt=0, le=10_000)] | None = None
+    origin: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
+        default=None, description='Where requests come from, e.g. "aws:eu-west-1".')
+    allowed_regions: Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]],
+                               Field(max_length=64)] = []
+    preemptible: bool | None = Field(default=None, description="Default: true for P3 only.")
+    max_hourly_cost: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="USD per hour for the whole job.")
+
+    @model_validator(mode="after")
+    def _coherent(self) -> JobIn:
+        if self.latency_slo_ms is not None and self.origin is None:
+            raise ValueError("latency_slo_ms needs an origin to measure latency from")
+        if self.priority == "P1" and self.preemptible:
+            raise ValueError("P1 work is never preemptible")
+        return self
+
+
+class ProblemField(_Response):
+    field: str
+    message: str
+    type: str
+
+
+class Problem(_Response):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[ProblemField] | None = None
+
+
+class EventOut(_Response):
+    at: datetime
+    from_state: str | None
+    to_state: str
+    reason: str
+    detail: str
+
+
+class PlacementOut(_Response):
+    site: str
+    pool_id: str
+    gpus: float
+    price_per_gpu_hour: float
+    spot: bool
+    estimated_cost_usd: float
+    estimated_gco2: float | None
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+
+
+class JobOut(_Response):
+    id: str
+    tenant: str
+    name: str
+    priority: str
+    kind: str
+    state: str
+    state_reason: str
+    preemptible: bool
+    created_at: datetime
+    updated_at: datetime
+    spec: JobIn
+    placement: PlacementOut | None = None
+    events: list[EventOut] | None = None
+
+
+class JobPageOut(_Response):
+    items: list[JobOut]
+    next_cursor: str | None
+
+
+class SiteOut(_Response):
+    name: str
+    kind: str
+    region: str
+    location: str
+    grid_zone: str
+    private: bool
+    pue: float
+    health: str
+    health_reason: str
+
+
+class SiteListOut(_Response):
+    items: list[SiteOut]
+
+
+class InventoryRowOut(_Response):
+    site: str
+    pool_id: str
+    gpu_model: str
+    gpu_memory_gb: float
+    gpus_per_node: int
+    nodes: int
+    mig_profiles: list[str]
+    total_gpus: float
+    allocated_gpus: float
+    free_gpus: float
+    price_on_demand: float
+    price_spot: float | None
+    grid_zone: str
+    carbon_intensity_gco2_per_kwh: float | None
+    health: str
+
+
+class InventoryOut(_Response):
+    items: list[InventoryRowOut]
+
+
+class CandidateOut(_Response):
+    rank: int
+    site: str
+    pool_id: str
+    gpu_model: str
+    gpus: float
+    hourly_cost_usd: float
+    cost_usd: float
+    latency_ms: float | None
+    carbon_intensity_gco2_per_kwh: float | None
+    energy_kwh: float
+    gco2: float | None
+    cost_term: float
+    latency_term: float
+    carbon_term: float
+    score: float
+
+
+class RejectionOut(_Response):
+    site: str
+    pool_id: str
+    reason: str
+    detail: str
+
+
+class WeightsOut(_Response):
+    cost: float
+    latency: float
+    carbon: float
+
+
+class ExplainOut(_Response):
+    winner: CandidateOut | None
+    candidates: list[CandidateOut]
+    rejected: list[RejectionOut]
+    weights: WeightsOut
+    note: str
+
+
+class HealthOut(_Response):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = {}

@@ -1,0 +1,65 @@
+"""Entry point of the `broker` command: subcommands and their flags."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from broker import __version__
+from broker.config import ConfigError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from broker.cli import client, server
+
+    p = argparse.ArgumentParser(prog="broker", description="Carbon-aware GPU federation broker.")
+    p.add_argument("--version", action="version", version=f"broker {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def local(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--config", help="YAML config (default: $BROKER_CONFIG, else the demo)")
+        parser.add_argument("--database-url", help="overrides the config and $BROKER_DATABASE_URL")
+
+    serve = sub.add_parser("serve", help="run the broker (API + scheduler)")
+    local(serve)
+    serve.add_argument("--host", help="listen address (default from config)")
+    serve.add_argument("--port", type=int, help="listen port (default from config)")
+    serve.add_argument("--log-level", default="info",
+                       choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(func=server.cmd_serve)
+
+    db = sub.add_parser("db", help="database maintenance").add_subparsers(
+        dest="db_command", required=True, metavar="ACTION")
+    up = db.add_parser("upgrade", help="migrate the schema to the newest revision")
+    local(up)
+    up.set_defaults(func=server.cmd_db_upgrade)
+
+    token = sub.add_parser("token", help="API token helpers").add_subparsers(
+        dest="token_command", required=True, metavar="ACTION")
+    token.add_parser("hash", help="hash a token read from stdin").set_defaults(
+        func=server.cmd_token_hash)
+    token.add_parser("new", help="make a random token and its hash").set_defaults(
+        func=server.cmd_token_new)
+
+    client.add_commands(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"broker: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+_ = os  # the client reads BROKER_URL and BROKER_TOKEN from the environment

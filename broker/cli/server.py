@@ -1,0 +1,82 @@
+"""`broker serve`, `broker db upgrade` and `broker token`: commands that run in-process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from broker.api.auth import hash_token, new_token
+from broker.config import load_settings
+from broker.db.engine import create_engine, current_revision, upgrade
+from broker.service import create_app
+
+
+def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    return load_settings(Path(args.config) if args.config else None,
+                         overrides={"database_url": args.database_url,
+                                    **({"http.host": args.host, "http.port": args.port}
+                                       if "host" in args else {})})
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # aiohttp's access log would be fine (it has no Authorization header), but keep it terse.
+    app = create_app(settings)
+    print(f"broker: serving http://{settings.http.host}:{settings.http.port} "
+          f"({len(settings.sites)} sites, database {_redact(settings.database_url)})",
+          file=sys.stderr, flush=True)
+    web.run_app(app, host=settings.http.host, port=settings.http.port, print=None,
+                access_log_format='%a "%r" %s %b %Tfs')
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    async def run() -> str | None:
+        engine = create_engine(settings.database_url)
+        try:
+            await upgrade(engine)
+            return await current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    rev = asyncio.run(run())
+    print(f"database {_redact(settings.database_url)} is at revision {rev}")
+    return 0
+
+
+def cmd_token_hash(args: argparse.Namespace) -> int:
+    """Hash a token read from stdin (or a prompt), for the `auth.tokens` config list."""
+    token = (sys.stdin.readline() if not sys.stdin.isatty()
+             else getpass.getpass("token: ")).strip()
+    if len(token) < 16:
+        print("broker: a token must be at least 16 characters", file=sys.stderr)
+        return 2
+    print(hash_token(token))
+    return 0
+
+
+def cmd_token_new(args: argparse.Namespace) -> int:
+    """A new random token and its hash: give the token to its user, put the hash in config."""
+    token = new_token()
+    print(f"token: {token}\nhash:  {hash_token(token)}")
+    return 0
+
+
+def _redact(url: str) -> str:
+    """A database URL without its password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not sep or not at:
+        return url
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else url

@@ -1,0 +1,161 @@
+"""Tables. Every schema change here needs an Alembic revision in `migrations/versions/`:
+`tests/test_migrations.py` fails when autogenerate finds a difference.
+
+Times are stored timezone-aware (`TIMESTAMP WITH TIME ZONE` on PostgreSQL); on SQLite,
+which has no such type, `UtcDateTime` stores ISO text and gives back aware UTC values.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Refuses naive datetimes on the way in and returns aware UTC ones on the way out."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY, not a BIGINT one.
+BigIntPk = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UtcDateTime(), dict[str, Any]: JSON()}
+
+
+class SiteRow(Base):
+    __tablename__ = "sites"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    region: Mapped[str] = mapped_column(String(64))
+    location: Mapped[str] = mapped_column(String(128))
+    grid_zone: Mapped[str] = mapped_column(String(64))
+    private: Mapped[bool] = mapped_column(Boolean)
+    pue: Mapped[float] = mapped_column(Float)
+    health: Mapped[str] = mapped_column(String(16))
+    health_reason: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime]
+
+
+class PoolRow(Base):
+    __tablename__ = "gpu_pools"
+
+    id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    site: Mapped[str] = mapped_column(ForeignKey("sites.name", ondelete="CASCADE"), index=True)
+    gpu_model: Mapped[str] = mapped_column(String(64))
+    gpu_memory_gb: Mapped[float] = mapped_column(Float)
+    gpus_per_node: Mapped[int] = mapped_column(Integer)
+    nodes: Mapped[int] = mapped_column(Integer)
+    mig_profiles: Mapped[list[str]] = mapped_column(JSON)
+    price_on_demand: Mapped[float] = mapped_column(Float)
+    price_spot: Mapped[float | None] = mapped_column(Float)
+    cpu_per_node: Mapped[float] = mapped_column(Float)
+    memory_gb_per_node: Mapped[float] = mapped_column(Float)
+    # The allocation ledger: changed only by conditional UPDATEs (see repository), so two
+    # broker replicas can never hand out the same capacity twice.
+    total_milli: Mapped[int] = mapped_column(BigInteger)
+    allocated_milli: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime]
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
+        Index("ix_jobs_state_tier_seq", "state", "tier", "seq"),
+        Index("ix_jobs_tenant_seq", "tenant", "seq"),
+    )
+
+    seq: Mapped[int] = mapped_column(BigIntPk, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(128))
+    tier: Mapped[str] = mapped_column(String(4))
+    kind: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    state_reason: Mapped[str] = mapped_column(Text, default="")
+    spec: Mapped[dict[str, Any]]
+    gpu_milli: Mapped[int] = mapped_column(BigInteger)
+    estimated_duration_s: Mapped[int] = mapped_column(BigInteger)
+    deadline: Mapped[datetime | None]
+    preemptible: Mapped[bool] = mapped_column(Boolean)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class PlacementRow(Base):
+    __tablename__ = "placements"
+
+    id: Mapped[int] = mapped_column(BigIntPk, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    site: Mapped[str] = mapped_column(ForeignKey("sites.name"))
+    pool_id: Mapped[str] = mapped_column(ForeignKey("gpu_pools.id"))
+    gpu_milli: Mapped[int] = mapped_column(BigInteger)
+    price_per_gpu_hour: Mapped[float] = mapped_column(Float)
+    spot: Mapped[bool] = mapped_column(Boolean)
+    estimated_cost_usd: Mapped[float] = mapped_column(Float)
+    estimated_gco2: Mapped[float | None] = mapped_column(Float)
+    external_id: Mapped[str | None] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(Boolean, default=True, index=True)
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+
+
+class JobEventRow(Base):
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(BigIntPk, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime]
+    from_state: Mapped[str | None] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text, default="")

@@ -1,0 +1,113 @@
+"""Jobs, what they ask for, where they run and what happened to them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from broker.domain.enums import JobKind, JobState, Tier
+from broker.domain.fleet import MILLI_PER_GPU, mig_milli
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resources:
+    """What one job needs. `gpus` is per node; a gang job needs all `nodes` at once."""
+
+    gpus: int = 1
+    gpu_models: tuple[str, ...] = ()  # any of these; empty = any model
+    min_gpu_memory_gb: float | None = None
+    mig_profile: str | None = None
+    gpu_fraction: float | None = None
+    nodes: int = 1
+    cpu: float = 1.0  # per node
+    memory_gb: float = 4.0  # per node
+
+    @property
+    def shared_gpu(self) -> bool:
+        return self.mig_profile is not None or self.gpu_fraction is not None
+
+    @property
+    def milli_per_node(self) -> int:
+        if self.mig_profile is not None:
+            return mig_milli(self.mig_profile)
+        if self.gpu_fraction is not None:
+            return math.ceil(self.gpu_fraction * MILLI_PER_GPU)
+        return self.gpus * MILLI_PER_GPU
+
+    @property
+    def total_milli(self) -> int:
+        return self.milli_per_node * self.nodes
+
+    @property
+    def gpu_equivalents(self) -> float:
+        return self.total_milli / MILLI_PER_GPU
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Workload:
+    image: str
+    command: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobSpec:
+    """A job as its owner described it; everything the scheduler needs to place it."""
+
+    name: str
+    tier: Tier
+    kind: JobKind
+    resources: Resources
+    workload: Workload
+    estimated_duration_s: int
+    deadline: datetime | None = None
+    latency_slo_ms: float | None = None
+    origin: str | None = None
+    allowed_regions: tuple[str, ...] = ()
+    preemptible: bool | None = None  # None: the tier's default
+    max_hourly_cost: float | None = None
+
+    @property
+    def is_preemptible(self) -> bool:
+        return self.preemptible if self.preemptible is not None else self.tier is Tier.P3
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Job:
+    id: str
+    tenant: str
+    spec: JobSpec
+    state: JobState
+    created_at: datetime
+    updated_at: datetime
+    state_reason: str = ""
+    version: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Placement:
+    """Where a job was put, at what price, and its estimated footprint."""
+
+    job_id: str
+    site: str
+    pool_id: str
+    gpu_milli: int
+    price_per_gpu_hour: float
+    spot: bool
+    estimated_cost_usd: float
+    estimated_gco2: float | None
+    created_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    external_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobEvent:
+    job_id: str
+    at: datetime
+    from_state: JobState | None
+    to_state: JobState
+    reason: str
+    detail: str = ""

@@ -1,0 +1,226 @@
+"""Where can a job run, and which site is best: pure feasibility and ranking.
+
+`evaluate` looks at every pool, says why each one that cannot take the job is rejected,
+and ranks the rest by a weighted sum of min-max normalised cost, latency and carbon
+terms. Ties go to the pool the job fills best (best-fit), so large free blocks stay
+whole for large jobs. The same function answers `POST /v1/placements:explain` and the
+scheduling loop, so what the API explains is what the scheduler does.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from broker.domain.enums import Health
+from broker.domain.fleet import MILLI_PER_GPU, GpuPool, Site
+from broker.domain.jobs import JobSpec
+from carbon.power import GPU_MODELS
+
+
+class RejectReason(enum.StrEnum):
+    SITE_UNHEALTHY = "site_unhealthy"
+    GPU_MODEL = "gpu_model"
+    GPU_MEMORY = "gpu_memory"
+    MIG_PROFILE = "mig_profile"
+    GPUS_PER_NODE = "gpus_per_node"
+    NODES = "nodes"
+    CPU = "cpu"
+    MEMORY = "memory"
+    REGION = "region"
+    LATENCY_UNKNOWN = "latency_unknown"
+    LATENCY_SLO = "latency_slo"
+    COST = "max_hourly_cost"
+    CAPACITY = "capacity"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Weights:
+    cost: float
+    latency: float
+    carbon: float
+
+    def normalised(self) -> Weights:
+        total = self.cost + self.latency + self.carbon
+        if total <= 0:
+            return Weights(cost=1 / 3, latency=1 / 3, carbon=1 / 3)
+        return Weights(cost=self.cost / total, latency=self.latency / total,
+                       carbon=self.carbon / total)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SiteConditions:
+    """What the engine knows about a site right now, besides its pools."""
+
+    site: Site
+    intensity_gco2_per_kwh: float | None = None
+    latency_ms: float | None = None  # from the job's origin; None when unknown or no origin
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rejection:
+    site: str
+    pool_id: str
+    reason: RejectReason
+    detail: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Candidate:
+    site: str
+    pool_id: str
+    gpu_model: str
+    gpu_milli: int
+    price_per_gpu_hour: float
+    hourly_cost_usd: float
+    cost_usd: float
+    latency_ms: float | None
+    intensity_gco2_per_kwh: float | None
+    energy_kwh: float
+    gco2: float | None
+    free_milli_after: int
+    cost_term: float = 0.0
+    latency_term: float = 0.0
+    carbon_term: float = 0.0
+    score: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Evaluation:
+    candidates: tuple[Candidate, ...]  # best first
+    rejections: tuple[Rejection, ...]
+    weights: Weights
+
+    @property
+    def best(self) -> Candidate | None:
+        return self.candidates[0] if self.candidates else None
+
+
+def static_rejection(spec: JobSpec, pool: GpuPool, cond: SiteConditions) -> Rejection | None:
+    """Why this pool can never take the job whatever else runs there, or None."""
+    res = spec.resources
+
+    def reject(reason: RejectReason, detail: str) -> Rejection:
+        return Rejection(site=pool.site, pool_id=pool.id, reason=reason, detail=detail)
+
+    if res.gpu_models and pool.gpu_model not in res.gpu_models:
+        return reject(RejectReason.GPU_MODEL,
+                      f"pool has {pool.gpu_model}, job wants one of {', '.join(res.gpu_models)}")
+    if res.min_gpu_memory_gb is not None and pool.gpu_memory_gb < res.min_gpu_memory_gb:
+        return reject(RejectReason.GPU_MEMORY,
+                      f"{pool.gpu_memory_gb:g} GB per GPU < {res.min_gpu_memory_gb:g} GB")
+    if res.mig_profile is not None and res.mig_profile not in pool.mig_profiles:
+        offered = ", ".join(pool.mig_profiles) or "none"
+        return reject(RejectReason.MIG_PROFILE, f"MIG {res.mig_profile} not offered ({offered})")
+    if res.milli_per_node > pool.gpus_per_node * MILLI_PER_GPU:
+        return reject(RejectReason.GPUS_PER_NODE,
+                      f"{res.gpus} GPUs per node > {pool.gpus_per_node} on this pool")
+    if res.nodes > pool.nodes:
+        return reject(RejectReason.NODES, f"{res.nodes} nodes > {pool.nodes} in this pool")
+    if res.cpu > pool.cpu_per_node:
+        return reject(RejectReason.CPU, f"{res.cpu:g} CPUs > {pool.cpu_per_node:g} per node")
+    if res.memory_gb > pool.memory_gb_per_node:
+        return reject(RejectReason.MEMORY,
+                      f"{res.memory_gb:g} GB > {pool.memory_gb_per_node:g} GB per node")
+    site = cond.site
+    if spec.allowed_regions and not site.in_regions(spec.allowed_regions):
+        return reject(RejectReason.REGION,
+                      f"{site.region} is not in allowed regions {', '.join(spec.allowed_regions)}")
+    if spec.latency_slo_ms is not None:
+        if cond.latency_ms is None:
+            return reject(RejectReason.LATENCY_UNKNOWN,
+                          f"no latency known from {spec.origin} to {site.location}")
+        if cond.latency_ms > spec.latency_slo_ms:
+            return reject(RejectReason.LATENCY_SLO,
+                          f"{cond.latency_ms:g} ms from {spec.origin} > SLO {spec.latency_slo_ms:g} ms")
+    hourly = hourly_cost(spec, pool)
+    if spec.max_hourly_cost is not None and hourly > spec.max_hourly_cost:
+        return reject(RejectReason.COST,
+                      f"${hourly:.2f}/h > max ${spec.max_hourly_cost:.2f}/h")
+    return None
+
+
+def hourly_cost(spec: JobSpec, pool: GpuPool) -> float:
+    return pool.price_on_demand * spec.resources.total_milli / MILLI_PER_GPU
+
+
+def energy_kwh(spec: JobSpec, pool: GpuPool, site: Site, *, utilisation: float) -> float:
+    """GPU board power × share of GPUs × run time × PUE; 0 for a model without a known draw."""
+    model = GPU_MODELS.get(pool.gpu_model)
+    if model is None:
+        return 0.0
+    gpus = spec.resources.total_milli / MILLI_PER_GPU
+    hours = spec.estimated_duration_s / 3600
+    return model.board_power_w / 1000 * gpus * hours * utilisation * site.pue
+
+
+def evaluate(
+    spec: JobSpec,
+    *,
+    pools: Sequence[GpuPool],
+    conditions: Mapping[str, SiteConditions],
+    weights: Weights,
+    utilisation: float = 0.8,
+    ignore_capacity: bool = False,
+) -> Evaluation:
+    """Rank every pool for `spec`; with `ignore_capacity`, ask only whether it could ever fit."""
+    rejections: list[Rejection] = []
+    raw: list[Candidate] = []
+    need = spec.resources.total_milli
+    for pool in pools:
+        cond = conditions.get(pool.site)
+        if cond is None:
+            continue
+        if cond.site.health is not Health.HEALTHY and not ignore_capacity:
+            rejections.append(Rejection(site=pool.site, pool_id=pool.id,
+                                        reason=RejectReason.SITE_UNHEALTHY,
+                                        detail=cond.site.health_reason or cond.site.health.value))
+            continue
+        rejection = static_rejection(spec, pool, cond)
+        if rejection is not None:
+            rejections.append(rejection)
+            continue
+        if not ignore_capacity and pool.free_milli < need:
+            rejections.append(Rejection(
+                site=pool.site, pool_id=pool.id, reason=RejectReason.CAPACITY,
+                detail=f"{pool.free_milli / MILLI_PER_GPU:g} GPUs free, job needs {need / MILLI_PER_GPU:g}",
+            ))
+            continue
+        energy = energy_kwh(spec, pool, cond.site, utilisation=utilisation)
+        intensity = cond.intensity_gco2_per_kwh
+        hourly = hourly_cost(spec, pool)
+        raw.append(Candidate(
+            site=pool.site, pool_id=pool.id, gpu_model=pool.gpu_model, gpu_milli=need,
+            price_per_gpu_hour=pool.price_on_demand, hourly_cost_usd=hourly,
+            cost_usd=hourly * spec.estimated_duration_s / 3600,
+            latency_ms=cond.latency_ms, intensity_gco2_per_kwh=intensity, energy_kwh=energy,
+            gco2=None if intensity is None else energy * intensity,
+            free_milli_after=pool.free_milli - need,
+        ))
+    w = weights.normalised()
+    scored = _score(raw, w)
+    scored.sort(key=lambda c: (round(c.score, 9), c.free_milli_after, c.site, c.pool_id))
+    return Evaluation(candidates=tuple(scored), rejections=tuple(rejections), weights=w)
+
+
+def _score(cands: list[Candidate], w: Weights) -> list[Candidate]:
+    costs = _normalise([c.cost_usd for c in cands])
+    lats = _normalise([c.latency_ms for c in cands])
+    carbs = _normalise([c.gco2 for c in cands])
+    out = []
+    for c, ct, lt, kt in zip(cands, costs, lats, carbs, strict=True):
+        score = w.cost * ct + w.latency * lt + w.carbon * kt
+        out.append(replace(c, cost_term=ct, latency_term=lt, carbon_term=kt, score=score))
+    return out
+
+
+def _normalise(values: list[float | None]) -> list[float]:
+    """Min-max to [0, 1]; an unknown value counts as the worst (1), all-equal as 0."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return [0.0 for _ in values]
+    lo, hi = min(known), max(known)
+    span = hi - lo
+    return [1.0 if v is None else (0.0 if span == 0 else (v - lo) / span) for v in values]
+

@@ -1,0 +1,182 @@
+"""The scheduling loop: event-driven (submission, completion, capacity change) plus periodic.
+
+One pass reads the queue and the ledger, asks the pure engine (`broker.domain.placement`)
+for each job's best pool, and commits each decision atomically through the store; a job or
+pool that changed meanwhile (another replica, a cancel) makes the commit a no-op and the
+job is looked at again next pass. Dispatch to the site happens after the commit; if it
+fails, the job goes back to pending and its allocation is released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+
+from broker.config import SchedulerSettings
+from broker.db.repository import Store
+from broker.domain.clock import Clock
+from broker.domain.enums import Health, JobState
+from broker.domain.fleet import GpuPool
+from broker.domain.jobs import Job, Placement
+from broker.domain.placement import Candidate, Evaluation, Weights, evaluate
+from broker.metrics import Metrics
+from broker.scheduling.conditions import ConditionsProvider
+from connectors.base import Connector, StatusUpdate
+from connectors.errors import AuthFailed, ConnectorError
+
+log = logging.getLogger(__name__)
+
+
+class SchedulingLoop:
+    def __init__(self, *, store: Store, connectors: Mapping[str, Connector],
+                 conditions: ConditionsProvider, settings: SchedulerSettings, clock: Clock,
+                 metrics: Metrics) -> None:
+        self._store = store
+        self._connectors = connectors
+        self._conditions = conditions
+        self._settings = settings
+        self._clock = clock
+        self._metrics = metrics
+        self._wake = asyncio.Event()
+
+    def weights_for(self, job: Job) -> Weights:
+        w = self._settings.weights[job.spec.tier]
+        return Weights(cost=w.cost, latency=w.latency, carbon=w.carbon)
+
+    def wake(self) -> None:
+        """Ask for a pass soon (a job was submitted, finished, or capacity changed)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one bad pass must not stop scheduling for good
+                log.exception("scheduling pass failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._settings.interval_s)
+            self._wake.clear()
+
+    async def evaluate(self, job: Job, *, ignore_capacity: bool) -> Evaluation:
+        """Rank the fleet for `job` as a pass would now (the explain endpoint's answer)."""
+        return await self._evaluate(job, await self._store.pools(),
+                                    ignore_capacity=ignore_capacity)
+
+    async def _evaluate(self, job: Job, pools: list[GpuPool], *,
+                        ignore_capacity: bool) -> Evaluation:
+        sites = [s for s in await self._store.sites() if s.name in self._connectors]
+        now = self._clock.now()
+        intensities = await self._conditions.intensities(sites, at=now)
+        conds = self._conditions.for_job(job.spec, sites, intensities)
+        return evaluate(job.spec, pools=[p for p in pools if p.site in conds], conditions=conds,
+                        weights=self.weights_for(job),
+                        utilisation=self._settings.gpu_utilisation,
+                        ignore_capacity=ignore_capacity)
+
+    async def run_once(self) -> int:
+        """One pass over the queue; returns how many jobs were placed."""
+        queue = await self._store.queued_jobs(limit=self._settings.batch_size)
+        if not queue:
+            return 0
+        pools = {p.id: p for p in await self._store.pools()}
+        placed = 0
+        for job in queue:
+            started = time.perf_counter()
+            ev = await self._evaluate(job, list(pools.values()), ignore_capacity=False)
+            self._metrics.placement_seconds.observe(time.perf_counter() - started)
+            best = ev.best
+            if best is None:
+                continue
+            placement = self._placement(job, best)
+            if not await self._store.place(job=job, placement=placement,
+                                           reason="placed"):
+                pools = {p.id: p for p in await self._store.pools()}  # someone else moved
+                continue
+            pool = pools[best.pool_id]
+            pools[pool.id] = replace(pool, allocated_milli=pool.allocated_milli + best.gpu_milli)
+            placed += 1
+            self._metrics.transitions.labels(state=JobState.SCHEDULED.value).inc()
+            self._metrics.wait_seconds.labels(tier=job.spec.tier.value).observe(
+                max(0.0, (placement.created_at - job.created_at).total_seconds()))
+            await self._dispatch(job, placement)
+        return placed
+
+    def _placement(self, job: Job, best: Candidate) -> Placement:
+        return Placement(
+            job_id=job.id, site=best.site, pool_id=best.pool_id, gpu_milli=best.gpu_milli,
+            price_per_gpu_hour=best.price_per_gpu_hour, spot=False,
+            estimated_cost_usd=best.cost_usd, estimated_gco2=best.gco2,
+            created_at=self._clock.now(),
+        )
+
+    async def _dispatch(self, job: Job, placement: Placement) -> None:
+        connector = self._connectors[placement.site]
+        try:
+            external_id = await connector.dispatch(job=job, placement=placement)
+        except ConnectorError as exc:
+            log.warning("dispatch of %s to %s failed: %s", job.id, placement.site, exc)
+            if isinstance(exc, AuthFailed):
+                await self._store.set_site_health(placement.site, Health.AUTH_FAILED, str(exc))
+            await self._store.finish(job.id, state=JobState.PENDING, reason="dispatch_failed",
+                                     detail=str(exc))
+            return
+        await self._store.set_external_id(job.id, external_id)
+
+    async def follow(self, connector: Connector) -> None:
+        """Apply a site's status updates to the jobs, until the connector closes."""
+        async for update in connector.updates():
+            try:
+                await self.apply(update)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("could not apply %s", update)
+
+    async def apply(self, update: StatusUpdate) -> None:
+        if update.state is JobState.RUNNING:
+            if await self._store.mark_running(update.job_id, at=update.at, detail=update.detail):
+                self._metrics.transitions.labels(state=JobState.RUNNING.value).inc()
+            return
+        if update.state.terminal:
+            released = await self._store.finish(update.job_id, state=update.state,
+                                                reason=update.reason, detail=update.detail,
+                                                at=update.at)
+            if released is not None:
+                self._metrics.transitions.labels(state=update.state.value).inc()
+                self.wake()  # capacity came back
+
+    async def cancel(self, job_id: str, *, tenant: str | None) -> Job:
+        """Cancel in the database first (the source of truth), then stop it on its site."""
+        released = await self._store.cancel(job_id, tenant=tenant, reason="cancelled_by_user")
+        if released.placement is not None:
+            connector = self._connectors.get(released.placement.site)
+            if connector is not None:
+                try:
+                    await connector.cancel(job_id=job_id,
+                                           external_id=released.placement.external_id,
+                                           reason="cancelled")
+                except ConnectorError as exc:
+                    log.warning("site %s did not confirm cancel of %s: %s",
+                                released.placement.site, job_id, exc)
+            self._metrics.transitions.labels(state=JobState.CANCELLED.value).inc()
+            self.wake()
+        return released.job
+
+    async def reconcile(self) -> None:
+        """After a restart: resume following every job that holds an allocation."""
+        for job, placement in await self._store.active_placements():
+            connector = self._connectors.get(placement.site)
+            if connector is None:
+                log.warning("job %s is placed on %s, which is no longer configured",
+                            job.id, placement.site)
+                continue
+            if job.state is JobState.SCHEDULED and placement.external_id is None:
+                await self._dispatch(job, placement)  # crashed between commit and dispatch
+            else:
+                await connector.adopt(job=job, placement=placement)

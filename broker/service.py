@@ -1,0 +1,127 @@
+"""Service wiring: settings → database → connectors → scheduling loop → HTTP API.
+
+Each resource is opened and closed in an aiohttp cleanup context, in that order, and lives
+in a typed app key (`broker.api.keys`); nothing is global, so tests can run several brokers
+in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from broker.api.app import add_api
+from broker.api.auth import TokenVerifier
+from broker.api.keys import (
+    CLOCK,
+    CONDITIONS,
+    CONNECTORS,
+    ENGINE,
+    LOOP,
+    MAX_BODY_BYTES,
+    METRICS,
+    SETTINGS,
+    STORE,
+    VERIFIER,
+)
+from broker.config import Settings
+from broker.db.engine import create_engine, session_factory, upgrade
+from broker.db.repository import Store
+from broker.domain.clock import Clock, SystemClock
+from broker.domain.enums import Health
+from broker.domain.latency import LatencyMatrix
+from broker.metrics import Metrics
+from broker.scheduling.conditions import ConditionsProvider
+from broker.scheduling.loop import SchedulingLoop
+from carbon.static import StaticTableSource
+from connectors.base import Connector
+from connectors.errors import ConnectorError
+from connectors.registry import connector_class
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
+    app = web.Application(client_max_size=settings.http.max_body_bytes)
+    app[SETTINGS] = settings
+    app[CLOCK] = clock or SystemClock()
+    app[METRICS] = Metrics()
+    app[VERIFIER] = TokenVerifier(settings.auth.tokens)
+    app[MAX_BODY_BYTES] = settings.http.max_body_bytes
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_fleet)
+    app.cleanup_ctx.append(_scheduler)
+    add_api(app)
+    return app
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    engine = create_engine(app[SETTINGS].database_url)
+    try:
+        await upgrade(engine)
+        app[ENGINE] = engine
+        app[STORE] = Store(sessions=session_factory(engine), clock=app[CLOCK])
+        yield
+    finally:
+        await engine.dispose()
+
+
+async def _fleet(app: web.Application) -> AsyncIterator[None]:
+    settings, store = app[SETTINGS], app[STORE]
+    connectors: dict[str, Connector] = {}
+    try:
+        for site in settings.sites:
+            connector = connector_class(site.kind).from_settings(
+                site=site, settings=settings, clock=app[CLOCK])
+            connectors[site.name] = connector
+            try:
+                await connector.start()
+                inv = await connector.inventory()
+            except ConnectorError as exc:
+                log.warning("site %s is unreachable at start-up: %s", site.name, exc)
+                await store.set_site_health(site.name, Health.UNREACHABLE, str(exc))
+                continue
+            await store.sync_site(inv.site, inv.pools)
+        for known in await store.sites():
+            if known.name not in connectors:
+                await store.set_site_health(known.name, Health.UNREACHABLE, "not configured")
+        app[CONNECTORS] = connectors
+        app[CONDITIONS] = ConditionsProvider(carbon=StaticTableSource.default(),
+                                             latency=load_latency(settings))
+        yield
+    finally:
+        await asyncio.gather(*(c.close() for c in connectors.values()), return_exceptions=True)
+
+
+async def _scheduler(app: web.Application) -> AsyncIterator[None]:
+    loop = SchedulingLoop(store=app[STORE], connectors=app[CONNECTORS],
+                          conditions=app[CONDITIONS], settings=app[SETTINGS].scheduler,
+                          clock=app[CLOCK], metrics=app[METRICS])
+    app[LOOP] = loop
+    await loop.reconcile()
+    tasks = [asyncio.create_task(loop.run(), name="scheduling-loop")]
+    tasks += [asyncio.create_task(loop.follow(c), name=f"follow:{name}")
+              for name, c in app[CONNECTORS].items()]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def load_latency(settings: Settings) -> LatencyMatrix:
+    """The configured RTT table (`src,dst,rtt_ms` CSV), or an empty one."""
+    if settings.latency.file is None:
+        return LatencyMatrix({})
+    path = settings.resolve(settings.latency.file)
+    with path.open(newline="", encoding="utf-8") as fh:
+        return LatencyMatrix.from_rows(
+            (row["src"], row["dst"], float(row["rtt_ms"])) for row in csv.DictReader(fh))

@@ -1,0 +1,1 @@
+"""A simulated site for the demo fleet and tests: clearly a simulator, same interface."""
