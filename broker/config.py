@@ -151,7 +151,9 @@ ENV_OVERRIDES: Mapping[str, tuple[str, ...]] = {
 
 
 def load_settings(
-    path: Path | None = None, *, env: Mapping[str, str] | None = None,
+    path: Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Settings:
     """Read `path` (default: $BROKER_CONFIG, else the demo config) and apply the environment."""
@@ -190,9 +192,11 @@ Backend = Literal["sqlite", "postgresql"]
 
 def normalise_database_url(url: str) -> str:
     """Accept plain `postgresql://` and `sqlite:///` URLs and pick the async drivers."""
-    for plain, driver in (("postgresql://", "postgresql+asyncpg://"),
-                          ("postgres://", "postgresql+asyncpg://"),
-                          ("sqlite://", "sqlite+aiosqlite://")):
+    for plain, driver in (
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgres://", "postgresql+asyncpg://"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
         if url.startswith(plain):
-            return driver + url[len(plain):]
+            return driver + url[len(plain) :]
     return url

@@ -15,20 +15,33 @@ class Metrics:
             "broker_placement_decision_seconds",
             "Time the engine took to decide one job's placement.",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
-            registry=self.registry)
+            registry=self.registry,
+        )
         self.wait_seconds = Histogram(
-            "broker_job_wait_seconds", "From submission to placement, by priority tier.",
-            ["tier"], buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 14400),
-            registry=self.registry)
+            "broker_job_wait_seconds",
+            "From submission to placement, by priority tier.",
+            ["tier"],
+            buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 14400),
+            registry=self.registry,
+        )
         self.requests = Counter(
-            "broker_http_requests", "API requests by route and status.",
-            ["method", "route", "status"], registry=self.registry)
+            "broker_http_requests",
+            "API requests by route and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
         self.request_seconds = Histogram(
-            "broker_http_request_duration_seconds", "API request latency by route.",
-            ["method", "route"], registry=self.registry)
+            "broker_http_request_duration_seconds",
+            "API request latency by route.",
+            ["method", "route"],
+            registry=self.registry,
+        )
         self.transitions = Counter(
-            "broker_job_transitions", "Job state transitions by target state.", ["state"],
-            registry=self.registry)
+            "broker_job_transitions",
+            "Job state transitions by target state.",
+            ["state"],
+            registry=self.registry,
+        )
 
     def set_job_counts(self, counts: dict[JobState, int]) -> None:
         for state, n in counts.items():

@@ -23,7 +23,6 @@ from broker.api.keys import (
     CONNECTORS,
     ENGINE,
     LOOP,
-    MAX_BODY_BYTES,
     METRICS,
     SETTINGS,
     STORE,
@@ -52,7 +51,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[CLOCK] = clock or SystemClock()
     app[METRICS] = Metrics()
     app[VERIFIER] = TokenVerifier(settings.auth.tokens)
-    app[MAX_BODY_BYTES] = settings.http.max_body_bytes
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_fleet)
     app.cleanup_ctx.append(_scheduler)
@@ -77,7 +75,8 @@ async def _fleet(app: web.Application) -> AsyncIterator[None]:
     try:
         for site in settings.sites:
             connector = connector_class(site.kind).from_settings(
-                site=site, settings=settings, clock=app[CLOCK])
+                site=site, settings=settings, clock=app[CLOCK]
+            )
             connectors[site.name] = connector
             try:
                 await connector.start()
@@ -91,22 +90,31 @@ async def _fleet(app: web.Application) -> AsyncIterator[None]:
             if known.name not in connectors:
                 await store.set_site_health(known.name, Health.UNREACHABLE, "not configured")
         app[CONNECTORS] = connectors
-        app[CONDITIONS] = ConditionsProvider(carbon=StaticTableSource.default(),
-                                             latency=load_latency(settings))
+        app[CONDITIONS] = ConditionsProvider(
+            carbon=StaticTableSource.default(), latency=load_latency(settings)
+        )
         yield
     finally:
         await asyncio.gather(*(c.close() for c in connectors.values()), return_exceptions=True)
 
 
 async def _scheduler(app: web.Application) -> AsyncIterator[None]:
-    loop = SchedulingLoop(store=app[STORE], connectors=app[CONNECTORS],
-                          conditions=app[CONDITIONS], settings=app[SETTINGS].scheduler,
-                          clock=app[CLOCK], metrics=app[METRICS])
+    connectors = app[CONNECTORS]
+    loop = SchedulingLoop(
+        store=app[STORE],
+        connectors=connectors,
+        conditions=app[CONDITIONS],
+        settings=app[SETTINGS].scheduler,
+        clock=app[CLOCK],
+        metrics=app[METRICS],
+    )
     app[LOOP] = loop
     await loop.reconcile()
     tasks = [asyncio.create_task(loop.run(), name="scheduling-loop")]
-    tasks += [asyncio.create_task(loop.follow(c), name=f"follow:{name}")
-              for name, c in app[CONNECTORS].items()]
+    tasks += [
+        asyncio.create_task(loop.follow(c), name=f"follow:{name}")
+        for name, c in app[CONNECTORS].items()
+    ]
     try:
         yield
     finally:
@@ -124,4 +132,5 @@ def load_latency(settings: Settings) -> LatencyMatrix:
     path = settings.resolve(settings.latency.file)
     with path.open(newline="", encoding="utf-8") as fh:
         return LatencyMatrix.from_rows(
-            (row["src"], row["dst"], float(row["rtt_ms"])) for row in csv.DictReader(fh))
+            (row["src"], row["dst"], float(row["rtt_ms"])) for row in csv.DictReader(fh)
+        )

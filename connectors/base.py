@@ -17,7 +17,6 @@ from typing import ClassVar, Self
 
 from broker.config import Settings, SiteSettings
 from broker.domain.clock import Clock
-
 from broker.domain.enums import JobState, SiteKind
 from broker.domain.fleet import GpuPool, Site
 from broker.domain.jobs import Job, Placement
@@ -66,10 +65,10 @@ class Connector(abc.ABC):
     def site_name(self) -> str:
         """The name of the site this connector drives."""
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027 - optional hook
         """Open clients and start following the site."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook
         """Stop following and release clients; pending work on the site is left running."""
 
     @abc.abstractmethod

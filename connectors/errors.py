@@ -1,13 +1,13 @@
 """Errors a connector may raise; provider errors are translated into these at the boundary.
 
-    BrokerError
-    └── ConnectorError
-        ├── CapacityUnavailable   no capacity where it was tried (carries `tried`)
-        ├── AuthFailed            credentials rejected: stop retrying, mark the site
-        ├── TransientError        throttled or flaky: retry with backoff and jitter
-        ├── NotFound              the remote object is gone
-        ├── Conflict              the remote object exists in another state
-        └── Unsupported           the connector lacks this ability
+BrokerError
+└── ConnectorError
+    ├── CapacityUnavailable   no capacity where it was tried (carries `tried`)
+    ├── AuthFailed            credentials rejected: stop retrying, mark the site
+    ├── TransientError        throttled or flaky: retry with backoff and jitter
+    ├── NotFound              the remote object is gone
+    ├── Conflict              the remote object exists in another state
+    └── Unsupported           the connector lacks this ability
 """
 
 from __future__ import annotations

@@ -33,8 +33,11 @@ def _configure_and_run(connection: Connection) -> None:
 async def _run_async() -> None:
     from broker.db.engine import create_engine
 
-    url = (os.environ.get("BROKER_DATABASE_URL")
-           or context.config.get_main_option("sqlalchemy.url") or DEFAULT_DATABASE_URL)
+    url = (
+        os.environ.get("BROKER_DATABASE_URL")
+        or context.config.get_main_option("sqlalchemy.url")
+        or DEFAULT_DATABASE_URL
+    )
     engine = create_engine(normalise_database_url(url))
     async with engine.begin() as conn:
         await conn.run_sync(_configure_and_run)

@@ -27,7 +27,8 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         m = request.app[METRICS]
         m.requests.labels(method=request.method, route=name, status=str(status)).inc()
         m.request_seconds.labels(method=request.method, route=name).observe(
-            time.perf_counter() - started)
+            time.perf_counter() - started
+        )
 
 
 @web.middleware

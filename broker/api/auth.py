@@ -51,8 +51,13 @@ class TokenVerifier:
 
 
 def unauthorized(detail: str) -> ApiProblem:
-    return ApiProblem(status=401, slug="unauthorized", title="Authentication required",
-                      detail=detail, headers={"WWW-Authenticate": 'Bearer realm="broker"'})
+    return ApiProblem(
+        status=401,
+        slug="unauthorized",
+        title="Authentication required",
+        detail=detail,
+        headers={"WWW-Authenticate": 'Bearer realm="broker"'},
+    )
 
 
 def authenticate(request: web.Request, verifier: TokenVerifier) -> Principal:
@@ -70,5 +75,9 @@ def authenticate(request: web.Request, verifier: TokenVerifier) -> Principal:
 
 def require(principal: Principal, role: Role) -> None:
     if not principal.role.at_least(role):
-        raise ApiProblem(status=403, slug="forbidden", title="Forbidden",
-                         detail=f"this needs the {role.value} role")
+        raise ApiProblem(
+            status=403,
+            slug="forbidden",
+            title="Forbidden",
+            detail=f"this needs the {role.value} role",
+        )

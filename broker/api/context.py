@@ -6,7 +6,7 @@ from aiohttp import web
 
 from broker.domain.tenancy import Principal
 
-_PRINCIPAL = "broker.principal"
+_PRINCIPAL = web.RequestKey("principal", Principal)
 
 
 def set_principal(request: web.Request, principal: Principal) -> None:
@@ -14,7 +14,7 @@ def set_principal(request: web.Request, principal: Principal) -> None:
 
 
 def principal(request: web.Request) -> Principal:
-    value = request.get(_PRINCIPAL)
-    if not isinstance(value, Principal):  # a route outside /v1 asked: a wiring bug
-        raise RuntimeError("no authenticated principal on this request")
-    return value
+    try:
+        return request[_PRINCIPAL]
+    except KeyError:  # a route outside /v1 asked: a wiring bug, not a client error
+        raise RuntimeError("no authenticated principal on this request") from None

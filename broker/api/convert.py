@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from broker.api.schemas import (
     CandidateOut,
     EventOut,
@@ -24,16 +26,26 @@ from broker.domain.placement import Candidate, Evaluation
 def spec_from_api(body: JobIn) -> JobSpec:
     r, w = body.resources, body.workload
     return JobSpec(
-        name=body.name, tier=Tier(body.priority), kind=JobKind(body.kind),
+        name=body.name,
+        tier=Tier(body.priority),
+        kind=JobKind(body.kind),
         resources=Resources(
-            gpus=r.gpus, gpu_models=tuple(r.gpu_models), min_gpu_memory_gb=r.min_gpu_memory_gb,
-            mig_profile=r.mig_profile, gpu_fraction=r.gpu_fraction, nodes=r.nodes, cpu=r.cpu,
+            gpus=r.gpus,
+            gpu_models=tuple(r.gpu_models),
+            min_gpu_memory_gb=r.min_gpu_memory_gb,
+            mig_profile=r.mig_profile,
+            gpu_fraction=r.gpu_fraction,
+            nodes=r.nodes,
+            cpu=r.cpu,
             memory_gb=r.memory_gb,
         ),
         workload=Workload(image=w.image, command=tuple(w.command), env=dict(w.env)),
-        estimated_duration_s=body.estimated_duration_s, deadline=body.deadline,
-        latency_slo_ms=body.latency_slo_ms, origin=body.origin,
-        allowed_regions=tuple(body.allowed_regions), preemptible=body.preemptible,
+        estimated_duration_s=body.estimated_duration_s,
+        deadline=body.deadline.astimezone(UTC) if body.deadline else None,
+        latency_slo_ms=body.latency_slo_ms,
+        origin=body.origin,
+        allowed_regions=tuple(body.allowed_regions),
+        preemptible=body.preemptible,
         max_hourly_cost=body.max_hourly_cost,
     )
 
@@ -41,16 +53,28 @@ def spec_from_api(body: JobIn) -> JobSpec:
 def spec_to_api(spec: JobSpec) -> JobIn:
     r, w = spec.resources, spec.workload
     return JobIn.model_construct(
-        name=spec.name, priority=spec.tier.value, kind=spec.kind.value,
+        name=spec.name,
+        priority=spec.tier.value,
+        kind=spec.kind.value,
         resources=ResourcesIn.model_construct(
-            gpus=r.gpus, gpu_models=list(r.gpu_models), min_gpu_memory_gb=r.min_gpu_memory_gb,
-            mig_profile=r.mig_profile, gpu_fraction=r.gpu_fraction, nodes=r.nodes, cpu=r.cpu,
-            memory_gb=r.memory_gb),
-        workload=WorkloadIn.model_construct(image=w.image, command=list(w.command),
-                                            env=dict(w.env)),
-        estimated_duration_s=spec.estimated_duration_s, deadline=spec.deadline,
-        latency_slo_ms=spec.latency_slo_ms, origin=spec.origin,
-        allowed_regions=list(spec.allowed_regions), preemptible=spec.preemptible,
+            gpus=r.gpus,
+            gpu_models=list(r.gpu_models),
+            min_gpu_memory_gb=r.min_gpu_memory_gb,
+            mig_profile=r.mig_profile,
+            gpu_fraction=r.gpu_fraction,
+            nodes=r.nodes,
+            cpu=r.cpu,
+            memory_gb=r.memory_gb,
+        ),
+        workload=WorkloadIn.model_construct(
+            image=w.image, command=list(w.command), env=dict(w.env)
+        ),
+        estimated_duration_s=spec.estimated_duration_s,
+        deadline=spec.deadline,
+        latency_slo_ms=spec.latency_slo_ms,
+        origin=spec.origin,
+        allowed_regions=list(spec.allowed_regions),
+        preemptible=spec.preemptible,
         max_hourly_cost=spec.max_hourly_cost,
     )
 
@@ -61,42 +85,81 @@ def job_out(job: Job, detail: JobDetail | None = None) -> JobOut:
         p = detail.placement
         if p is not None:
             placement = PlacementOut(
-                site=p.site, pool_id=p.pool_id, gpus=p.gpu_milli / MILLI_PER_GPU,
-                price_per_gpu_hour=p.price_per_gpu_hour, spot=p.spot,
+                site=p.site,
+                pool_id=p.pool_id,
+                gpus=p.gpu_milli / MILLI_PER_GPU,
+                price_per_gpu_hour=p.price_per_gpu_hour,
+                spot=p.spot,
                 estimated_cost_usd=round(p.estimated_cost_usd, 4),
                 estimated_gco2=None if p.estimated_gco2 is None else round(p.estimated_gco2, 2),
-                created_at=p.created_at, started_at=p.started_at, ended_at=p.ended_at)
-        events = [EventOut(at=e.at, from_state=e.from_state.value if e.from_state else None,
-                           to_state=e.to_state.value, reason=e.reason, detail=e.detail)
-                  for e in detail.events]
+                created_at=p.created_at,
+                started_at=p.started_at,
+                ended_at=p.ended_at,
+            )
+        events = [
+            EventOut(
+                at=e.at,
+                from_state=e.from_state.value if e.from_state else None,
+                to_state=e.to_state.value,
+                reason=e.reason,
+                detail=e.detail,
+            )
+            for e in detail.events
+        ]
     return JobOut(
-        id=job.id, tenant=job.tenant, name=job.spec.name, priority=job.spec.tier.value,
-        kind=job.spec.kind.value, state=job.state.value, state_reason=job.state_reason,
-        preemptible=job.spec.is_preemptible, created_at=job.created_at,
-        updated_at=job.updated_at, spec=spec_to_api(job.spec), placement=placement,
-        events=events)
+        id=job.id,
+        tenant=job.tenant,
+        name=job.spec.name,
+        priority=job.spec.tier.value,
+        kind=job.spec.kind.value,
+        state=job.state.value,
+        state_reason=job.state_reason,
+        preemptible=job.spec.is_preemptible,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        spec=spec_to_api(job.spec),
+        placement=placement,
+        events=events,
+    )
 
 
 def _candidate(rank: int, c: Candidate) -> CandidateOut:
     return CandidateOut(
-        rank=rank, site=c.site, pool_id=c.pool_id, gpu_model=c.gpu_model,
-        gpus=c.gpu_milli / MILLI_PER_GPU, hourly_cost_usd=round(c.hourly_cost_usd, 4),
-        cost_usd=round(c.cost_usd, 4), latency_ms=c.latency_ms,
+        rank=rank,
+        site=c.site,
+        pool_id=c.pool_id,
+        gpu_model=c.gpu_model,
+        gpus=c.gpu_milli / MILLI_PER_GPU,
+        hourly_cost_usd=round(c.hourly_cost_usd, 4),
+        cost_usd=round(c.cost_usd, 4),
+        latency_ms=c.latency_ms,
         carbon_intensity_gco2_per_kwh=c.intensity_gco2_per_kwh,
-        energy_kwh=round(c.energy_kwh, 4), gco2=None if c.gco2 is None else round(c.gco2, 2),
-        cost_term=round(c.cost_term, 4), latency_term=round(c.latency_term, 4),
-        carbon_term=round(c.carbon_term, 4), score=round(c.score, 4))
+        energy_kwh=round(c.energy_kwh, 4),
+        gco2=None if c.gco2 is None else round(c.gco2, 2),
+        cost_term=round(c.cost_term, 4),
+        latency_term=round(c.latency_term, 4),
+        carbon_term=round(c.carbon_term, 4),
+        score=round(c.score, 4),
+    )
 
 
 def explain_out(ev: Evaluation) -> ExplainOut:
     cands = [_candidate(i + 1, c) for i, c in enumerate(ev.candidates)]
     return ExplainOut(
-        winner=cands[0] if cands else None, candidates=cands,
-        rejected=[RejectionOut(site=r.site, pool_id=r.pool_id, reason=r.reason.value,
-                               detail=r.detail) for r in ev.rejections],
-        weights=WeightsOut(cost=round(ev.weights.cost, 4), latency=round(ev.weights.latency, 4),
-                           carbon=round(ev.weights.carbon, 4)),
-        note=("score = weights · terms; each term is min-max normalised over the feasible "
-              "pools (0 best, 1 worst; unknown counts as worst). Lowest score wins; ties go "
-              "to the pool the job fills best."),
+        winner=cands[0] if cands else None,
+        candidates=cands,
+        rejected=[
+            RejectionOut(site=r.site, pool_id=r.pool_id, reason=r.reason.value, detail=r.detail)
+            for r in ev.rejections
+        ],
+        weights=WeightsOut(
+            cost=round(ev.weights.cost, 4),
+            latency=round(ev.weights.latency, 4),
+            carbon=round(ev.weights.carbon, 4),
+        ),
+        note=(
+            "score = weights · terms; each term is min-max normalised over the feasible "
+            "pools (0 best, 1 worst; unknown counts as worst). Lowest score wins; ties go "
+            "to the pool the job fills best."
+        ),
     )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from broker.api.context import principal
 from broker.api.auth import require
+from broker.api.context import principal
 from broker.api.keys import CLOCK, CONDITIONS, STORE
 from broker.api.schemas import InventoryOut, InventoryRowOut, SiteListOut, SiteOut
 from broker.domain.enums import Role
@@ -17,10 +17,22 @@ routes = web.RouteTableDef()
 async def list_sites(request: web.Request) -> web.Response:
     principal(request)
     sites = await request.app[STORE].sites()
-    out = SiteListOut(items=[SiteOut(
-        name=s.name, kind=s.kind.value, region=s.region, location=s.location,
-        grid_zone=s.grid_zone, private=s.private, pue=s.pue, health=s.health.value,
-        health_reason=s.health_reason) for s in sites])
+    out = SiteListOut(
+        items=[
+            SiteOut(
+                name=s.name,
+                kind=s.kind.value,
+                region=s.region,
+                location=s.location,
+                grid_zone=s.grid_zone,
+                private=s.private,
+                pue=s.pue,
+                health=s.health.value,
+                health_reason=s.health_reason,
+            )
+            for s in sites
+        ]
+    )
     return web.json_response(text=out.model_dump_json())
 
 
@@ -30,15 +42,28 @@ async def inventory(request: web.Request) -> web.Response:
     store = request.app[STORE]
     sites = {s.name: s for s in await store.sites()}
     intensities = await request.app[CONDITIONS].intensities(
-        list(sites.values()), at=request.app[CLOCK].now())
+        list(sites.values()), at=request.app[CLOCK].now()
+    )
     rows = []
     for p in await store.pools():
         site = sites[p.site]
-        rows.append(InventoryRowOut(
-            site=p.site, pool_id=p.id, gpu_model=p.gpu_model, gpu_memory_gb=p.gpu_memory_gb,
-            gpus_per_node=p.gpus_per_node, nodes=p.nodes, mig_profiles=list(p.mig_profiles),
-            total_gpus=p.total_gpus, allocated_gpus=round(p.allocated_gpus, 3),
-            free_gpus=round(p.free_gpus, 3), price_on_demand=p.price_on_demand,
-            price_spot=p.price_spot, grid_zone=site.grid_zone,
-            carbon_intensity_gco2_per_kwh=intensities.get(p.site), health=site.health.value))
+        rows.append(
+            InventoryRowOut(
+                site=p.site,
+                pool_id=p.id,
+                gpu_model=p.gpu_model,
+                gpu_memory_gb=p.gpu_memory_gb,
+                gpus_per_node=p.gpus_per_node,
+                nodes=p.nodes,
+                mig_profiles=list(p.mig_profiles),
+                total_gpus=p.total_gpus,
+                allocated_gpus=round(p.allocated_gpus, 3),
+                free_gpus=round(p.free_gpus, 3),
+                price_on_demand=p.price_on_demand,
+                price_spot=p.price_spot,
+                grid_zone=site.grid_zone,
+                carbon_intensity_gco2_per_kwh=intensities.get(p.site),
+                health=site.health.value,
+            )
+        )
     return web.json_response(text=InventoryOut(items=rows).model_dump_json())

@@ -31,18 +31,30 @@ def _check_submission(request: web.Request, spec: JobSpec, known_models: set[str
     errors: list[ProblemField] = []
     for i, model in enumerate(spec.resources.gpu_models):
         if model not in known_models:
-            errors.append(ProblemField(field=f"resources.gpu_models.{i}", type="unknown_gpu_model",
-                                       message=f"unknown GPU model {model!r}; known: "
-                                       + ", ".join(sorted(known_models))))
+            errors.append(
+                ProblemField(
+                    field=f"resources.gpu_models.{i}",
+                    type="unknown_gpu_model",
+                    message=f"unknown GPU model {model!r}; known: "
+                    + ", ".join(sorted(known_models)),
+                )
+            )
     if spec.deadline is not None:
         now = request.app[CLOCK].now()
         if spec.deadline <= now:
-            errors.append(ProblemField(field="deadline", type="deadline_past",
-                                       message="the deadline is in the past"))
+            errors.append(
+                ProblemField(
+                    field="deadline", type="deadline_past", message="the deadline is in the past"
+                )
+            )
         elif spec.deadline < now + timedelta(seconds=spec.estimated_duration_s):
-            errors.append(ProblemField(
-                field="deadline", type="deadline_unreachable",
-                message="the deadline is sooner than now + estimated_duration_s"))
+            errors.append(
+                ProblemField(
+                    field="deadline",
+                    type="deadline_unreachable",
+                    message="the deadline is sooner than now + estimated_duration_s",
+                )
+            )
     if errors:
         raise validation_problem(errors)
 
@@ -50,11 +62,18 @@ def _check_submission(request: web.Request, spec: JobSpec, known_models: set[str
 def _check_satisfiable(ev: Evaluation) -> None:
     if ev.candidates:
         return
-    errors = [ProblemField(field="resources", type=f"unschedulable.{r.reason.value}",
-                           message=f"{r.site} ({r.pool_id}): {r.detail}") for r in ev.rejections]
+    errors = [
+        ProblemField(
+            field="resources",
+            type=f"unschedulable.{r.reason.value}",
+            message=f"{r.site} ({r.pool_id}): {r.detail}",
+        )
+        for r in ev.rejections
+    ]
     raise validation_problem(
         errors or [ProblemField(field="resources", type="unschedulable", message="no sites")],
-        detail="no site in the fleet can ever run this job")
+        detail="no site in the fleet can ever run this job",
+    )
 
 
 async def _known_models(request: web.Request) -> set[str]:
@@ -63,8 +82,14 @@ async def _known_models(request: web.Request) -> set[str]:
 
 def _draft(spec: JobSpec, tenant: str, request: web.Request) -> Job:
     now = request.app[CLOCK].now()
-    return Job(id="job-draft", tenant=tenant, spec=spec, state=JobState.PENDING,
-               created_at=now, updated_at=now)
+    return Job(
+        id="job-draft",
+        tenant=tenant,
+        spec=spec,
+        state=JobState.PENDING,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 @routes.post("/v1/jobs")
@@ -72,24 +97,32 @@ async def submit_job(request: web.Request) -> web.Response:
     who = principal(request)
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable()):
-        raise validation_problem([ProblemField(
-            field="Idempotency-Key", type="invalid_header",
-            message=f"1 to {MAX_IDEMPOTENCY_KEY} printable characters")])
+        raise validation_problem(
+            [
+                ProblemField(
+                    field="Idempotency-Key",
+                    type="invalid_header",
+                    message=f"1 to {MAX_IDEMPOTENCY_KEY} printable characters",
+                )
+            ]
+        )
     body = await read_model(request, JobIn)
     spec = spec_from_api(body)
     _check_submission(request, spec, await _known_models(request))
     loop = request.app[LOOP]
-    _check_satisfiable(await loop.evaluate(_draft(spec, who.tenant, request),
-                                           ignore_capacity=True))
+    _check_satisfiable(await loop.evaluate(_draft(spec, who.tenant, request), ignore_capacity=True))
     digest = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
     try:
         job, created = await request.app[STORE].create_job(
-            tenant=who.tenant, spec=spec, idempotency_key=key, request_hash=digest)
+            tenant=who.tenant, spec=spec, idempotency_key=key, request_hash=digest
+        )
     except IdempotencyConflict as exc:
-        raise ApiProblem(status=409, slug="idempotency-key-reused",
-                         title="Idempotency-Key reused with a different request",
-                         detail=f"this key already created job {exc.job_id} with another body") \
-            from None
+        raise ApiProblem(
+            status=409,
+            slug="idempotency-key-reused",
+            title="Idempotency-Key reused with a different request",
+            detail=f"this key already created job {exc.job_id} with another body",
+        ) from None
     if created:
         loop.wake()
     headers = {"Location": f"/v1/jobs/{job.id}"}
@@ -107,8 +140,9 @@ def _enum_list(request: web.Request, name: str, enum: type[E]) -> list[E]:
         return [enum(v) for v in values]
     except ValueError:
         allowed = ", ".join(e.value for e in enum)
-        raise validation_problem([ProblemField(field=name, type="enum",
-                                               message=f"must be among: {allowed}")]) from None
+        raise validation_problem(
+            [ProblemField(field=name, type="enum", message=f"must be among: {allowed}")]
+        ) from None
 
 
 @routes.get("/v1/jobs")
@@ -116,23 +150,36 @@ async def list_jobs(request: web.Request) -> web.Response:
     who = principal(request)
     unknown = set(request.query) - LIST_PARAMS
     if unknown:
-        raise validation_problem([ProblemField(field=name, type="unknown_parameter",
-                                               message="unknown query parameter")
-                                  for name in sorted(unknown)])
+        raise validation_problem(
+            [
+                ProblemField(
+                    field=name, type="unknown_parameter", message="unknown query parameter"
+                )
+                for name in sorted(unknown)
+            ]
+        )
     raw_limit = request.query.get("limit", "50")
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 500:
-        raise validation_problem([ProblemField(field="limit", type="range",
-                                               message="an integer from 1 to 500")])
+        raise validation_problem(
+            [ProblemField(field="limit", type="range", message="an integer from 1 to 500")]
+        )
     try:
         page = await request.app[STORE].list_jobs(
             tenant=None if who.sees_all_tenants() else who.tenant,
             states=_enum_list(request, "state", JobState),
             tiers=_enum_list(request, "priority", Tier),
             kinds=_enum_list(request, "kind", JobKind),
-            limit=int(raw_limit), cursor=request.query.get("cursor"))
+            limit=int(raw_limit),
+            cursor=request.query.get("cursor"),
+        )
     except InvalidCursor:
-        raise validation_problem([ProblemField(field="cursor", type="invalid_cursor",
-                                               message="not a cursor this API returned")]) from None
+        raise validation_problem(
+            [
+                ProblemField(
+                    field="cursor", type="invalid_cursor", message="not a cursor this API returned"
+                )
+            ]
+        ) from None
     out = JobPageOut(items=[job_out(j) for j in page.jobs], next_cursor=page.next_cursor)
     return web.json_response(text=out.model_dump_json())
 
@@ -143,7 +190,8 @@ async def show_job(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
     try:
         detail = await request.app[STORE].get_job(
-            job_id, tenant=None if who.sees_all_tenants() else who.tenant)
+            job_id, tenant=None if who.sees_all_tenants() else who.tenant
+        )
     except JobNotFound:
         raise not_found(f"no job {job_id}") from None
     return web.json_response(text=job_out(detail.job, detail).model_dump_json())
@@ -155,12 +203,17 @@ async def cancel_job(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
     try:
         job = await request.app[LOOP].cancel(
-            job_id, tenant=None if who.sees_all_tenants() else who.tenant)
+            job_id, tenant=None if who.sees_all_tenants() else who.tenant
+        )
     except JobNotFound:
         raise not_found(f"no job {job_id}") from None
     except JobAlreadyFinished as exc:
-        raise ApiProblem(status=409, slug="job-already-finished", title="The job already finished",
-                         detail=f"job {job_id} is {exc.state}; there is nothing to cancel") from None
+        raise ApiProblem(
+            status=409,
+            slug="job-already-finished",
+            title="The job already finished",
+            detail=f"job {job_id} is {exc.state}; there is nothing to cancel",
+        ) from None
     detail = await request.app[STORE].get_job(job.id)
     return web.json_response(text=job_out(detail.job, detail).model_dump_json())
 
@@ -171,6 +224,5 @@ async def explain(request: web.Request) -> web.Response:
     body = await read_model(request, JobIn)
     spec = spec_from_api(body)
     _check_submission(request, spec, await _known_models(request))
-    ev = await request.app[LOOP].evaluate(_draft(spec, who.tenant, request),
-                                          ignore_capacity=False)
+    ev = await request.app[LOOP].evaluate(_draft(spec, who.tenant, request), ignore_capacity=False)
     return web.json_response(text=explain_out(ev).model_dump_json())

@@ -27,9 +27,13 @@ from broker.api.schemas import (
 )
 
 _ERRORS = {
-    400: "Malformed JSON", 401: "Missing or invalid token", 403: "Role too low",
+    400: "Malformed JSON",
+    401: "Missing or invalid token",
+    403: "Role too low",
     404: "Not found (another tenant's job is not found either)",
-    409: "Conflict", 413: "Body over the size limit", 415: "Not application/json",
+    409: "Conflict",
+    413: "Body over the size limit",
+    415: "Not application/json",
     422: "Validation failed; `errors` names each bad field",
 }
 
@@ -55,38 +59,116 @@ def _q(name: str, desc: str, schema: dict[str, Any]) -> dict[str, Any]:
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 OPERATIONS: tuple[Op, ...] = (
-    Op("post", "/v1/jobs", "Submit a job", 201, JobOut, JobIn, (400, 401, 409, 413, 415, 422),
-       params=({"name": "Idempotency-Key", "in": "header", "required": False,
+    Op(
+        "post",
+        "/v1/jobs",
+        "Submit a job",
+        201,
+        JobOut,
+        JobIn,
+        (400, 401, 409, 413, 415, 422),
+        params=(
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
                 "description": "Same key + same body from the same tenant returns the same job; "
-                               "a different body is a 409.",
-                "schema": {"type": "string", "maxLength": 255}},)),
-    Op("get", "/v1/jobs", "List jobs, newest first", 200, JobPageOut, None, (401, 422), params=(
-        _q("state", "Comma-separated states", {"type": "string"}),
-        _q("priority", "Comma-separated tiers P1,P2,P3", {"type": "string"}),
-        _q("kind", "Comma-separated kinds", {"type": "string"}),
-        _q("limit", "Page size", {"type": "integer", "minimum": 1, "maximum": 500,
-                                  "default": 50}),
-        _q("cursor", "next_cursor of the previous page", {"type": "string"}))),
-    Op("get", "/v1/jobs/{job_id}", "A job with its placement and events", 200, JobOut, None,
-       (401, 404), params=(_JOB_ID,)),
-    Op("delete", "/v1/jobs/{job_id}", "Cancel a job (idempotent)", 200, JobOut, None,
-       (401, 404, 409), params=(_JOB_ID,)),
-    Op("post", "/v1/placements:explain", "Dry-run placement: ranked sites and rejections", 200,
-       ExplainOut, JobIn, (400, 401, 413, 415, 422)),
+                "a different body is a 409.",
+                "schema": {"type": "string", "maxLength": 255},
+            },
+        ),
+    ),
+    Op(
+        "get",
+        "/v1/jobs",
+        "List jobs, newest first",
+        200,
+        JobPageOut,
+        None,
+        (401, 422),
+        params=(
+            _q("state", "Comma-separated states", {"type": "string"}),
+            _q("priority", "Comma-separated tiers P1,P2,P3", {"type": "string"}),
+            _q("kind", "Comma-separated kinds", {"type": "string"}),
+            _q(
+                "limit",
+                "Page size",
+                {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+            ),
+            _q("cursor", "next_cursor of the previous page", {"type": "string"}),
+        ),
+    ),
+    Op(
+        "get",
+        "/v1/jobs/{job_id}",
+        "A job with its placement and events",
+        200,
+        JobOut,
+        None,
+        (401, 404),
+        params=(_JOB_ID,),
+    ),
+    Op(
+        "delete",
+        "/v1/jobs/{job_id}",
+        "Cancel a job (idempotent)",
+        200,
+        JobOut,
+        None,
+        (401, 404, 409),
+        params=(_JOB_ID,),
+    ),
+    Op(
+        "post",
+        "/v1/placements:explain",
+        "Dry-run placement: ranked sites and rejections",
+        200,
+        ExplainOut,
+        JobIn,
+        (400, 401, 413, 415, 422),
+    ),
     Op("get", "/v1/sites", "Configured sites and their health", 200, SiteListOut, None, (401,)),
-    Op("get", "/v1/inventory", "GPU inventory per site and pool (operator)", 200, InventoryOut,
-       None, (401, 403)),
+    Op(
+        "get",
+        "/v1/inventory",
+        "GPU inventory per site and pool (operator)",
+        200,
+        InventoryOut,
+        None,
+        (401, 403),
+    ),
     Op("get", "/healthz", "Liveness", 200, HealthOut, auth=False),
-    Op("get", "/readyz", "Readiness: database reachable and schema current", 200, HealthOut,
-       auth=False),
-    Op("get", "/metrics", "Prometheus metrics", 200, None, auth=False,
-       media="text/plain; version=0.0.4"),
+    Op(
+        "get",
+        "/readyz",
+        "Readiness: database reachable and schema current",
+        200,
+        HealthOut,
+        auth=False,
+    ),
+    Op(
+        "get",
+        "/metrics",
+        "Prometheus metrics",
+        200,
+        None,
+        auth=False,
+        media="text/plain; version=0.0.4",
+    ),
     Op("get", "/openapi.json", "This document", 200, None, auth=False),
     Op("get", "/docs", "API documentation page", 200, None, auth=False, media="text/html"),
 )
 
 _MODELS: tuple[type[BaseModel], ...] = (
-    JobIn, JobOut, JobPageOut, ExplainOut, SiteListOut, InventoryOut, HealthOut, Problem)
+    JobIn,
+    JobOut,
+    JobPageOut,
+    ExplainOut,
+    SiteListOut,
+    InventoryOut,
+    HealthOut,
+    Problem,
+)
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -97,7 +179,8 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
 def openapi_document() -> dict[str, Any]:
     _, defs = models_json_schema(
         [(m, "validation" if m is JobIn else "serialization") for m in _MODELS],
-        ref_template="#/components/schemas/{model}")
+        ref_template="#/components/schemas/{model}",
+    )
     schemas = defs.get("$defs", {})
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
@@ -105,32 +188,50 @@ def openapi_document() -> dict[str, Any]:
         if op.response is not None:
             ok["content"] = {op.media: {"schema": _ref(op.response)}}
         elif op.media != "application/json" or op.path == "/openapi.json":
-            ok["content"] = {op.media: {"schema": {"type": "string"} if op.media != "application/json" else {"type": "object"}}}
+            ok["content"] = {
+                op.media: {
+                    "schema": {"type": "string"}
+                    if op.media != "application/json"
+                    else {"type": "object"}
+                }
+            }
         responses: dict[str, Any] = {str(op.ok): ok}
         errors = op.errors + ((503,) if op.path == "/readyz" else ())
         for status in errors:
             schema = _ref(HealthOut) if status == 503 else _ref(Problem)
             media = "application/json" if status == 503 else PROBLEM_JSON
-            responses[str(status)] = {"description": _ERRORS.get(status, "Not ready"),
-                                      "content": {media: {"schema": schema}}}
-        operation: dict[str, Any] = {"summary": op.summary, "responses": responses,
-                                     "operationId": f"{op.method}_{_slug(op.path)}"}
+            responses[str(status)] = {
+                "description": _ERRORS.get(status, "Not ready"),
+                "content": {media: {"schema": schema}},
+            }
+        operation: dict[str, Any] = {
+            "summary": op.summary,
+            "responses": responses,
+            "operationId": f"{op.method}_{_slug(op.path)}",
+        }
         if op.params:
             operation["parameters"] = list(op.params)
         if op.request is not None:
-            operation["requestBody"] = {"required": True, "content": {
-                "application/json": {"schema": _ref(op.request)}}}
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": _ref(op.request)}},
+            }
         operation["security"] = [{"bearer": []}] if op.auth else []
         paths.setdefault(op.path, {})[op.method] = operation
     return {
         "openapi": "3.1.0",
-        "info": {"title": "GPU federation broker", "version": __version__,
-                 "description": "Carbon-aware placement of GPU jobs across private Kubernetes "
-                                "clusters and cloud regions. Errors are RFC 9457 problem "
-                                "documents (application/problem+json)."},
+        "info": {
+            "title": "GPU federation broker",
+            "version": __version__,
+            "description": "Carbon-aware placement of GPU jobs across private Kubernetes "
+            "clusters and cloud regions. Errors are RFC 9457 problem "
+            "documents (application/problem+json).",
+        },
         "paths": paths,
-        "components": {"schemas": schemas, "securitySchemes": {
-            "bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
     }
 
 
@@ -141,10 +242,12 @@ def _slug(path: str) -> str:
 DOCS_HTML = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>GPU federation broker API</title>
 <style>
-body{font:15px/1.5 system-ui,sans-serif;max-width:960px;margin:2rem auto;padding:0 1rem;color:#1d2733}
-h1{font-size:1.5rem}.op{border:1px solid #d5dde6;border-radius:6px;margin:.8rem 0;padding:.6rem .9rem}
+body{font:15px/1.5 system-ui,sans-serif;max-width:960px;margin:2rem auto;padding:0 1rem}
+h1{font-size:1.5rem}
+.op{border:1px solid #d5dde6;border-radius:6px;margin:.8rem 0;padding:.6rem .9rem}
 .m{display:inline-block;min-width:4.5rem;font-weight:700;text-transform:uppercase}
-.get{color:#1f6feb}.post{color:#1a7f37}.delete{color:#cf222e}code{background:#f3f5f7;padding:0 .2rem}
+.get{color:#1f6feb}.post{color:#1a7f37}.delete{color:#cf222e}
+code{background:#f3f5f7;padding:0 .2rem}
 details pre{background:#f6f8fa;padding:.6rem;overflow:auto;font-size:12px}
 </style></head><body>
 <h1>GPU federation broker API</h1>

@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from broker.api.keys import MAX_BODY_BYTES
 from broker.api.schemas import Problem, ProblemField
 
 log = logging.getLogger(__name__)
@@ -28,9 +27,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class ApiProblem(Exception):
-    def __init__(self, *, status: int, slug: str, title: str, detail: str,
-                 errors: Sequence[ProblemField] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        status: int,
+        slug: str,
+        title: str,
+        detail: str,
+        errors: Sequence[ProblemField] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.slug = slug
@@ -40,16 +46,29 @@ class ApiProblem(Exception):
         self.headers = headers or {}
 
     def response(self) -> web.Response:
-        body = Problem(type=f"/problems/{self.slug}", title=self.title, status=self.status,
-                       detail=self.detail, errors=self.errors)
-        return web.Response(status=self.status, headers=self.headers, content_type=PROBLEM_JSON,
-                            text=body.model_dump_json(exclude_none=True))
+        body = Problem(
+            type=f"/problems/{self.slug}",
+            title=self.title,
+            status=self.status,
+            detail=self.detail,
+            errors=self.errors,
+        )
+        return web.Response(
+            status=self.status,
+            headers=self.headers,
+            content_type=PROBLEM_JSON,
+            text=body.model_dump_json(exclude_none=True),
+        )
 
 
 def validation_problem(errors: Sequence[ProblemField], detail: str | None = None) -> ApiProblem:
-    return ApiProblem(status=422, slug="validation-error", title="The request is not valid",
-                      detail=detail or "; ".join(f"{e.field}: {e.message}" for e in errors),
-                      errors=errors)
+    return ApiProblem(
+        status=422,
+        slug="validation-error",
+        title="The request is not valid",
+        detail=detail or "; ".join(f"{e.field}: {e.message}" for e in errors),
+        errors=errors,
+    )
 
 
 def not_found(detail: str) -> ApiProblem:
@@ -67,15 +86,19 @@ def _fields(exc: ValidationError) -> list[ProblemField]:
 async def read_model(request: web.Request, model: type[M]) -> M:
     """Parse the JSON body into `model`: 415, 413, 400 or 422 when it cannot."""
     if request.content_type != "application/json":
-        raise ApiProblem(status=415, slug="unsupported-media-type",
-                         title="Unsupported media type",
-                         detail=f"send application/json, not {request.content_type or 'nothing'}")
+        raise ApiProblem(
+            status=415,
+            slug="unsupported-media-type",
+            title="Unsupported media type",
+            detail=f"send application/json, not {request.content_type or 'nothing'}",
+        )
     body = await request.read()  # raises 413 past client_max_size
     try:
         json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiProblem(status=400, slug="malformed-json", title="The body is not valid JSON",
-                         detail=str(exc)) from None
+        raise ApiProblem(
+            status=400, slug="malformed-json", title="The body is not valid JSON", detail=str(exc)
+        ) from None
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
@@ -83,8 +106,13 @@ async def read_model(request: web.Request, model: type[M]) -> M:
 
 
 _HTTP_SLUGS = {
-    400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found",
-    405: "method-not-allowed", 413: "payload-too-large", 415: "unsupported-media-type",
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
 }
 
 
@@ -99,14 +127,21 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             raise
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
-        if exc.status == 413:
-            detail = f"the body is larger than {request.app[MAX_BODY_BYTES]} bytes"
-        return ApiProblem(status=exc.status, slug=_HTTP_SLUGS.get(exc.status, "http-error"),
-                          title=exc.reason, detail=detail, headers=headers).response()
+        return ApiProblem(
+            status=exc.status,
+            slug=_HTTP_SLUGS.get(exc.status, "http-error"),
+            title=exc.reason,
+            detail=detail,
+            headers=headers,
+        ).response()
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.rel_url.path)
-        return ApiProblem(status=500, slug="internal-error", title="Internal error",
-                          detail="the broker hit an unexpected error; it has been logged").response()
+        return ApiProblem(
+            status=500,
+            slug="internal-error",
+            title="Internal error",
+            detail="the broker hit an unexpected error; it has been logged",
+        ).response()
 
 
 def problem_schema() -> dict[str, Any]:

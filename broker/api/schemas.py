@@ -31,9 +31,11 @@ class ResourcesIn(_Request):
     ] = []
     min_gpu_memory_gb: Annotated[float, Field(gt=0, le=1024)] | None = None
     mig_profile: Annotated[str, Field(pattern=r"^[1-7]g\.[0-9]+gb$")] | None = Field(
-        default=None, description='A MIG slice such as "1g.10gb"; excludes gpu_fraction.')
+        default=None, description='A MIG slice such as "1g.10gb"; excludes gpu_fraction.'
+    )
     gpu_fraction: Annotated[float, Field(gt=0, lt=1)] | None = Field(
-        default=None, description="A share of one GPU (0-1, exclusive); excludes mig_profile.")
+        default=None, description="A share of one GPU (0-1, exclusive); excludes mig_profile."
+    )
     nodes: Annotated[int, Field(ge=1, le=256, description="Nodes, all at once (gang).")] = 1
     cpu: Annotated[float, Field(gt=0, le=1024, description="CPUs per node.")] = 1.0
     memory_gb: Annotated[float, Field(gt=0, le=16384, description="Memory per node.")] = 4.0
@@ -50,8 +52,13 @@ class ResourcesIn(_Request):
 class WorkloadIn(_Request):
     image: Annotated[str, Field(min_length=1, max_length=512)]
     command: Annotated[list[Annotated[str, Field(max_length=4096)]], Field(max_length=256)] = []
-    env: Annotated[dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=256)],
-                        Annotated[str, Field(max_length=32768)]], Field(max_length=256)] = {}
+    env: Annotated[
+        dict[
+            Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=256)],
+            Annotated[str, Field(max_length=32768)],
+        ],
+        Field(max_length=256),
+    ] = {}
 
 
 class JobIn(_Request):
@@ -59,7 +66,8 @@ class JobIn(_Request):
 
     name: Name
     priority: Literal["P1", "P2", "P3"] = Field(
-        description="P1 realtime inference, P2 batch training, P3 experiments.")
+        description="P1 realtime inference, P2 batch training, P3 experiments."
+    )
     kind: Literal["inference", "training", "experiment"]
     resources: ResourcesIn
     workload: WorkloadIn
@@ -67,12 +75,15 @@ class JobIn(_Request):
     deadline: AwareDatetime | None = Field(default=None, description="RFC 3339 with offset.")
     latency_slo_ms: Annotated[float, Field(gt=0, le=10_000)] | None = None
     origin: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
-        default=None, description='Where requests come from, e.g. "aws:eu-west-1".')
-    allowed_regions: Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]],
-                               Field(max_length=64)] = []
+        default=None, description='Where requests come from, e.g. "aws:eu-west-1".'
+    )
+    allowed_regions: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=128)]], Field(max_length=64)
+    ] = []
     preemptible: bool | None = Field(default=None, description="Default: true for P3 only.")
     max_hourly_cost: Annotated[float, Field(gt=0)] | None = Field(
-        default=None, description="USD per hour for the whole job.")
+        default=None, description="USD per hour for the whole job."
+    )
 
     @model_validator(mode="after")
     def _coherent(self) -> JobIn:

@@ -12,7 +12,18 @@ from broker.config import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from broker.cli import client, server
+    from collections.abc import Callable
+
+    from broker.cli import client
+
+    def server(name: str) -> Callable[[argparse.Namespace], int]:
+        """A server command, imported when it runs: client commands skip SQLAlchemy/alembic."""
+        def run(args: argparse.Namespace) -> int:
+            from broker.cli import server as module
+
+            func: Callable[[argparse.Namespace], int] = getattr(module, name)
+            return func(args)
+        return run
 
     p = argparse.ArgumentParser(prog="broker", description="Carbon-aware GPU federation broker.")
     p.add_argument("--version", action="version", version=f"broker {__version__}")
@@ -26,22 +37,25 @@ def build_parser() -> argparse.ArgumentParser:
     local(serve)
     serve.add_argument("--host", help="listen address (default from config)")
     serve.add_argument("--port", type=int, help="listen port (default from config)")
-    serve.add_argument("--log-level", default="info",
-                       choices=["debug", "info", "warning", "error"])
-    serve.set_defaults(func=server.cmd_serve)
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(func=server("cmd_serve"))
 
     db = sub.add_parser("db", help="database maintenance").add_subparsers(
-        dest="db_command", required=True, metavar="ACTION")
+        dest="db_command", required=True, metavar="ACTION"
+    )
     up = db.add_parser("upgrade", help="migrate the schema to the newest revision")
     local(up)
-    up.set_defaults(func=server.cmd_db_upgrade)
+    up.set_defaults(func=server("cmd_db_upgrade"))
 
     token = sub.add_parser("token", help="API token helpers").add_subparsers(
-        dest="token_command", required=True, metavar="ACTION")
+        dest="token_command", required=True, metavar="ACTION"
+    )
     token.add_parser("hash", help="hash a token read from stdin").set_defaults(
-        func=server.cmd_token_hash)
+        func=server("cmd_token_hash")
+    )
     token.add_parser("new", help="make a random token and its hash").set_defaults(
-        func=server.cmd_token_new)
+        func=server("cmd_token_new")
+    )
 
     client.add_commands(sub)
     return p

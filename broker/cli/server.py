@@ -18,23 +18,36 @@ from broker.service import create_app
 
 
 def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    return load_settings(Path(args.config) if args.config else None,
-                         overrides={"database_url": args.database_url,
-                                    **({"http.host": args.host, "http.port": args.port}
-                                       if "host" in args else {})})
+    return load_settings(
+        Path(args.config) if args.config else None,
+        overrides={
+            "database_url": args.database_url,
+            **({"http.host": args.host, "http.port": args.port} if "host" in args else {}),
+        },
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     # aiohttp's access log would be fine (it has no Authorization header), but keep it terse.
     app = create_app(settings)
-    print(f"broker: serving http://{settings.http.host}:{settings.http.port} "
-          f"({len(settings.sites)} sites, database {_redact(settings.database_url)})",
-          file=sys.stderr, flush=True)
-    web.run_app(app, host=settings.http.host, port=settings.http.port, print=None,
-                access_log_format='%a "%r" %s %b %Tfs')
+    print(
+        f"broker: serving http://{settings.http.host}:{settings.http.port} "
+        f"({len(settings.sites)} sites, database {_redact(settings.database_url)})",
+        file=sys.stderr,
+        flush=True,
+    )
+    web.run_app(
+        app,
+        host=settings.http.host,
+        port=settings.http.port,
+        print=None,
+        access_log_format='%a "%r" %s %b %Tfs',
+    )
     return 0
 
 
@@ -56,8 +69,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 def cmd_token_hash(args: argparse.Namespace) -> int:
     """Hash a token read from stdin (or a prompt), for the `auth.tokens` config list."""
-    token = (sys.stdin.readline() if not sys.stdin.isatty()
-             else getpass.getpass("token: ")).strip()
+    token = (sys.stdin.readline() if not sys.stdin.isatty() else getpass.getpass("token: ")).strip()
     if len(token) < 16:
         print("broker: a token must be at least 16 characters", file=sys.stderr)
         return 2

@@ -18,13 +18,20 @@ def spec_to_json(spec: JobSpec) -> dict[str, Any]:
         "priority": spec.tier.value,
         "kind": spec.kind.value,
         "resources": {
-            "gpus": r.gpus, "gpu_models": list(r.gpu_models),
-            "min_gpu_memory_gb": r.min_gpu_memory_gb, "mig_profile": r.mig_profile,
-            "gpu_fraction": r.gpu_fraction, "nodes": r.nodes, "cpu": r.cpu,
+            "gpus": r.gpus,
+            "gpu_models": list(r.gpu_models),
+            "min_gpu_memory_gb": r.min_gpu_memory_gb,
+            "mig_profile": r.mig_profile,
+            "gpu_fraction": r.gpu_fraction,
+            "nodes": r.nodes,
+            "cpu": r.cpu,
             "memory_gb": r.memory_gb,
         },
-        "workload": {"image": spec.workload.image, "command": list(spec.workload.command),
-                     "env": dict(spec.workload.env)},
+        "workload": {
+            "image": spec.workload.image,
+            "command": list(spec.workload.command),
+            "env": dict(spec.workload.env),
+        },
         "estimated_duration_s": spec.estimated_duration_s,
         "deadline": spec.deadline.isoformat() if spec.deadline else None,
         "latency_slo_ms": spec.latency_slo_ms,
@@ -43,9 +50,13 @@ def spec_from_json(data: dict[str, Any]) -> JobSpec:
         tier=Tier(data["priority"]),
         kind=JobKind(data["kind"]),
         resources=Resources(
-            gpus=r["gpus"], gpu_models=tuple(r["gpu_models"]),
-            min_gpu_memory_gb=r["min_gpu_memory_gb"], mig_profile=r["mig_profile"],
-            gpu_fraction=r["gpu_fraction"], nodes=r["nodes"], cpu=r["cpu"],
+            gpus=r["gpus"],
+            gpu_models=tuple(r["gpu_models"]),
+            min_gpu_memory_gb=r["min_gpu_memory_gb"],
+            mig_profile=r["mig_profile"],
+            gpu_fraction=r["gpu_fraction"],
+            nodes=r["nodes"],
+            cpu=r["cpu"],
             memory_gb=r["memory_gb"],
         ),
         workload=Workload(image=w["image"], command=tuple(w["command"]), env=dict(w["env"])),
@@ -61,43 +72,72 @@ def spec_from_json(data: dict[str, Any]) -> JobSpec:
 
 def job_from_row(row: JobRow) -> Job:
     return Job(
-        id=row.id, tenant=row.tenant, spec=spec_from_json(row.spec), state=JobState(row.state),
-        created_at=row.created_at, updated_at=row.updated_at, state_reason=row.state_reason,
+        id=row.id,
+        tenant=row.tenant,
+        spec=spec_from_json(row.spec),
+        state=JobState(row.state),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        state_reason=row.state_reason,
         version=row.version,
     )
 
 
 def site_from_row(row: SiteRow) -> Site:
     return Site(
-        name=row.name, kind=SiteKind(row.kind), region=row.region, location=row.location,
-        grid_zone=row.grid_zone, private=row.private, pue=row.pue, health=Health(row.health),
+        name=row.name,
+        kind=SiteKind(row.kind),
+        region=row.region,
+        location=row.location,
+        grid_zone=row.grid_zone,
+        private=row.private,
+        pue=row.pue,
+        health=Health(row.health),
         health_reason=row.health_reason,
     )
 
 
 def pool_from_row(row: PoolRow) -> GpuPool:
     return GpuPool(
-        id=row.id, site=row.site, gpu_model=row.gpu_model, gpu_memory_gb=row.gpu_memory_gb,
-        gpus_per_node=row.gpus_per_node, nodes=row.nodes, price_on_demand=row.price_on_demand,
-        price_spot=row.price_spot, mig_profiles=tuple(row.mig_profiles),
-        cpu_per_node=row.cpu_per_node, memory_gb_per_node=row.memory_gb_per_node,
-        allocated_milli=row.allocated_milli, updated_at=row.updated_at,
+        id=row.id,
+        site=row.site,
+        gpu_model=row.gpu_model,
+        gpu_memory_gb=row.gpu_memory_gb,
+        gpus_per_node=row.gpus_per_node,
+        nodes=row.nodes,
+        price_on_demand=row.price_on_demand,
+        price_spot=row.price_spot,
+        mig_profiles=tuple(row.mig_profiles),
+        cpu_per_node=row.cpu_per_node,
+        memory_gb_per_node=row.memory_gb_per_node,
+        allocated_milli=row.allocated_milli,
+        updated_at=row.updated_at,
     )
 
 
 def placement_from_row(row: PlacementRow) -> Placement:
     return Placement(
-        job_id=row.job_id, site=row.site, pool_id=row.pool_id, gpu_milli=row.gpu_milli,
-        price_per_gpu_hour=row.price_per_gpu_hour, spot=row.spot,
-        estimated_cost_usd=row.estimated_cost_usd, estimated_gco2=row.estimated_gco2,
-        created_at=row.created_at, started_at=row.started_at, ended_at=row.ended_at,
+        job_id=row.job_id,
+        site=row.site,
+        pool_id=row.pool_id,
+        gpu_milli=row.gpu_milli,
+        price_per_gpu_hour=row.price_per_gpu_hour,
+        spot=row.spot,
+        estimated_cost_usd=row.estimated_cost_usd,
+        estimated_gco2=row.estimated_gco2,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
         external_id=row.external_id,
     )
 
 
 def event_from_row(row: JobEventRow) -> JobEvent:
     return JobEvent(
-        job_id=row.job_id, at=row.at,
+        job_id=row.job_id,
+        at=row.at,
         from_state=JobState(row.from_state) if row.from_state else None,
-        to_state=JobState(row.to_state), reason=row.reason, detail=row.detail,
+        to_state=JobState(row.to_state),
+        reason=row.reason,
+        detail=row.detail,
     )

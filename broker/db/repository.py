@@ -103,7 +103,10 @@ class Store:
             row.kind, row.region, row.location = site.kind.value, site.region, site.location
             row.grid_zone, row.private, row.pue = site.grid_zone, site.private, site.pue
             row.health, row.health_reason, row.updated_at = (
-                site.health.value, site.health_reason, now)
+                site.health.value,
+                site.health_reason,
+                now,
+            )
             for pool in pools:
                 prow = await s.get(PoolRow, pool.id)
                 if prow is None:
@@ -120,8 +123,11 @@ class Store:
 
     async def set_site_health(self, name: str, health: Health, reason: str = "") -> None:
         async with self._sessions.begin() as s:
-            await s.execute(update(SiteRow).where(SiteRow.name == name).values(
-                health=health.value, health_reason=reason, updated_at=self._clock.now()))
+            await s.execute(
+                update(SiteRow)
+                .where(SiteRow.name == name)
+                .values(health=health.value, health_reason=reason, updated_at=self._clock.now())
+            )
 
     async def sites(self) -> list[Site]:
         async with self._sessions() as s:
@@ -136,7 +142,11 @@ class Store:
     # ---- jobs: submission and queries ---------------------------------------------------
 
     async def create_job(
-        self, *, tenant: str, spec: JobSpec, idempotency_key: str | None = None,
+        self,
+        *,
+        tenant: str,
+        spec: JobSpec,
+        idempotency_key: str | None = None,
         request_hash: str | None = None,
     ) -> tuple[Job, bool]:
         """Insert a pending job; with a known key, return the earlier job (created=False)."""
@@ -147,20 +157,38 @@ class Store:
         now = self._clock.now()
         job_id = f"job-{uuid.uuid4().hex}"
         row = JobRow(
-            id=job_id, tenant=tenant, name=spec.name, tier=spec.tier.value,
-            kind=spec.kind.value, state=JobState.PENDING.value, state_reason="submitted",
-            spec=spec_to_json(spec), gpu_milli=spec.resources.total_milli,
-            estimated_duration_s=spec.estimated_duration_s, deadline=spec.deadline,
-            preemptible=spec.is_preemptible, idempotency_key=idempotency_key,
-            request_hash=request_hash, version=1, created_at=now, updated_at=now,
+            id=job_id,
+            tenant=tenant,
+            name=spec.name,
+            tier=spec.tier.value,
+            kind=spec.kind.value,
+            state=JobState.PENDING.value,
+            state_reason="submitted",
+            spec=spec_to_json(spec),
+            gpu_milli=spec.resources.total_milli,
+            estimated_duration_s=spec.estimated_duration_s,
+            deadline=spec.deadline,
+            preemptible=spec.is_preemptible,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            version=1,
+            created_at=now,
+            updated_at=now,
         )
         try:
             async with self._sessions.begin() as s:
                 s.add(row)
                 await s.flush()
-                s.add(JobEventRow(job_id=job_id, at=now, from_state=None,
-                                  to_state=JobState.PENDING.value, reason="submitted",
-                                  detail=""))
+                s.add(
+                    JobEventRow(
+                        job_id=job_id,
+                        at=now,
+                        from_state=None,
+                        to_state=JobState.PENDING.value,
+                        reason="submitted",
+                        detail="",
+                    )
+                )
         except IntegrityError:
             if idempotency_key is None:
                 raise
@@ -173,8 +201,9 @@ class Store:
 
     async def _by_key(self, tenant: str, key: str, request_hash: str | None) -> Job | None:
         async with self._sessions() as s:
-            row = await s.scalar(select(JobRow).where(
-                JobRow.tenant == tenant, JobRow.idempotency_key == key))
+            row = await s.scalar(
+                select(JobRow).where(JobRow.tenant == tenant, JobRow.idempotency_key == key)
+            )
             if row is None:
                 return None
             if row.request_hash != request_hash:
@@ -188,11 +217,14 @@ class Store:
             if row is None or (tenant is not None and row.tenant != tenant):
                 raise JobNotFound(job_id)
             prow = await s.scalar(
-                select(PlacementRow).where(PlacementRow.job_id == job_id)
-                .order_by(PlacementRow.id.desc()).limit(1))
+                select(PlacementRow)
+                .where(PlacementRow.job_id == job_id)
+                .order_by(PlacementRow.id.desc())
+                .limit(1)
+            )
             events = await s.scalars(
-                select(JobEventRow).where(JobEventRow.job_id == job_id)
-                .order_by(JobEventRow.id))
+                select(JobEventRow).where(JobEventRow.job_id == job_id).order_by(JobEventRow.id)
+            )
             return JobDetail(
                 job=job_from_row(row),
                 placement=placement_from_row(prow) if prow is not None else None,
@@ -200,39 +232,54 @@ class Store:
             )
 
     async def list_jobs(
-        self, *, tenant: str | None, states: Iterable[JobState] = (),
-        tiers: Iterable[Tier] = (), kinds: Iterable[JobKind] = (), limit: int = 50,
+        self,
+        *,
+        tenant: str | None,
+        states: Iterable[JobState] = (),
+        tiers: Iterable[Tier] = (),
+        kinds: Iterable[JobKind] = (),
+        limit: int = 50,
         cursor: str | None = None,
     ) -> JobPage:
         """Newest first; `cursor` is the opaque `next_cursor` of the previous page."""
         q = select(JobRow).order_by(JobRow.seq.desc()).limit(limit + 1)
         if tenant is not None:
             q = q.where(JobRow.tenant == tenant)
-        if states := [s.value for s in states]:
-            q = q.where(JobRow.state.in_(states))
-        if tiers := [t.value for t in tiers]:
-            q = q.where(JobRow.tier.in_(tiers))
-        if kinds := [k.value for k in kinds]:
-            q = q.where(JobRow.kind.in_(kinds))
+        if state_values := [s.value for s in states]:
+            q = q.where(JobRow.state.in_(state_values))
+        if tier_values := [t.value for t in tiers]:
+            q = q.where(JobRow.tier.in_(tier_values))
+        if kind_values := [k.value for k in kinds]:
+            q = q.where(JobRow.kind.in_(kind_values))
         if cursor is not None:
             q = q.where(JobRow.seq < decode_cursor(cursor))
         async with self._sessions() as s:
             rows = list(await s.scalars(q))
         more = len(rows) > limit
         rows = rows[:limit]
-        return JobPage(jobs=tuple(job_from_row(r) for r in rows),
-                       next_cursor=encode_cursor(rows[-1].seq) if more and rows else None)
+        return JobPage(
+            jobs=tuple(job_from_row(r) for r in rows),
+            next_cursor=encode_cursor(rows[-1].seq) if more and rows else None,
+        )
 
     async def queued_jobs(self, *, limit: int) -> list[Job]:
         """Pending jobs, most urgent tier first, oldest first within a tier."""
-        q = (select(JobRow).where(JobRow.state == JobState.PENDING.value)
-             .order_by(JobRow.tier, JobRow.seq).limit(limit))
+        q = (
+            select(JobRow)
+            .where(JobRow.state == JobState.PENDING.value)
+            .order_by(JobRow.tier, JobRow.seq)
+            .limit(limit)
+        )
         async with self._sessions() as s:
             return [job_from_row(r) for r in await s.scalars(q)]
 
     async def active_placements(self) -> list[tuple[Job, Placement]]:
-        q = (select(JobRow, PlacementRow).join(PlacementRow, PlacementRow.job_id == JobRow.id)
-             .where(PlacementRow.active.is_(True)).order_by(PlacementRow.id))
+        q = (
+            select(JobRow, PlacementRow)
+            .join(PlacementRow, PlacementRow.job_id == JobRow.id)
+            .where(PlacementRow.active.is_(True))
+            .order_by(PlacementRow.id)
+        )
         async with self._sessions() as s:
             return [(job_from_row(j), placement_from_row(p)) for j, p in await s.execute(q)]
 
@@ -249,46 +296,75 @@ class Store:
         now = self._clock.now()
         try:
             async with self._sessions() as s, s.begin():
-                if not await self._cas(s, job.id, (JobState.PENDING, JobState.DEFERRED),
-                                       JobState.SCHEDULED, reason, now,
-                                       f"site {placement.site}, pool {placement.pool_id}"):
+                if not await self._cas(
+                    s,
+                    job.id,
+                    (JobState.PENDING, JobState.DEFERRED),
+                    JobState.SCHEDULED,
+                    reason,
+                    now,
+                    f"site {placement.site}, pool {placement.pool_id}",
+                ):
                     return False
                 taken = await s.execute(
                     update(PoolRow)
-                    .where(PoolRow.id == placement.pool_id,
-                           PoolRow.allocated_milli + placement.gpu_milli <= PoolRow.total_milli)
-                    .values(allocated_milli=PoolRow.allocated_milli + placement.gpu_milli))
+                    .where(
+                        PoolRow.id == placement.pool_id,
+                        PoolRow.allocated_milli + placement.gpu_milli <= PoolRow.total_milli,
+                    )
+                    .values(allocated_milli=PoolRow.allocated_milli + placement.gpu_milli)
+                )
                 if taken.rowcount != 1:  # type: ignore[attr-defined]
                     raise _Abort
-                s.add(PlacementRow(
-                    job_id=job.id, site=placement.site, pool_id=placement.pool_id,
-                    gpu_milli=placement.gpu_milli,
-                    price_per_gpu_hour=placement.price_per_gpu_hour, spot=placement.spot,
-                    estimated_cost_usd=placement.estimated_cost_usd,
-                    estimated_gco2=placement.estimated_gco2, external_id=None, active=True,
-                    created_at=now))
+                s.add(
+                    PlacementRow(
+                        job_id=job.id,
+                        site=placement.site,
+                        pool_id=placement.pool_id,
+                        gpu_milli=placement.gpu_milli,
+                        price_per_gpu_hour=placement.price_per_gpu_hour,
+                        spot=placement.spot,
+                        estimated_cost_usd=placement.estimated_cost_usd,
+                        estimated_gco2=placement.estimated_gco2,
+                        external_id=None,
+                        active=True,
+                        created_at=now,
+                    )
+                )
         except _Abort:
             return False
         return True
 
     async def set_external_id(self, job_id: str, external_id: str) -> None:
         async with self._sessions.begin() as s:
-            await s.execute(update(PlacementRow)
-                            .where(PlacementRow.job_id == job_id, PlacementRow.active.is_(True))
-                            .values(external_id=external_id))
+            await s.execute(
+                update(PlacementRow)
+                .where(PlacementRow.job_id == job_id, PlacementRow.active.is_(True))
+                .values(external_id=external_id)
+            )
 
     async def mark_running(self, job_id: str, *, at: datetime, detail: str = "") -> bool:
         async with self._sessions() as s, s.begin():
-            if not await self._cas(s, job_id, (JobState.SCHEDULED,), JobState.RUNNING,
-                                   "started", at, detail):
+            if not await self._cas(
+                s, job_id, (JobState.SCHEDULED,), JobState.RUNNING, "started", at, detail
+            ):
                 return False
-            await s.execute(update(PlacementRow)
-                            .where(PlacementRow.job_id == job_id, PlacementRow.active.is_(True))
-                            .values(started_at=at))
+            await s.execute(
+                update(PlacementRow)
+                .where(PlacementRow.job_id == job_id, PlacementRow.active.is_(True))
+                .values(started_at=at)
+            )
         return True
 
-    async def finish(self, job_id: str, *, state: JobState, reason: str, detail: str = "",
-                     at: datetime | None = None) -> Released | None:
+    async def finish(
+        self,
+        job_id: str,
+        *,
+        state: JobState,
+        reason: str,
+        detail: str = "",
+        at: datetime | None = None,
+    ) -> Released | None:
         """Move a job to a terminal state (or back to pending) and release its allocation."""
         at = at or self._clock.now()
         async with self._sessions() as s, s.begin():
@@ -300,14 +376,20 @@ class Store:
                 return None
             if not await self._cas(s, job_id, (src,), state, reason, at, detail):
                 return None
-            prow = await s.scalar(select(PlacementRow).where(
-                PlacementRow.job_id == job_id, PlacementRow.active.is_(True)))
+            prow = await s.scalar(
+                select(PlacementRow).where(
+                    PlacementRow.job_id == job_id, PlacementRow.active.is_(True)
+                )
+            )
             placement = None
             if prow is not None:
                 prow.active = False
                 prow.ended_at = at
-                await s.execute(update(PoolRow).where(PoolRow.id == prow.pool_id).values(
-                    allocated_milli=PoolRow.allocated_milli - prow.gpu_milli))
+                await s.execute(
+                    update(PoolRow)
+                    .where(PoolRow.id == prow.pool_id)
+                    .values(allocated_milli=PoolRow.allocated_milli - prow.gpu_milli)
+                )
                 placement = placement_from_row(prow)
             await s.refresh(row)
             return Released(job=job_from_row(row), placement=placement)
@@ -330,8 +412,16 @@ class Store:
             return await self.cancel(job_id, tenant=tenant, reason=reason)
         return released
 
-    async def _cas(self, s: AsyncSession, job_id: str, src: Sequence[JobState],
-                   dst: JobState, reason: str, at: datetime, detail: str = "") -> bool:
+    async def _cas(
+        self,
+        s: AsyncSession,
+        job_id: str,
+        src: Sequence[JobState],
+        dst: JobState,
+        reason: str,
+        at: datetime,
+        detail: str = "",
+    ) -> bool:
         """Compare-and-set the job's state inside the caller's transaction, with its event."""
         for state in src:
             if state is not dst and dst not in TRANSITIONS[state]:
@@ -342,11 +432,18 @@ class Store:
         res = await s.execute(
             update(JobRow)
             .where(JobRow.id == job_id, JobRow.state == cur)
-            .values(state=dst.value, state_reason=reason, updated_at=at,
-                    version=JobRow.version + 1))
+            .values(state=dst.value, state_reason=reason, updated_at=at, version=JobRow.version + 1)
+        )
         if res.rowcount != 1:  # type: ignore[attr-defined]
             return False
-        s.add(JobEventRow(job_id=job_id, at=at, from_state=cur, to_state=dst.value,
-                          reason=reason, detail=detail))
+        s.add(
+            JobEventRow(
+                job_id=job_id,
+                at=at,
+                from_state=cur,
+                to_state=dst.value,
+                reason=reason,
+                detail=detail,
+            )
+        )
         return True
-

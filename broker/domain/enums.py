@@ -68,8 +68,14 @@ TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
     ),
     JobState.DEFERRED: frozenset({JobState.PENDING, JobState.SCHEDULED, JobState.CANCELLED}),
     JobState.SCHEDULED: frozenset(
-        {JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED,
-         JobState.PREEMPTED, JobState.PENDING}
+        {
+            JobState.RUNNING,
+            JobState.SUCCEEDED,
+            JobState.FAILED,
+            JobState.CANCELLED,
+            JobState.PREEMPTED,
+            JobState.PENDING,
+        }
     ),
     JobState.RUNNING: frozenset(
         {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.PREEMPTED}

@@ -25,8 +25,9 @@ class LatencyMatrix:
         """Round trip in ms, 0 within one location, None when never measured."""
         if src == dst:
             return 0.0
-        known = [v for v in (self._pairs.get((src, dst)), self._pairs.get((dst, src)))
-                 if v is not None]
+        known = [
+            v for v in (self._pairs.get((src, dst)), self._pairs.get((dst, src))) if v is not None
+        ]
         return min(known) if known else None
 
     def locations(self) -> frozenset[str]:

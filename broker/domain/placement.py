@@ -45,8 +45,9 @@ class Weights:
         total = self.cost + self.latency + self.carbon
         if total <= 0:
             return Weights(cost=1 / 3, latency=1 / 3, carbon=1 / 3)
-        return Weights(cost=self.cost / total, latency=self.latency / total,
-                       carbon=self.carbon / total)
+        return Weights(
+            cost=self.cost / total, latency=self.latency / total, carbon=self.carbon / total
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,39 +106,51 @@ def static_rejection(spec: JobSpec, pool: GpuPool, cond: SiteConditions) -> Reje
         return Rejection(site=pool.site, pool_id=pool.id, reason=reason, detail=detail)
 
     if res.gpu_models and pool.gpu_model not in res.gpu_models:
-        return reject(RejectReason.GPU_MODEL,
-                      f"pool has {pool.gpu_model}, job wants one of {', '.join(res.gpu_models)}")
+        return reject(
+            RejectReason.GPU_MODEL,
+            f"pool has {pool.gpu_model}, job wants one of {', '.join(res.gpu_models)}",
+        )
     if res.min_gpu_memory_gb is not None and pool.gpu_memory_gb < res.min_gpu_memory_gb:
-        return reject(RejectReason.GPU_MEMORY,
-                      f"{pool.gpu_memory_gb:g} GB per GPU < {res.min_gpu_memory_gb:g} GB")
+        return reject(
+            RejectReason.GPU_MEMORY,
+            f"{pool.gpu_memory_gb:g} GB per GPU < {res.min_gpu_memory_gb:g} GB",
+        )
     if res.mig_profile is not None and res.mig_profile not in pool.mig_profiles:
         offered = ", ".join(pool.mig_profiles) or "none"
         return reject(RejectReason.MIG_PROFILE, f"MIG {res.mig_profile} not offered ({offered})")
     if res.milli_per_node > pool.gpus_per_node * MILLI_PER_GPU:
-        return reject(RejectReason.GPUS_PER_NODE,
-                      f"{res.gpus} GPUs per node > {pool.gpus_per_node} on this pool")
+        return reject(
+            RejectReason.GPUS_PER_NODE,
+            f"{res.gpus} GPUs per node > {pool.gpus_per_node} on this pool",
+        )
     if res.nodes > pool.nodes:
         return reject(RejectReason.NODES, f"{res.nodes} nodes > {pool.nodes} in this pool")
     if res.cpu > pool.cpu_per_node:
         return reject(RejectReason.CPU, f"{res.cpu:g} CPUs > {pool.cpu_per_node:g} per node")
     if res.memory_gb > pool.memory_gb_per_node:
-        return reject(RejectReason.MEMORY,
-                      f"{res.memory_gb:g} GB > {pool.memory_gb_per_node:g} GB per node")
+        return reject(
+            RejectReason.MEMORY, f"{res.memory_gb:g} GB > {pool.memory_gb_per_node:g} GB per node"
+        )
     site = cond.site
     if spec.allowed_regions and not site.in_regions(spec.allowed_regions):
-        return reject(RejectReason.REGION,
-                      f"{site.region} is not in allowed regions {', '.join(spec.allowed_regions)}")
+        return reject(
+            RejectReason.REGION,
+            f"{site.region} is not in allowed regions {', '.join(spec.allowed_regions)}",
+        )
     if spec.latency_slo_ms is not None:
         if cond.latency_ms is None:
-            return reject(RejectReason.LATENCY_UNKNOWN,
-                          f"no latency known from {spec.origin} to {site.location}")
+            return reject(
+                RejectReason.LATENCY_UNKNOWN,
+                f"no latency known from {spec.origin} to {site.location}",
+            )
         if cond.latency_ms > spec.latency_slo_ms:
-            return reject(RejectReason.LATENCY_SLO,
-                          f"{cond.latency_ms:g} ms from {spec.origin} > SLO {spec.latency_slo_ms:g} ms")
+            return reject(
+                RejectReason.LATENCY_SLO,
+                f"{cond.latency_ms:g} ms from {spec.origin} > SLO {spec.latency_slo_ms:g} ms",
+            )
     hourly = hourly_cost(spec, pool)
     if spec.max_hourly_cost is not None and hourly > spec.max_hourly_cost:
-        return reject(RejectReason.COST,
-                      f"${hourly:.2f}/h > max ${spec.max_hourly_cost:.2f}/h")
+        return reject(RejectReason.COST, f"${hourly:.2f}/h > max ${spec.max_hourly_cost:.2f}/h")
     return None
 
 
@@ -173,31 +186,49 @@ def evaluate(
         if cond is None:
             continue
         if cond.site.health is not Health.HEALTHY and not ignore_capacity:
-            rejections.append(Rejection(site=pool.site, pool_id=pool.id,
-                                        reason=RejectReason.SITE_UNHEALTHY,
-                                        detail=cond.site.health_reason or cond.site.health.value))
+            rejections.append(
+                Rejection(
+                    site=pool.site,
+                    pool_id=pool.id,
+                    reason=RejectReason.SITE_UNHEALTHY,
+                    detail=cond.site.health_reason or cond.site.health.value,
+                )
+            )
             continue
         rejection = static_rejection(spec, pool, cond)
         if rejection is not None:
             rejections.append(rejection)
             continue
         if not ignore_capacity and pool.free_milli < need:
-            rejections.append(Rejection(
-                site=pool.site, pool_id=pool.id, reason=RejectReason.CAPACITY,
-                detail=f"{pool.free_milli / MILLI_PER_GPU:g} GPUs free, job needs {need / MILLI_PER_GPU:g}",
-            ))
+            rejections.append(
+                Rejection(
+                    site=pool.site,
+                    pool_id=pool.id,
+                    reason=RejectReason.CAPACITY,
+                    detail=f"{pool.free_milli / MILLI_PER_GPU:g} GPUs free, "
+                    f"job needs {need / MILLI_PER_GPU:g}",
+                )
+            )
             continue
         energy = energy_kwh(spec, pool, cond.site, utilisation=utilisation)
         intensity = cond.intensity_gco2_per_kwh
         hourly = hourly_cost(spec, pool)
-        raw.append(Candidate(
-            site=pool.site, pool_id=pool.id, gpu_model=pool.gpu_model, gpu_milli=need,
-            price_per_gpu_hour=pool.price_on_demand, hourly_cost_usd=hourly,
-            cost_usd=hourly * spec.estimated_duration_s / 3600,
-            latency_ms=cond.latency_ms, intensity_gco2_per_kwh=intensity, energy_kwh=energy,
-            gco2=None if intensity is None else energy * intensity,
-            free_milli_after=pool.free_milli - need,
-        ))
+        raw.append(
+            Candidate(
+                site=pool.site,
+                pool_id=pool.id,
+                gpu_model=pool.gpu_model,
+                gpu_milli=need,
+                price_per_gpu_hour=pool.price_on_demand,
+                hourly_cost_usd=hourly,
+                cost_usd=hourly * spec.estimated_duration_s / 3600,
+                latency_ms=cond.latency_ms,
+                intensity_gco2_per_kwh=intensity,
+                energy_kwh=energy,
+                gco2=None if intensity is None else energy * intensity,
+                free_milli_after=pool.free_milli - need,
+            )
+        )
     w = weights.normalised()
     scored = _score(raw, w)
     scored.sort(key=lambda c: (round(c.score, 9), c.free_milli_after, c.site, c.pool_id))
@@ -223,4 +254,3 @@ def _normalise(values: list[float | None]) -> list[float]:
     lo, hi = min(known), max(known)
     span = hi - lo
     return [1.0 if v is None else (0.0 if span == 0 else (v - lo) / span) for v in values]
-

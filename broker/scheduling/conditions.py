@@ -28,8 +28,9 @@ class ConditionsProvider:
             by_zone[zone] = reading.gco2_per_kwh if reading is not None else None
         return {s.name: by_zone[s.grid_zone] for s in sites}
 
-    def for_job(self, spec: JobSpec, sites: Sequence[Site],
-                intensities: Mapping[str, float | None]) -> dict[str, SiteConditions]:
+    def for_job(
+        self, spec: JobSpec, sites: Sequence[Site], intensities: Mapping[str, float | None]
+    ) -> dict[str, SiteConditions]:
         return {
             s.name: SiteConditions(
                 site=s,

@@ -32,9 +32,16 @@ log = logging.getLogger(__name__)
 
 
 class SchedulingLoop:
-    def __init__(self, *, store: Store, connectors: Mapping[str, Connector],
-                 conditions: ConditionsProvider, settings: SchedulerSettings, clock: Clock,
-                 metrics: Metrics) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        connectors: Mapping[str, Connector],
+        conditions: ConditionsProvider,
+        settings: SchedulerSettings,
+        clock: Clock,
+        metrics: Metrics,
+    ) -> None:
         self._store = store
         self._connectors = connectors
         self._conditions = conditions
@@ -65,19 +72,23 @@ class SchedulingLoop:
 
     async def evaluate(self, job: Job, *, ignore_capacity: bool) -> Evaluation:
         """Rank the fleet for `job` as a pass would now (the explain endpoint's answer)."""
-        return await self._evaluate(job, await self._store.pools(),
-                                    ignore_capacity=ignore_capacity)
+        return await self._evaluate(job, await self._store.pools(), ignore_capacity=ignore_capacity)
 
-    async def _evaluate(self, job: Job, pools: list[GpuPool], *,
-                        ignore_capacity: bool) -> Evaluation:
+    async def _evaluate(
+        self, job: Job, pools: list[GpuPool], *, ignore_capacity: bool
+    ) -> Evaluation:
         sites = [s for s in await self._store.sites() if s.name in self._connectors]
         now = self._clock.now()
         intensities = await self._conditions.intensities(sites, at=now)
         conds = self._conditions.for_job(job.spec, sites, intensities)
-        return evaluate(job.spec, pools=[p for p in pools if p.site in conds], conditions=conds,
-                        weights=self.weights_for(job),
-                        utilisation=self._settings.gpu_utilisation,
-                        ignore_capacity=ignore_capacity)
+        return evaluate(
+            job.spec,
+            pools=[p for p in pools if p.site in conds],
+            conditions=conds,
+            weights=self.weights_for(job),
+            utilisation=self._settings.gpu_utilisation,
+            ignore_capacity=ignore_capacity,
+        )
 
     async def run_once(self) -> int:
         """One pass over the queue; returns how many jobs were placed."""
@@ -94,8 +105,7 @@ class SchedulingLoop:
             if best is None:
                 continue
             placement = self._placement(job, best)
-            if not await self._store.place(job=job, placement=placement,
-                                           reason="placed"):
+            if not await self._store.place(job=job, placement=placement, reason="placed"):
                 pools = {p.id: p for p in await self._store.pools()}  # someone else moved
                 continue
             pool = pools[best.pool_id]
@@ -103,15 +113,21 @@ class SchedulingLoop:
             placed += 1
             self._metrics.transitions.labels(state=JobState.SCHEDULED.value).inc()
             self._metrics.wait_seconds.labels(tier=job.spec.tier.value).observe(
-                max(0.0, (placement.created_at - job.created_at).total_seconds()))
+                max(0.0, (placement.created_at - job.created_at).total_seconds())
+            )
             await self._dispatch(job, placement)
         return placed
 
     def _placement(self, job: Job, best: Candidate) -> Placement:
         return Placement(
-            job_id=job.id, site=best.site, pool_id=best.pool_id, gpu_milli=best.gpu_milli,
-            price_per_gpu_hour=best.price_per_gpu_hour, spot=False,
-            estimated_cost_usd=best.cost_usd, estimated_gco2=best.gco2,
+            job_id=job.id,
+            site=best.site,
+            pool_id=best.pool_id,
+            gpu_milli=best.gpu_milli,
+            price_per_gpu_hour=best.price_per_gpu_hour,
+            spot=False,
+            estimated_cost_usd=best.cost_usd,
+            estimated_gco2=best.gco2,
             created_at=self._clock.now(),
         )
 
@@ -123,8 +139,9 @@ class SchedulingLoop:
             log.warning("dispatch of %s to %s failed: %s", job.id, placement.site, exc)
             if isinstance(exc, AuthFailed):
                 await self._store.set_site_health(placement.site, Health.AUTH_FAILED, str(exc))
-            await self._store.finish(job.id, state=JobState.PENDING, reason="dispatch_failed",
-                                     detail=str(exc))
+            await self._store.finish(
+                job.id, state=JobState.PENDING, reason="dispatch_failed", detail=str(exc)
+            )
             return
         await self._store.set_external_id(job.id, external_id)
 
@@ -144,9 +161,13 @@ class SchedulingLoop:
                 self._metrics.transitions.labels(state=JobState.RUNNING.value).inc()
             return
         if update.state.terminal:
-            released = await self._store.finish(update.job_id, state=update.state,
-                                                reason=update.reason, detail=update.detail,
-                                                at=update.at)
+            released = await self._store.finish(
+                update.job_id,
+                state=update.state,
+                reason=update.reason,
+                detail=update.detail,
+                at=update.at,
+            )
             if released is not None:
                 self._metrics.transitions.labels(state=update.state.value).inc()
                 self.wake()  # capacity came back
@@ -158,12 +179,18 @@ class SchedulingLoop:
             connector = self._connectors.get(released.placement.site)
             if connector is not None:
                 try:
-                    await connector.cancel(job_id=job_id,
-                                           external_id=released.placement.external_id,
-                                           reason="cancelled")
+                    await connector.cancel(
+                        job_id=job_id,
+                        external_id=released.placement.external_id,
+                        reason="cancelled",
+                    )
                 except ConnectorError as exc:
-                    log.warning("site %s did not confirm cancel of %s: %s",
-                                released.placement.site, job_id, exc)
+                    log.warning(
+                        "site %s did not confirm cancel of %s: %s",
+                        released.placement.site,
+                        job_id,
+                        exc,
+                    )
             self._metrics.transitions.labels(state=JobState.CANCELLED.value).inc()
             self.wake()
         return released.job
@@ -173,8 +200,9 @@ class SchedulingLoop:
         for job, placement in await self._store.active_placements():
             connector = self._connectors.get(placement.site)
             if connector is None:
-                log.warning("job %s is placed on %s, which is no longer configured",
-                            job.id, placement.site)
+                log.warning(
+                    "job %s is placed on %s, which is no longer configured", job.id, placement.site
+                )
                 continue
             if job.state is JobState.SCHEDULED and placement.external_id is None:
                 await self._dispatch(job, placement)  # crashed between commit and dispatch

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -27,8 +28,15 @@ class SimConnector(Connector):
     kind = SiteKind.SIM
     lacks = frozenset()
 
-    def __init__(self, *, site: Site, pools: tuple[GpuPool, ...], speed: float,
-                 start_delay_s: float, clock: Clock) -> None:
+    def __init__(
+        self,
+        *,
+        site: Site,
+        pools: tuple[GpuPool, ...],
+        speed: float,
+        start_delay_s: float,
+        clock: Clock,
+    ) -> None:
         self._site = site
         self._pools = pools
         self._speed = speed
@@ -41,21 +49,37 @@ class SimConnector(Connector):
     @classmethod
     def from_settings(cls, *, site: SiteSettings, settings: Settings, clock: Clock) -> SimConnector:
         domain_site = Site(
-            name=site.name, kind=site.kind, region=site.region, location=site.latency_key,
-            grid_zone=site.grid_zone, private=site.private, pue=site.pue,
+            name=site.name,
+            kind=site.kind,
+            region=site.region,
+            location=site.latency_key,
+            grid_zone=site.grid_zone,
+            private=site.private,
+            pue=site.pue,
         )
         pools = tuple(
             GpuPool(
-                id=f"{site.name}/{p.gpu_model}-{i}", site=site.name, gpu_model=p.gpu_model,
-                gpu_memory_gb=p.gpu_memory_gb, gpus_per_node=p.gpus_per_node, nodes=p.nodes,
-                price_on_demand=p.price_on_demand, price_spot=p.price_spot,
-                mig_profiles=p.mig_profiles, cpu_per_node=p.cpu_per_node,
+                id=f"{site.name}/{p.gpu_model}-{i}",
+                site=site.name,
+                gpu_model=p.gpu_model,
+                gpu_memory_gb=p.gpu_memory_gb,
+                gpus_per_node=p.gpus_per_node,
+                nodes=p.nodes,
+                price_on_demand=p.price_on_demand,
+                price_spot=p.price_spot,
+                mig_profiles=p.mig_profiles,
+                cpu_per_node=p.cpu_per_node,
                 memory_gb_per_node=p.memory_gb_per_node,
             )
             for i, p in enumerate(site.pools)
         )
-        return cls(site=domain_site, pools=pools, speed=settings.sim.speed,
-                   start_delay_s=settings.sim.start_delay_s, clock=clock)
+        return cls(
+            site=domain_site,
+            pools=pools,
+            speed=settings.sim.speed,
+            start_delay_s=settings.sim.start_delay_s,
+            clock=clock,
+        )
 
     @property
     def site_name(self) -> str:
@@ -89,7 +113,7 @@ class SimConnector(Connector):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def updates(self) -> AsyncIterator[StatusUpdate]:  # type: ignore[override]
+    async def updates(self) -> AsyncIterator[StatusUpdate]:
         while True:
             item = await self._queue.get()
             if item is _CLOSED:
@@ -109,10 +133,12 @@ class SimConnector(Connector):
     def _run(self, job: Job, *, started: bool, elapsed_s: float) -> None:
         if self._closed:
             return
-        task = asyncio.create_task(self._simulate(job, started=started, elapsed_s=elapsed_s),
-                                   name=f"sim:{self._site.name}:{job.id}")
+        task = asyncio.create_task(
+            self._simulate(job, started=started, elapsed_s=elapsed_s),
+            name=f"sim:{self._site.name}:{job.id}",
+        )
         self._tasks[job.id] = task
-        task.add_done_callback(lambda t, job_id=job.id: self._forget(job_id, t))
+        task.add_done_callback(functools.partial(self._forget, job.id))
 
     def _forget(self, job_id: str, task: asyncio.Task[None]) -> None:
         if self._tasks.get(job_id) is task:
@@ -129,11 +155,15 @@ class SimConnector(Connector):
             self._emit(job.id, JobState.RUNNING, "started", f"simulated on {self._site.name}")
         await asyncio.sleep(max(0.0, run_s - elapsed_s))
         if failing:
-            self._emit(job.id, JobState.FAILED, "exit_code", f"container exited with code {exit_code}")
+            self._emit(
+                job.id, JobState.FAILED, "exit_code", f"container exited with code {exit_code}"
+            )
         else:
             self._emit(job.id, JobState.SUCCEEDED, "completed", "exit code 0")
 
     def _emit(self, job_id: str, state: JobState, reason: str, detail: str) -> None:
-        self._queue.put_nowait(StatusUpdate(job_id=job_id, state=state, at=self._clock.now(),
-                                            reason=reason, detail=detail))
-
+        self._queue.put_nowait(
+            StatusUpdate(
+                job_id=job_id, state=state, at=self._clock.now(), reason=reason, detail=detail
+            )
+        )
