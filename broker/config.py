@@ -78,6 +78,12 @@ class SchedulerSettings(_Strict):
     gpu_utilisation: Annotated[float, Field(gt=0, le=1)] = 0.8  # for energy estimates
     weights: dict[Tier, WeightSettings] = Field(default_factory=_default_weights)
 
+    @field_validator("weights")
+    @classmethod
+    def _every_tier(cls, v: dict[Tier, WeightSettings]) -> dict[Tier, WeightSettings]:
+        """Tiers left out of the file keep their defaults."""
+        return {**_default_weights(), **v}
+
 
 class SimSettings(_Strict):
     """The demo fleet's simulator: jobs run `estimated_duration_s / speed` wall seconds."""

@@ -29,7 +29,7 @@ from broker.api.keys import (
     VERIFIER,
 )
 from broker.config import Settings
-from broker.db.engine import create_engine, session_factory, upgrade
+from broker.db.engine import create_engine, current_revision, session_factory, upgrade
 from broker.db.repository import Store
 from broker.domain.clock import Clock, SystemClock
 from broker.domain.enums import Health
@@ -62,6 +62,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     engine = create_engine(app[SETTINGS].database_url)
     try:
         await upgrade(engine)
+        log.info("database schema at revision %s", await current_revision(engine))
         app[ENGINE] = engine
         app[STORE] = Store(sessions=session_factory(engine), clock=app[CLOCK])
         yield

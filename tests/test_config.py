@@ -8,7 +8,7 @@ import pytest
 
 from broker.api.auth import TokenVerifier, hash_token
 from broker.config import ConfigError, load_settings, normalise_database_url
-from broker.domain.enums import Role
+from broker.domain.enums import Role, Tier
 from broker.service import load_latency
 from tests.conftest import DEMO_CONFIG
 
@@ -76,3 +76,13 @@ def test_database_urls_get_async_drivers() -> None:
     assert normalise_database_url("postgresql://a@b/c") == "postgresql+asyncpg://a@b/c"
     assert normalise_database_url("sqlite:///x.db") == "sqlite+aiosqlite:///x.db"
     assert normalise_database_url("postgresql+asyncpg://a@b/c") == "postgresql+asyncpg://a@b/c"
+
+
+def test_example_config_loads_and_fills_missing_tier_weights(tmp_path: Path) -> None:
+    s = load_settings(DEMO_CONFIG.parent / "example.yaml", env={})
+    assert s.database_url.startswith("postgresql://")
+    path = tmp_path / "c.yaml"
+    path.write_text("scheduler: {weights: {P1: {cost: 1, latency: 0, carbon: 0}}}")
+    w = load_settings(path, env={}).scheduler.weights
+    assert set(w) == {Tier.P1, Tier.P2, Tier.P3}
+    assert w[Tier.P1].latency == 0

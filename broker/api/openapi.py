@@ -187,14 +187,10 @@ def openapi_document() -> dict[str, Any]:
         ok: dict[str, Any] = {"description": "OK"}
         if op.response is not None:
             ok["content"] = {op.media: {"schema": _ref(op.response)}}
-        elif op.media != "application/json" or op.path == "/openapi.json":
-            ok["content"] = {
-                op.media: {
-                    "schema": {"type": "string"}
-                    if op.media != "application/json"
-                    else {"type": "object"}
-                }
-            }
+        elif op.media == "application/json":
+            ok["content"] = {op.media: {"schema": {"type": "object"}}}
+        else:
+            ok["content"] = {op.media: {"schema": {"type": "string"}}}
         responses: dict[str, Any] = {str(op.ok): ok}
         errors = op.errors + ((503,) if op.path == "/readyz" else ())
         for status in errors:

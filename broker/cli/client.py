@@ -31,6 +31,7 @@ from urllib.parse import quote
 
 import aiohttp
 import yaml
+from multidict import CIMultiDict
 from yarl import URL
 
 from broker import __version__
@@ -82,27 +83,38 @@ class Api:
         self._session = session
         self._target = target
 
-    async def call(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
-                   body: Json | None = None, headers: Mapping[str, str] | None = None) -> Reply:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Json | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Reply:
         url = self._target.url.with_path(self._target.url.path.rstrip("/") + path, encoded=True)
         data = None if body is None else _to_json(body)
         send = {"Content-Type": "application/json", **(headers or {})} if data else headers
         try:
-            async with self._session.request(method, url, params=params, data=data,
-                                             headers=send) as resp:
+            async with self._session.request(
+                method, url, params=params, data=data, headers=send
+            ) as resp:
                 raw = await resp.read()
-                status, reason, answer = resp.status, resp.reason or "", dict(resp.headers)
+                status, reason, answer = resp.status, resp.reason or "", CIMultiDict(resp.headers)
         except aiohttp.ClientConnectorError as exc:
             errno = exc.os_error.errno
             why = os.strerror(errno) if errno and errno > 0 else exc.os_error.strerror
-            raise TransportError(f"cannot connect to the broker at {self._target.url}: "
-                                 f"{why}") from None
+            raise TransportError(
+                f"cannot connect to the broker at {self._target.url}: {why}"
+            ) from None
         except TimeoutError:
-            raise TransportError(f"no answer from {self._target.url} within "
-                                 f"{REQUEST_TIMEOUT_S:g}s") from None
+            raise TransportError(
+                f"no answer from {self._target.url} within {REQUEST_TIMEOUT_S:g}s"
+            ) from None
         except aiohttp.ClientError as exc:
-            raise TransportError(f"the request to {self._target.url} failed: "
-                                 f"{type(exc).__name__}") from None
+            raise TransportError(
+                f"the request to {self._target.url} failed: {type(exc).__name__}"
+            ) from None
         try:
             decoded = json.loads(raw) if raw else None
         except (ValueError, UnicodeDecodeError):
@@ -110,8 +122,14 @@ class Api:
         if status >= 400:
             if isinstance(decoded, dict) and "title" in decoded:
                 raise ProblemError(decoded)
-            raise ProblemError({"type": "about:blank", "title": reason or f"HTTP {status}",
-                                "status": status, "detail": f"HTTP {status} from {url}"})
+            raise ProblemError(
+                {
+                    "type": "about:blank",
+                    "title": reason or f"HTTP {status}",
+                    "status": status,
+                    "detail": f"HTTP {status} from {url}",
+                }
+            )
         if decoded is None:
             raise TransportError(f"{url} did not answer JSON (HTTP {status}); is --url a broker?")
         return Reply(data=decoded, headers=answer)
@@ -119,6 +137,7 @@ class Api:
 
 def _to_json(body: Json) -> str:
     """YAML may hold timestamps (a `deadline`); the API wants them as RFC 3339 strings."""
+
     def default(value: object) -> str:
         if isinstance(value, date | datetime):
             return value.isoformat()
@@ -170,19 +189,24 @@ Command = Callable[["Api", argparse.Namespace], Awaitable[int]]
 
 def _cli(command: Command) -> Callable[[argparse.Namespace], int]:
     """Run `command` against the broker; the boundary where errors become exit codes."""
+
     def run(args: argparse.Namespace) -> int:
         token: str | None = None
         try:
             target = _target(args)
             token = target.token
-            return asyncio.run(_session(target, command, args))
+            return asyncio.run(_session(target, command=command, args=args))
         except CliError as exc:
             _report(exc, as_json=args.as_json, token=token)
             return exc.exit_code
+        except BrokenPipeError:  # `broker jobs list | head`: the reader has gone, stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_FAILED
+
     return run
 
 
-async def _session(target: Target, command: Command, args: argparse.Namespace) -> int:
+async def _session(target: Target, *, command: Command, args: argparse.Namespace) -> int:
     headers = {"Accept": "application/json", "User-Agent": f"broker-cli/{__version__}"}
     if target.token:
         headers["Authorization"] = f"Bearer {target.token}"
@@ -199,8 +223,11 @@ def _report(exc: CliError, *, as_json: bool, token: str | None) -> None:
     if isinstance(exc, ProblemError):
         if as_json:
             print(scrub(_pretty(exc.problem)))
-        lines += [f"  {e.get('field', '?')}: {e.get('message', '')}"
-                  for e in exc.problem.get("errors") or [] if isinstance(e, dict)]
+        lines += [
+            f"  {e.get('field', '?')}: {e.get('message', '')}"
+            for e in exc.problem.get("errors") or []
+            if isinstance(e, dict)
+        ]
         if exc.problem.get("status") == 401 and not token:
             lines.append("  (no token given: set BROKER_TOKEN or pass --token)")
     print(scrub("\n".join(lines)), file=sys.stderr)
@@ -217,18 +244,24 @@ def _job_path(job_id: str) -> str:
 async def _submit(api: Api, args: argparse.Namespace) -> int:
     body = read_body(args.file)  # before any I/O: nothing else is running yet
     key: str | None = args.idempotency_key
-    reply = await api.call("POST", "/v1/jobs", body=body,
-                           headers={"Idempotency-Key": key} if key else None)
+    reply = await api.call(
+        "POST", "/v1/jobs", body=body, headers={"Idempotency-Key": key} if key else None
+    )
     print(_pretty(reply.data) if args.as_json else tables.job_summary(reply.data))
     if reply.headers.get("Idempotent-Replayed") == "true":
-        print(f"broker: Idempotency-Key {key!r} was used before: this is the job it created",
-              file=sys.stderr)
+        print(
+            f"broker: Idempotency-Key {key!r} was used before: this is the job it created",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 
 async def _list(api: Api, args: argparse.Namespace) -> int:
-    params = {name: value for name, value in (("state", args.state), ("priority", args.priority),
-                                              ("kind", args.kind)) if value}
+    params = {
+        name: value
+        for name, value in (("state", args.state), ("priority", args.priority), ("kind", args.kind))
+        if value
+    }
     params["limit"] = str(args.limit)
     items: list[Json] = []
     seen: set[str] = set()
@@ -247,8 +280,10 @@ async def _list(api: Api, args: argparse.Namespace) -> int:
     else:
         print(tables.job_list(items, now=datetime.now(UTC)) if items else "no jobs")
     if cursor is not None and not args.all:
-        print(f"broker: more jobs than --limit {args.limit}; add --all to list them all",
-              file=sys.stderr)
+        print(
+            f"broker: more jobs than --limit {args.limit}; add --all to list them all",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 
@@ -272,20 +307,21 @@ async def _watch(api: Api, args: argparse.Namespace) -> int:
         job = (await api.call("GET", _job_path(args.id))).data
         events = job.get("events") or []
         for event in events[printed:]:
-            line = json.dumps(event, ensure_ascii=False) if args.as_json else \
-                tables.event_line(event)
+            line = (
+                json.dumps(event, ensure_ascii=False) if args.as_json else tables.event_line(event)
+            )
             print(line, flush=True)
         printed = len(events)
         state: str = job["state"]
         if state in TERMINAL:
             if state != "succeeded":
-                print(f"broker: job {job['id']} {state} ({job['state_reason']})",
-                      file=sys.stderr)
+                print(f"broker: job {job['id']} {state} ({job['state_reason']})", file=sys.stderr)
             return TERMINAL[state]
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
-            print(f"broker: job {job['id']} is still {state} after {args.timeout:g}s",
-                  file=sys.stderr)
+            print(
+                f"broker: job {job['id']} is still {state} after {args.timeout:g}s", file=sys.stderr
+            )
             return EXIT_TIMEOUT
         await asyncio.sleep(args.interval if left is None else min(args.interval, left))
 
@@ -322,43 +358,68 @@ def _seconds(text: str) -> float:
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", help=f"the broker (default: $BROKER_URL, else {DEFAULT_URL})")
-    common.add_argument("--token", help="API token (default: $BROKER_TOKEN, which is safer: "
-                                        "arguments are visible to other local users)")
-    common.add_argument("--json", dest="as_json", action="store_true",
-                        help="print the API's JSON instead of a table")
+    common.add_argument(
+        "--token",
+        help="API token (default: $BROKER_TOKEN, which is safer: "
+        "arguments are visible to other local users)",
+    )
+    common.add_argument(
+        "--json",
+        dest="as_json",
+        action="store_true",
+        help="print the API's JSON instead of a table",
+    )
 
-    def command(parent: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
-                *, help: str, run: Command) -> argparse.ArgumentParser:
-        p = parent.add_parser(name, help=help, description=help, parents=[common])
+    def command(
+        parent: argparse._SubParsersAction[argparse.ArgumentParser],
+        name: str,
+        *,
+        summary: str,
+        run: Command,
+    ) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=summary, description=summary, parents=[common])
         p.set_defaults(func=_cli(run))
         return p
 
     body_help = "a job as YAML or JSON, or - for stdin"
-    p = command(sub, "submit", help="submit a job", run=_submit)
+    p = command(sub, "submit", summary="submit a job", run=_submit)
     p.add_argument("file", metavar="FILE", help=body_help)
-    p.add_argument("--idempotency-key", metavar="KEY",
-                   help="retrying with the same key returns the same job instead of a new one")
+    p.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        help="retrying with the same key returns the same job instead of a new one",
+    )
 
     jobs = sub.add_parser("jobs", help="list, show, cancel and watch jobs").add_subparsers(
-        dest="jobs_command", required=True, metavar="ACTION")
-    p = command(jobs, "list", help="list jobs, newest first", run=_list)
+        dest="jobs_command", required=True, metavar="ACTION"
+    )
+    p = command(jobs, "list", summary="list jobs, newest first", run=_list)
     p.add_argument("--state", help="only these states (comma list: pending,running,...)")
     p.add_argument("--priority", help="only these priorities (comma list: P1,P2,P3)")
     p.add_argument("--kind", help="only these kinds (comma list: inference,training,experiment)")
     p.add_argument("--limit", type=int, default=50, help="jobs per page, 1-500 (default 50)")
     p.add_argument("--all", action="store_true", help="follow the pages to the end")
-    for name, help_, run in (("show", "a job with its placement and events", _show),
-                             ("cancel", "cancel a job", _cancel)):
-        command(jobs, name, help=help_, run=run).add_argument("id", metavar="ID")
-    p = command(jobs, "watch", help="print a job's events until it ends (exit 0 if it "
-                "succeeded, 1 if it failed or was cancelled, 3 on --timeout)", run=_watch)
+    for name, summary, run in (
+        ("show", "a job with its placement and events", _show),
+        ("cancel", "cancel a job", _cancel),
+    ):
+        command(jobs, name, summary=summary, run=run).add_argument("id", metavar="ID")
+    p = command(
+        jobs,
+        "watch",
+        summary="print a job's events until it ends (exit 0 if it "
+        "succeeded, 1 if it failed or was cancelled, 3 on --timeout)",
+        run=_watch,
+    )
     p.add_argument("id", metavar="ID")
     p.add_argument("--interval", type=_seconds, default=2.0, help="seconds between polls")
     p.add_argument("--timeout", type=_seconds, default=None, help="give up after this long")
 
-    command(sub, "inventory", help="GPU pools: capacity, price, carbon (operators)",
-            run=_inventory)
-    command(sub, "sites", help="the federated sites and their health", run=_sites)
-    p = command(sub, "explain", help="rank the fleet for a job without submitting it",
-                run=_explain)
+    command(
+        sub, "inventory", summary="GPU pools: capacity, price, carbon (operators)", run=_inventory
+    )
+    command(sub, "sites", summary="the federated sites and their health", run=_sites)
+    p = command(
+        sub, "explain", summary="rank the fleet for a job without submitting it", run=_explain
+    )
     p.add_argument("file", metavar="FILE", help=body_help)

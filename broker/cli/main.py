@@ -18,11 +18,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     def server(name: str) -> Callable[[argparse.Namespace], int]:
         """A server command, imported when it runs: client commands skip SQLAlchemy/alembic."""
+
         def run(args: argparse.Namespace) -> int:
             from broker.cli import server as module
 
             func: Callable[[argparse.Namespace], int] = getattr(module, name)
             return func(args)
+
         return run
 
     p = argparse.ArgumentParser(prog="broker", description="Carbon-aware GPU federation broker.")

@@ -33,7 +33,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # aiohttp's access log would be fine (it has no Authorization header), but keep it terse.
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # we log the revision ourselves
+    # The access log format names no header, so the Authorization header never reaches it.
     app = create_app(settings)
     print(
         f"broker: serving http://{settings.http.host}:{settings.http.port} "

@@ -18,15 +18,18 @@ GAP = "  "
 NONE = "-"
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]], *,
-          right: frozenset[int] = frozenset()) -> str:
+def table(
+    headers: Sequence[str], rows: Sequence[Sequence[object]], *, right: frozenset[int] = frozenset()
+) -> str:
     """Columns padded to their widest cell; columns whose index is in `right` align right."""
     cells = [[_cell(h) for h in headers], *([_cell(c) for c in row] for row in rows)]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = []
     for r in cells:
-        padded = [c.rjust(w) if i in right else c.ljust(w)
-                  for i, (c, w) in enumerate(zip(r, widths, strict=True))]
+        padded = [
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        ]
         lines.append(GAP.join(padded).rstrip())
     return "\n".join(lines)
 
@@ -75,37 +78,75 @@ def _parse(iso: str) -> datetime:
 
 def job_summary(job: Json) -> str:
     """The short answer to a submit or a cancel."""
-    return table(["ID", "NAME", "PRIORITY", "STATE"],
-                 [[job["id"], job["name"], job["priority"], job["state"]]])
+    return table(
+        ["ID", "NAME", "PRIORITY", "STATE"],
+        [[job["id"], job["name"], job["priority"], job["state"]]],
+    )
 
 
 def job_list(jobs: Sequence[Json], *, now: datetime) -> str:
-    rows = [[j["id"], j["name"], j["tenant"], j["priority"], j["kind"], j["state"],
-             age(j["created_at"], now=now)] for j in jobs]
-    return table(["ID", "NAME", "TENANT", "PRIORITY", "KIND", "STATE", "AGE"], rows,
-                 right=frozenset({6}))
+    rows = [
+        [
+            j["id"],
+            j["name"],
+            j["tenant"],
+            j["priority"],
+            j["kind"],
+            j["state"],
+            age(j["created_at"], now=now),
+        ]
+        for j in jobs
+    ]
+    return table(
+        ["ID", "NAME", "TENANT", "PRIORITY", "KIND", "STATE", "AGE"], rows, right=frozenset({6})
+    )
 
 
 def job_detail(job: Json) -> str:
     spec = job["spec"]
     res = spec["resources"]
     state = job["state"] + (f" ({job['state_reason']})" if job.get("state_reason") else "")
-    blocks = [fields([
-        ("ID", job["id"]), ("NAME", job["name"]), ("TENANT", job["tenant"]),
-        ("PRIORITY", job["priority"]), ("KIND", job["kind"]), ("STATE", state),
-        ("PREEMPTIBLE", "yes" if job["preemptible"] else "no"),
-        ("GPUS", _gpus_wanted(res)), ("IMAGE", spec["workload"]["image"]),
-        ("DURATION", f"{spec['estimated_duration_s']}s (estimated)"),
-        ("CREATED", when(job["created_at"])), ("UPDATED", when(job["updated_at"])),
-    ])]
+    blocks = [
+        fields(
+            [
+                ("ID", job["id"]),
+                ("NAME", job["name"]),
+                ("TENANT", job["tenant"]),
+                ("PRIORITY", job["priority"]),
+                ("KIND", job["kind"]),
+                ("STATE", state),
+                ("PREEMPTIBLE", "yes" if job["preemptible"] else "no"),
+                ("GPUS", _gpus_wanted(res)),
+                ("IMAGE", spec["workload"]["image"]),
+                ("DURATION", f"{spec['estimated_duration_s']}s (estimated)"),
+                ("CREATED", when(job["created_at"])),
+                ("UPDATED", when(job["updated_at"])),
+            ]
+        )
+    ]
     p = job.get("placement")
-    blocks.append("PLACEMENT\n" + (
-        "(not placed)" if p is None else table(
-            ["SITE", "POOL", "GPUS", "EST. COST", "EST. gCO2", "STARTED", "ENDED"],
-            [[p["site"], p["pool_id"], num(p["gpus"], digits=3),
-              f"${p['estimated_cost_usd']:.2f}", num(p["estimated_gco2"]),
-              when(p["started_at"]), when(p["ended_at"])]],
-            right=frozenset({2, 3, 4}))))
+    blocks.append(
+        "PLACEMENT\n"
+        + (
+            "(not placed)"
+            if p is None
+            else table(
+                ["SITE", "POOL", "GPUS", "EST. COST", "EST. gCO2", "STARTED", "ENDED"],
+                [
+                    [
+                        p["site"],
+                        p["pool_id"],
+                        num(p["gpus"], digits=3),
+                        f"${p['estimated_cost_usd']:.2f}",
+                        num(p["estimated_gco2"]),
+                        when(p["started_at"]),
+                        when(p["ended_at"]),
+                    ]
+                ],
+                right=frozenset({2, 3, 4}),
+            )
+        )
+    )
     blocks.append("EVENTS\n" + event_table(job.get("events") or []))
     return "\n\n".join(blocks)
 
@@ -127,8 +168,12 @@ def event_table(events: Sequence[Json]) -> str:
 
 
 def event_cells(event: Json) -> list[str]:
-    return [when(event["at"]), f"{event['from_state'] or NONE} -> {event['to_state']}",
-            event["reason"], event["detail"]]
+    return [
+        when(event["at"]),
+        f"{event['from_state'] or NONE} -> {event['to_state']}",
+        event["reason"],
+        event["detail"],
+    ]
 
 
 def event_line(event: Json) -> str:
@@ -139,39 +184,81 @@ def event_line(event: Json) -> str:
 def inventory(rows: Sequence[Json]) -> str:
     return table(
         ["SITE", "GPU", "MEM", "TOTAL", "ALLOC", "FREE", "$/GPU-H", "gCO2/kWh", "HEALTH"],
-        [[r["site"], r["gpu_model"], f"{num(r['gpu_memory_gb'])}G", num(r["total_gpus"], digits=3),
-          num(r["allocated_gpus"], digits=3), num(r["free_gpus"], digits=3),
-          f"{r['price_on_demand']:.2f}", num(r["carbon_intensity_gco2_per_kwh"], digits=0),
-          r["health"]] for r in rows],
-        right=frozenset({2, 3, 4, 5, 6, 7}))
+        [
+            [
+                r["site"],
+                r["gpu_model"],
+                f"{num(r['gpu_memory_gb'])}G",
+                num(r["total_gpus"], digits=3),
+                num(r["allocated_gpus"], digits=3),
+                num(r["free_gpus"], digits=3),
+                f"{r['price_on_demand']:.2f}",
+                num(r["carbon_intensity_gco2_per_kwh"], digits=0),
+                r["health"],
+            ]
+            for r in rows
+        ],
+        right=frozenset({2, 3, 4, 5, 6, 7}),
+    )
 
 
 def sites(rows: Sequence[Json]) -> str:
     return table(
         ["NAME", "KIND", "REGION", "LOCATION", "GRID ZONE", "PRIVATE", "PUE", "HEALTH"],
-        [[s["name"], s["kind"], s["region"], s["location"], s["grid_zone"],
-          "yes" if s["private"] else "no", num(s["pue"]),
-          s["health"] + (f" ({s['health_reason']})" if s["health_reason"] else "")]
-         for s in rows],
-        right=frozenset({6}))
+        [
+            [
+                s["name"],
+                s["kind"],
+                s["region"],
+                s["location"],
+                s["grid_zone"],
+                "yes" if s["private"] else "no",
+                num(s["pue"]),
+                s["health"] + (f" ({s['health_reason']})" if s["health_reason"] else ""),
+            ]
+            for s in rows
+        ],
+        right=frozenset({6}),
+    )
 
 
 def explanation(ev: Json) -> str:
     winner = ev.get("winner")
-    head = ("no pool can take this job now" if winner is None else
-            f"winner: {winner['site']} ({winner['pool_id']}), score {winner['score']:.4f}")
+    head = (
+        "no pool can take this job now"
+        if winner is None
+        else f"winner: {winner['site']} ({winner['pool_id']}), score {winner['score']:.4f}"
+    )
     w = ev["weights"]
     blocks = [f"{head}\nweights: cost {w['cost']}, latency {w['latency']}, carbon {w['carbon']}"]
     if ev["candidates"]:
-        blocks.append("CANDIDATES\n" + table(
-            ["RANK", "SITE", "POOL", "GPUS", "COST", "$/H", "LATENCY", "gCO2", "SCORE"],
-            [[c["rank"], c["site"], c["pool_id"], num(c["gpus"], digits=3),
-              f"${c['cost_usd']:.2f}", f"{c['hourly_cost_usd']:.2f}",
-              NONE if c["latency_ms"] is None else f"{num(c['latency_ms'], digits=1)}ms",
-              num(c["gco2"]), f"{c['score']:.4f}"] for c in ev["candidates"]],
-            right=frozenset({0, 3, 4, 5, 6, 7, 8})))
+        blocks.append(
+            "CANDIDATES\n"
+            + table(
+                ["RANK", "SITE", "POOL", "GPUS", "COST", "$/H", "LATENCY", "gCO2", "SCORE"],
+                [
+                    [
+                        c["rank"],
+                        c["site"],
+                        c["pool_id"],
+                        num(c["gpus"], digits=3),
+                        f"${c['cost_usd']:.2f}",
+                        f"{c['hourly_cost_usd']:.2f}",
+                        NONE if c["latency_ms"] is None else f"{num(c['latency_ms'], digits=1)}ms",
+                        num(c["gco2"]),
+                        f"{c['score']:.4f}",
+                    ]
+                    for c in ev["candidates"]
+                ],
+                right=frozenset({0, 3, 4, 5, 6, 7, 8}),
+            )
+        )
     if ev["rejected"]:
-        blocks.append("REJECTED\n" + table(
-            ["SITE", "POOL", "REASON", "DETAIL"],
-            [[r["site"], r["pool_id"], r["reason"], r["detail"]] for r in ev["rejected"]]))
+        blocks.append(
+            "REJECTED\n"
+            + table(
+                ["SITE", "POOL", "REASON", "DETAIL"],
+                [[r["site"], r["pool_id"], r["reason"], r["detail"]] for r in ev["rejected"]],
+            )
+        )
     return "\n\n".join(blocks)

@@ -14,13 +14,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from broker.config import SchedulerSettings
 from broker.db.repository import Store
 from broker.domain.clock import Clock
 from broker.domain.enums import Health, JobState
-from broker.domain.fleet import GpuPool
+from broker.domain.fleet import GpuPool, Site
 from broker.domain.jobs import Job, Placement
 from broker.domain.placement import Candidate, Evaluation, Weights, evaluate
 from broker.metrics import Metrics
@@ -29,6 +29,14 @@ from connectors.base import Connector, StatusUpdate
 from connectors.errors import AuthFailed, ConnectorError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """What one pass knows about the sites: which are in play, and their grid intensity."""
+
+    sites: list[Site]
+    intensities: dict[str, float | None]
 
 
 class SchedulingLoop:
@@ -72,15 +80,18 @@ class SchedulingLoop:
 
     async def evaluate(self, job: Job, *, ignore_capacity: bool) -> Evaluation:
         """Rank the fleet for `job` as a pass would now (the explain endpoint's answer)."""
-        return await self._evaluate(job, await self._store.pools(), ignore_capacity=ignore_capacity)
+        snapshot = await self._snapshot()
+        return self._rank(job, snapshot, await self._store.pools(), ignore_capacity=ignore_capacity)
 
-    async def _evaluate(
-        self, job: Job, pools: list[GpuPool], *, ignore_capacity: bool
-    ) -> Evaluation:
+    async def _snapshot(self) -> _Snapshot:
         sites = [s for s in await self._store.sites() if s.name in self._connectors]
-        now = self._clock.now()
-        intensities = await self._conditions.intensities(sites, at=now)
-        conds = self._conditions.for_job(job.spec, sites, intensities)
+        intensities = await self._conditions.intensities(sites, at=self._clock.now())
+        return _Snapshot(sites=sites, intensities=intensities)
+
+    def _rank(
+        self, job: Job, snapshot: _Snapshot, pools: list[GpuPool], *, ignore_capacity: bool
+    ) -> Evaluation:
+        conds = self._conditions.for_job(job.spec, snapshot.sites, snapshot.intensities)
         return evaluate(
             job.spec,
             pools=[p for p in pools if p.site in conds],
@@ -95,11 +106,12 @@ class SchedulingLoop:
         queue = await self._store.queued_jobs(limit=self._settings.batch_size)
         if not queue:
             return 0
+        snapshot = await self._snapshot()
         pools = {p.id: p for p in await self._store.pools()}
         placed = 0
         for job in queue:
             started = time.perf_counter()
-            ev = await self._evaluate(job, list(pools.values()), ignore_capacity=False)
+            ev = self._rank(job, snapshot, list(pools.values()), ignore_capacity=False)
             self._metrics.placement_seconds.observe(time.perf_counter() - started)
             best = ev.best
             if best is None:
