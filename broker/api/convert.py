@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC
-
 from broker.api.schemas import (
     CandidateOut,
     EventOut,
@@ -17,37 +15,14 @@ from broker.api.schemas import (
     WorkloadIn,
 )
 from broker.db.repository import JobDetail
-from broker.domain.enums import JobKind, Tier
 from broker.domain.fleet import MILLI_PER_GPU
-from broker.domain.jobs import Job, JobSpec, Resources, Workload
+from broker.domain.jobs import Job, JobSpec
 from broker.domain.placement import Candidate, Evaluation
+from broker.domain.serde import spec_from_dict
 
 
 def spec_from_api(body: JobIn) -> JobSpec:
-    r, w = body.resources, body.workload
-    return JobSpec(
-        name=body.name,
-        tier=Tier(body.priority),
-        kind=JobKind(body.kind),
-        resources=Resources(
-            gpus=r.gpus,
-            gpu_models=tuple(r.gpu_models),
-            min_gpu_memory_gb=r.min_gpu_memory_gb,
-            mig_profile=r.mig_profile,
-            gpu_fraction=r.gpu_fraction,
-            nodes=r.nodes,
-            cpu=r.cpu,
-            memory_gb=r.memory_gb,
-        ),
-        workload=Workload(image=w.image, command=tuple(w.command), env=dict(w.env)),
-        estimated_duration_s=body.estimated_duration_s,
-        deadline=body.deadline.astimezone(UTC) if body.deadline else None,
-        latency_slo_ms=body.latency_slo_ms,
-        origin=body.origin,
-        allowed_regions=tuple(body.allowed_regions),
-        preemptible=body.preemptible,
-        max_hourly_cost=body.max_hourly_cost,
-    )
+    return spec_from_dict(body.model_dump(mode="json"))
 
 
 def spec_to_api(spec: JobSpec) -> JobIn:

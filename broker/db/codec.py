@@ -2,79 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-
 from broker.db.models import JobEventRow, JobRow, PlacementRow, PoolRow, SiteRow
-from broker.domain.enums import Health, JobKind, JobState, SiteKind, Tier
+from broker.domain.enums import Health, JobState, SiteKind
 from broker.domain.fleet import GpuPool, Site
-from broker.domain.jobs import Job, JobEvent, JobSpec, Placement, Resources, Workload
-
-
-def spec_to_json(spec: JobSpec) -> dict[str, Any]:
-    r = spec.resources
-    return {
-        "name": spec.name,
-        "priority": spec.tier.value,
-        "kind": spec.kind.value,
-        "resources": {
-            "gpus": r.gpus,
-            "gpu_models": list(r.gpu_models),
-            "min_gpu_memory_gb": r.min_gpu_memory_gb,
-            "mig_profile": r.mig_profile,
-            "gpu_fraction": r.gpu_fraction,
-            "nodes": r.nodes,
-            "cpu": r.cpu,
-            "memory_gb": r.memory_gb,
-        },
-        "workload": {
-            "image": spec.workload.image,
-            "command": list(spec.workload.command),
-            "env": dict(spec.workload.env),
-        },
-        "estimated_duration_s": spec.estimated_duration_s,
-        "deadline": spec.deadline.isoformat() if spec.deadline else None,
-        "latency_slo_ms": spec.latency_slo_ms,
-        "origin": spec.origin,
-        "allowed_regions": list(spec.allowed_regions),
-        "preemptible": spec.preemptible,
-        "max_hourly_cost": spec.max_hourly_cost,
-    }
-
-
-def spec_from_json(data: dict[str, Any]) -> JobSpec:
-    r = data["resources"]
-    w = data["workload"]
-    return JobSpec(
-        name=data["name"],
-        tier=Tier(data["priority"]),
-        kind=JobKind(data["kind"]),
-        resources=Resources(
-            gpus=r["gpus"],
-            gpu_models=tuple(r["gpu_models"]),
-            min_gpu_memory_gb=r["min_gpu_memory_gb"],
-            mig_profile=r["mig_profile"],
-            gpu_fraction=r["gpu_fraction"],
-            nodes=r["nodes"],
-            cpu=r["cpu"],
-            memory_gb=r["memory_gb"],
-        ),
-        workload=Workload(image=w["image"], command=tuple(w["command"]), env=dict(w["env"])),
-        estimated_duration_s=data["estimated_duration_s"],
-        deadline=datetime.fromisoformat(data["deadline"]) if data["deadline"] else None,
-        latency_slo_ms=data["latency_slo_ms"],
-        origin=data["origin"],
-        allowed_regions=tuple(data["allowed_regions"]),
-        preemptible=data["preemptible"],
-        max_hourly_cost=data["max_hourly_cost"],
-    )
+from broker.domain.jobs import Job, JobEvent, Placement
+from broker.domain.serde import spec_from_dict
 
 
 def job_from_row(row: JobRow) -> Job:
     return Job(
         id=row.id,
         tenant=row.tenant,
-        spec=spec_from_json(row.spec),
+        spec=spec_from_dict(row.spec),
         state=JobState(row.state),
         created_at=row.created_at,
         updated_at=row.updated_at,

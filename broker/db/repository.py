@@ -26,7 +26,6 @@ from broker.db.codec import (
     placement_from_row,
     pool_from_row,
     site_from_row,
-    spec_to_json,
 )
 from broker.db.models import JobEventRow, JobRow, PlacementRow, PoolRow, SiteRow
 from broker.domain.clock import Clock
@@ -39,6 +38,7 @@ from broker.domain.errors import (
 )
 from broker.domain.fleet import GpuPool, Site
 from broker.domain.jobs import Job, JobEvent, JobSpec, Placement
+from broker.domain.serde import spec_to_dict
 
 
 class InvalidCursor(ValueError):
@@ -164,7 +164,7 @@ class Store:
             kind=spec.kind.value,
             state=JobState.PENDING.value,
             state_reason="submitted",
-            spec=spec_to_json(spec),
+            spec=spec_to_dict(spec),
             gpu_milli=spec.resources.total_milli,
             estimated_duration_s=spec.estimated_duration_s,
             deadline=spec.deadline,

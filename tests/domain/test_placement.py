@@ -227,3 +227,25 @@ def test_p3_is_preemptible_by_default_and_others_are_not() -> None:
     assert spec(tier=Tier.P3).is_preemptible
     assert not spec(tier=Tier.P2).is_preemptible
     assert spec(tier=Tier.P2, preemptible=True).is_preemptible
+
+
+def test_spec_dict_round_trip_normalises_deadlines_to_utc() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from broker.domain.serde import spec_from_dict, spec_to_dict
+
+    original = spec(
+        resources=Resources(gpus=2, gpu_models=("H100", "A100"), min_gpu_memory_gb=40, nodes=2),
+        deadline=datetime(2030, 1, 1, 9, 0, tzinfo=timezone(timedelta(hours=9))),
+        latency_slo_ms=50.0,
+        origin="aws:us-east-1",
+        allowed_regions=("us-east-1",),
+        preemptible=True,
+        max_hourly_cost=20.0,
+    )
+    data = spec_to_dict(original)
+    back = spec_from_dict(data)
+    assert back.deadline is not None and back.deadline.utcoffset() == timedelta(0)
+    assert back.deadline == original.deadline  # same instant
+    assert back == spec_from_dict(spec_to_dict(back))
+    assert back.resources == original.resources and back.allowed_regions == ("us-east-1",)
