@@ -547,7 +547,7 @@ async def main_async(args: argparse.Namespace) -> int:
     for backend in backends:
         if backend == "postgresql" and (why := await postgres_unreachable()):
             print(
-                f"\n== postgresql: SKIPPED, cannot reach postgres@{HOST}:5432 ({why})",
+                f"\n== postgresql: SKIPPED, cannot reach postgres@{HOST}:{PG_DSN['port']} ({why})",
                 file=sys.stderr,
             )
             results[backend] = {"skipped": why}

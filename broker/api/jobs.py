@@ -77,7 +77,7 @@ def _check_satisfiable(ev: Evaluation) -> None:
 
 
 async def _known_models(request: web.Request) -> set[str]:
-    return set(GPU_MODELS) | {p.gpu_model for p in await request.app[STORE].pools()}
+    return set(GPU_MODELS) | await request.app[LOOP].known_gpu_models()
 
 
 def _draft(spec: JobSpec, tenant: str, request: web.Request) -> Job:

@@ -32,7 +32,9 @@ def create_engine(url: str) -> AsyncEngine:
     url = normalise_database_url(url)
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
-        kwargs = {"connect_args": {"timeout": 30}}
+        # One connection: SQLite has one writer anyway, and queueing in the pool is fairer
+        # and far cheaper than connections sleeping in SQLite's busy handler.
+        kwargs = {"connect_args": {"timeout": 30}, "pool_size": 1, "max_overflow": 0}
     else:
         kwargs.update(pool_size=10, max_overflow=10)
     engine = create_async_engine(url, **kwargs)

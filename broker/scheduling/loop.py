@@ -10,7 +10,6 @@ fails, the job goes back to pending and its allocation is released.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -57,13 +56,19 @@ class SchedulingLoop:
         self._clock = clock
         self._metrics = metrics
         self._wake = asyncio.Event()
+        # Jobs found unplaceable since capacity last changed: a pass skips them instead of
+        # ranking them again (cleared on a capacity change and on every periodic pass).
+        self._stuck: set[str] = set()
+        self._cached: tuple[float, _Snapshot, list[GpuPool]] | None = None
 
     def weights_for(self, job: Job) -> Weights:
         w = self._settings.weights[job.spec.tier]
         return Weights(cost=w.cost, latency=w.latency, carbon=w.carbon)
 
-    def wake(self) -> None:
-        """Ask for a pass soon (a job was submitted, finished, or capacity changed)."""
+    def wake(self, *, capacity_changed: bool = False) -> None:
+        """Ask for a pass soon: a job was submitted, or capacity came back."""
+        if capacity_changed:
+            self._stuck.clear()
         self._wake.set()
 
     async def run(self) -> None:
@@ -74,14 +79,35 @@ class SchedulingLoop:
                 raise
             except Exception:  # one bad pass must not stop scheduling for good
                 log.exception("scheduling pass failed")
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self._settings.interval_s)
+            except TimeoutError:
+                self._stuck.clear()  # another replica may have freed capacity meanwhile
             self._wake.clear()
 
     async def evaluate(self, job: Job, *, ignore_capacity: bool) -> Evaluation:
-        """Rank the fleet for `job` as a pass would now (the explain endpoint's answer)."""
-        snapshot = await self._snapshot()
-        return self._rank(job, snapshot, await self._store.pools(), ignore_capacity=ignore_capacity)
+        """Rank the fleet for `job` as a pass would now (the explain endpoint's answer).
+
+        With `ignore_capacity` (the submission check) the fleet's shape may be up to one
+        scheduler interval old; otherwise the GPU ledger is read fresh.
+        """
+        snapshot, pools = await self._fleet()
+        if not ignore_capacity:
+            pools = await self._store.pools()
+        return self._rank(job, snapshot, pools, ignore_capacity=ignore_capacity)
+
+    async def known_gpu_models(self) -> set[str]:
+        """GPU models the configured fleet offers (possibly one scheduler interval old)."""
+        _, pools = await self._fleet()
+        return {p.gpu_model for p in pools}
+
+    async def _fleet(self) -> tuple[_Snapshot, list[GpuPool]]:
+        """Sites, intensities and pools, re-read when older than one scheduler interval."""
+        now = time.monotonic()
+        if self._cached is None or now - self._cached[0] > self._settings.interval_s:
+            snapshot = await self._snapshot()
+            self._cached = (now, snapshot, await self._store.pools())
+        return self._cached[1], self._cached[2]
 
     async def _snapshot(self) -> _Snapshot:
         sites = [s for s in await self._store.sites() if s.name in self._connectors]
@@ -103,18 +129,23 @@ class SchedulingLoop:
 
     async def run_once(self) -> int:
         """One pass over the queue; returns how many jobs were placed."""
-        queue = await self._store.queued_jobs(limit=self._settings.batch_size)
+        # Stuck jobs come first in queue order, so the first `batch_size` others are in here.
+        limit = self._settings.batch_size + len(self._stuck)
+        queue = [j for j in await self._store.queued_jobs(limit=limit) if j.id not in self._stuck]
         if not queue:
             return 0
         snapshot = await self._snapshot()
-        pools = {p.id: p for p in await self._store.pools()}
+        pool_list = await self._store.pools()
+        self._cached = (time.monotonic(), snapshot, pool_list)
+        pools = {p.id: p for p in pool_list}
         placed = 0
-        for job in queue:
+        for job in queue[: self._settings.batch_size]:
             started = time.perf_counter()
             ev = self._rank(job, snapshot, list(pools.values()), ignore_capacity=False)
             self._metrics.placement_seconds.observe(time.perf_counter() - started)
             best = ev.best
             if best is None:
+                self._stuck.add(job.id)
                 continue
             placement = self._placement(job, best)
             if not await self._store.place(job=job, placement=placement, reason="placed"):
@@ -182,7 +213,7 @@ class SchedulingLoop:
             )
             if released is not None:
                 self._metrics.transitions.labels(state=update.state.value).inc()
-                self.wake()  # capacity came back
+                self.wake(capacity_changed=True)
 
     async def cancel(self, job_id: str, *, tenant: str | None) -> Job:
         """Cancel in the database first (the source of truth), then stop it on its site."""
@@ -204,7 +235,7 @@ class SchedulingLoop:
                         exc,
                     )
             self._metrics.transitions.labels(state=JobState.CANCELLED.value).inc()
-            self.wake()
+            self.wake(capacity_changed=True)
         return released.job
 
     async def reconcile(self) -> None:
