@@ -24,6 +24,7 @@ from broker.api.schemas import (
     JobPageOut,
     Problem,
     SiteListOut,
+    TokenListOut,
 )
 
 _ERRORS = {
@@ -137,6 +138,15 @@ OPERATIONS: tuple[Op, ...] = (
         None,
         (401, 403),
     ),
+    Op(
+        "get",
+        "/v1/admin/tokens",
+        "Configured tokens: name, tenant, role (admin)",
+        200,
+        TokenListOut,
+        None,
+        (401, 403),
+    ),
     Op("get", "/healthz", "Liveness", 200, HealthOut, auth=False),
     Op(
         "get",
@@ -160,6 +170,7 @@ OPERATIONS: tuple[Op, ...] = (
 )
 
 _MODELS: tuple[type[BaseModel], ...] = (
+    TokenListOut,
     JobIn,
     JobOut,
     JobPageOut,

@@ -232,3 +232,13 @@ class ExplainOut(_Response):
 class HealthOut(_Response):
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = {}
+
+
+class TokenOut(_Response):
+    name: str
+    tenant: str
+    role: str
+
+
+class TokenListOut(_Response):
+    items: list[TokenOut]

@@ -183,3 +183,17 @@ async def test_explain_validates_like_submit(client: Client) -> None:
         "/v1/placements:explain", json=job_body(estimated_duration_s=0), headers=VISION
     )
     await problem(resp, 422, "validation-error")
+
+
+async def test_admin_routes_need_the_admin_role_and_show_no_hashes(client: Client) -> None:
+    await problem(await client.get("/v1/admin/tokens", headers=VISION), 403, "forbidden")
+    resp = await client.get("/v1/admin/tokens", headers=ADMIN)
+    assert resp.status == 200
+    text = await resp.text()
+    assert "sha256$" not in text and "demo-admin-token" not in text
+    items = (await resp.json())["items"]
+    assert {(t["name"], t["tenant"], t["role"]) for t in items} == {
+        ("demo-admin", "platform", "admin"),
+        ("demo-vision", "vision-team", "user"),
+        ("demo-nlp", "nlp-team", "user"),
+    }
