@@ -36,7 +36,7 @@ def site_from_row(row: SiteRow) -> Site:
     )
 
 
-def pool_from_row(row: PoolRow) -> GpuPool:
+def pool_from_row(row: PoolRow, node_used: dict[int, int]) -> GpuPool:
     return GpuPool(
         id=row.id,
         site=row.site,
@@ -49,7 +49,7 @@ def pool_from_row(row: PoolRow) -> GpuPool:
         mig_profiles=tuple(row.mig_profiles),
         cpu_per_node=row.cpu_per_node,
         memory_gb_per_node=row.memory_gb_per_node,
-        allocated_milli=row.allocated_milli,
+        node_allocated=tuple(node_used.get(i, 0) for i in range(row.nodes)),
         updated_at=row.updated_at,
     )
 
@@ -68,6 +68,7 @@ def placement_from_row(row: PlacementRow) -> Placement:
         started_at=row.started_at,
         ended_at=row.ended_at,
         external_id=row.external_id,
+        node_indices=tuple(row.node_indices or ()),
     )
 
 

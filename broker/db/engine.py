@@ -28,7 +28,8 @@ from broker.config import normalise_database_url
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, *, foreign_keys: bool = True) -> AsyncEngine:
+    """The async engine for `url`; `foreign_keys=False` only for SQLite table rebuilds."""
     url = normalise_database_url(url)
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
@@ -39,7 +40,11 @@ def create_engine(url: str) -> AsyncEngine:
         kwargs.update(pool_size=10, max_overflow=10)
     engine = create_async_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(
+            engine.sync_engine,
+            "connect",
+            _sqlite_foreign_keys_on if foreign_keys else _sqlite_pragmas,
+        )
         event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
     return engine
 
@@ -51,8 +56,14 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _sqlite_foreign_keys_on(dbapi_conn: Any, record: Any) -> None:
+    _sqlite_pragmas(dbapi_conn, record)
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
 
@@ -75,15 +86,33 @@ def head_revision() -> str | None:
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    """Bring the schema to `revision`; a no-op when it is there already."""
+    """Bring the schema to `revision`; a no-op when it is there already.
+
+    On SQLite, Alembic changes a table by rebuilding it (copy, drop, rename), which foreign
+    keys would forbid; SQLite's own procedure for this is to switch them off for the
+    migration and check them afterwards, so the migration runs on a second engine without
+    them and fails if `PRAGMA foreign_key_check` finds any violation.
+    """
 
     def run(sync_conn: Connection) -> None:
         cfg = alembic_config()
         cfg.attributes["connection"] = sync_conn
         command.upgrade(cfg, revision)
+        if sync_conn.dialect.name == "sqlite":
+            broken = sync_conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise RuntimeError(f"migration left foreign keys broken: {broken[:5]}")
 
-    async with engine.begin() as conn:
-        await conn.run_sync(run)
+    if engine.dialect.name != "sqlite":
+        async with engine.begin() as conn:
+            await conn.run_sync(run)
+        return
+    migrator = create_engine(engine.url.render_as_string(hide_password=False), foreign_keys=False)
+    try:
+        async with migrator.begin() as conn:
+            await conn.run_sync(run)
+    finally:
+        await migrator.dispose()
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:

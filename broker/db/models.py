@@ -95,11 +95,21 @@ class PoolRow(Base):
     price_spot: Mapped[float | None] = mapped_column(Float)
     cpu_per_node: Mapped[float] = mapped_column(Float)
     memory_gb_per_node: Mapped[float] = mapped_column(Float)
-    # The allocation ledger: changed only by conditional UPDATEs (see repository), so two
-    # broker replicas can never hand out the same capacity twice.
-    total_milli: Mapped[int] = mapped_column(BigInteger)
-    allocated_milli: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime]
+
+
+class PoolNodeRow(Base):
+    """The allocation ledger, one row per node of a pool: gang and whole-node jobs need
+    per-node room. Changed only by conditional UPDATEs (see the repository), so two broker
+    replicas can never hand out the same capacity twice."""
+
+    __tablename__ = "pool_nodes"
+
+    pool_id: Mapped[str] = mapped_column(
+        ForeignKey("gpu_pools.id", ondelete="CASCADE"), primary_key=True
+    )
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True)
+    allocated_milli: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class JobRow(Base):
@@ -143,6 +153,7 @@ class PlacementRow(Base):
     estimated_cost_usd: Mapped[float] = mapped_column(Float)
     estimated_gco2: Mapped[float | None] = mapped_column(Float)
     external_id: Mapped[str | None] = mapped_column(String(255))
+    node_indices: Mapped[list[int]] = mapped_column(JSON, default=list)
     active: Mapped[bool] = mapped_column(Boolean, default=True, index=True)
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]

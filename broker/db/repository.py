@@ -27,7 +27,7 @@ from broker.db.codec import (
     pool_from_row,
     site_from_row,
 )
-from broker.db.models import JobEventRow, JobRow, PlacementRow, PoolRow, SiteRow
+from broker.db.models import JobEventRow, JobRow, PlacementRow, PoolNodeRow, PoolRow, SiteRow
 from broker.domain.clock import Clock
 from broker.domain.enums import TRANSITIONS, Health, JobKind, JobState, Tier
 from broker.domain.errors import (
@@ -36,7 +36,7 @@ from broker.domain.errors import (
     JobAlreadyFinished,
     JobNotFound,
 )
-from broker.domain.fleet import GpuPool, Site
+from broker.domain.fleet import MILLI_PER_GPU, GpuPool, Site
 from broker.domain.jobs import Job, JobEvent, JobSpec, Placement
 from broker.domain.serde import spec_to_dict
 
@@ -110,7 +110,7 @@ class Store:
             for pool in pools:
                 prow = await s.get(PoolRow, pool.id)
                 if prow is None:
-                    prow = PoolRow(id=pool.id, site=site.name, allocated_milli=0)
+                    prow = PoolRow(id=pool.id, site=site.name)
                     s.add(prow)
                 prow.gpu_model, prow.gpu_memory_gb = pool.gpu_model, pool.gpu_memory_gb
                 prow.gpus_per_node, prow.nodes = pool.gpus_per_node, pool.nodes
@@ -118,8 +118,16 @@ class Store:
                 prow.price_on_demand, prow.price_spot = pool.price_on_demand, pool.price_spot
                 prow.cpu_per_node = pool.cpu_per_node
                 prow.memory_gb_per_node = pool.memory_gb_per_node
-                prow.total_milli = pool.total_milli
                 prow.updated_at = now
+                await s.flush()
+                have = set(
+                    await s.scalars(select(PoolNodeRow.idx).where(PoolNodeRow.pool_id == pool.id))
+                )
+                s.add_all(
+                    PoolNodeRow(pool_id=pool.id, idx=i, allocated_milli=0)
+                    for i in range(pool.nodes)
+                    if i not in have
+                )
 
     async def set_site_health(self, name: str, health: Health, reason: str = "") -> None:
         async with self._sessions.begin() as s:
@@ -136,8 +144,13 @@ class Store:
 
     async def pools(self) -> list[GpuPool]:
         async with self._sessions() as s:
-            rows = await s.scalars(select(PoolRow).order_by(PoolRow.site, PoolRow.id))
-            return [pool_from_row(r) for r in rows]
+            rows = list(await s.scalars(select(PoolRow).order_by(PoolRow.site, PoolRow.id)))
+            used: dict[str, dict[int, int]] = {}
+            for pool_id, idx, milli in await s.execute(
+                select(PoolNodeRow.pool_id, PoolNodeRow.idx, PoolNodeRow.allocated_milli)
+            ):
+                used.setdefault(pool_id, {})[idx] = milli
+        return [pool_from_row(r, used.get(r.id, {})) for r in rows]
 
     # ---- jobs: submission and queries ---------------------------------------------------
 
@@ -306,15 +319,7 @@ class Store:
                     f"site {placement.site}, pool {placement.pool_id}",
                 ):
                     return False
-                taken = await s.execute(
-                    update(PoolRow)
-                    .where(
-                        PoolRow.id == placement.pool_id,
-                        PoolRow.allocated_milli + placement.gpu_milli <= PoolRow.total_milli,
-                    )
-                    .values(allocated_milli=PoolRow.allocated_milli + placement.gpu_milli)
-                )
-                if taken.rowcount != 1:  # type: ignore[attr-defined]
+                if not await self._take(s, placement):
                     raise _Abort
                 s.add(
                     PlacementRow(
@@ -327,6 +332,7 @@ class Store:
                         estimated_cost_usd=placement.estimated_cost_usd,
                         estimated_gco2=placement.estimated_gco2,
                         external_id=None,
+                        node_indices=list(placement.node_indices),
                         active=True,
                         created_at=now,
                     )
@@ -385,12 +391,8 @@ class Store:
             if prow is not None:
                 prow.active = False
                 prow.ended_at = at
-                await s.execute(
-                    update(PoolRow)
-                    .where(PoolRow.id == prow.pool_id)
-                    .values(allocated_milli=PoolRow.allocated_milli - prow.gpu_milli)
-                )
                 placement = placement_from_row(prow)
+                await self._give_back(s, placement)
             await s.refresh(row)
             return Released(job=job_from_row(row), placement=placement)
 
@@ -411,6 +413,34 @@ class Store:
                 raise JobAlreadyFinished(job_id=job_id, state=now.state.value)
             return await self.cancel(job_id, tenant=tenant, reason=reason)
         return released
+
+    async def _take(self, s: AsyncSession, placement: Placement) -> bool:
+        """Book the placement's share on each of its nodes, or nothing if any lacks room."""
+        cap = await s.scalar(select(PoolRow.gpus_per_node).where(PoolRow.id == placement.pool_id))
+        if cap is None or not placement.node_indices:
+            return False
+        per = placement.milli_per_node
+        for idx in placement.node_indices:
+            res = await s.execute(
+                update(PoolNodeRow)
+                .where(
+                    PoolNodeRow.pool_id == placement.pool_id,
+                    PoolNodeRow.idx == idx,
+                    PoolNodeRow.allocated_milli + per <= cap * MILLI_PER_GPU,
+                )
+                .values(allocated_milli=PoolNodeRow.allocated_milli + per)
+            )
+            if res.rowcount != 1:  # type: ignore[attr-defined]
+                return False
+        return True
+
+    async def _give_back(self, s: AsyncSession, placement: Placement) -> None:
+        for idx in placement.node_indices:
+            await s.execute(
+                update(PoolNodeRow)
+                .where(PoolNodeRow.pool_id == placement.pool_id, PoolNodeRow.idx == idx)
+                .values(allocated_milli=PoolNodeRow.allocated_milli - placement.milli_per_node)
+            )
 
     async def _cas(
         self,

@@ -7,7 +7,7 @@ ledger with whole-GPU requests: 1 GPU = 1000 units.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from broker.domain.enums import Health, SiteKind
@@ -48,9 +48,52 @@ class GpuPool:
     mig_profiles: tuple[str, ...] = ()
     cpu_per_node: float = 96.0
     memory_gb_per_node: float = 1024.0
-    allocated_milli: int = 0
+    # milli-GPUs in use on each node (index 0 .. nodes-1); empty means nothing in use.
+    node_allocated: tuple[int, ...] = ()
     updated_at: datetime | None = None
     extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def node_capacity_milli(self) -> int:
+        return self.gpus_per_node * MILLI_PER_GPU
+
+    def node_used(self) -> tuple[int, ...]:
+        used = self.node_allocated[: self.nodes]
+        return used + (0,) * (self.nodes - len(used))
+
+    def fit(self, *, milli_per_node: int, count: int) -> tuple[int, ...] | None:
+        """Best-fit: the `count` nodes with the least room that still hold `milli_per_node`.
+
+        Filling the fullest nodes first keeps whole nodes free for whole-node and gang
+        jobs; None when fewer than `count` nodes have the room (a gang needs all at once).
+        """
+        cap = self.node_capacity_milli
+        room = sorted(
+            (cap - used, i)
+            for i, used in enumerate(self.node_used())
+            if cap - used >= milli_per_node
+        )
+        if len(room) < count:
+            return None
+        return tuple(sorted(i for _, i in room[:count]))
+
+    def leftover_after(self, nodes: tuple[int, ...], milli_per_node: int) -> int:
+        """Free milli-GPUs left on the chosen nodes after a placement: lower is a tighter fit."""
+        used = self.node_used()
+        return sum(self.node_capacity_milli - used[i] - milli_per_node for i in nodes)
+
+    def allocate(self, nodes: tuple[int, ...], milli_per_node: int) -> GpuPool:
+        """This pool with `milli_per_node` more in use on each of `nodes` (negative releases)."""
+        used = list(self.node_used())
+        for i in nodes:
+            used[i] += milli_per_node
+            if not 0 <= used[i] <= self.node_capacity_milli:
+                raise ValueError(f"node {i} of {self.id} would hold {used[i]} milli-GPUs")
+        return replace(self, node_allocated=tuple(used))
+
+    @property
+    def allocated_milli(self) -> int:
+        return sum(self.node_used())
 
     @property
     def total_gpus(self) -> int:

@@ -101,6 +101,11 @@ class Placement:
     started_at: datetime | None = None
     ended_at: datetime | None = None
     external_id: str | None = None
+    node_indices: tuple[int, ...] = ()  # which nodes of the pool; one per job node
+
+    @property
+    def milli_per_node(self) -> int:
+        return self.gpu_milli // max(1, len(self.node_indices))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -80,7 +80,9 @@ class Candidate:
     intensity_gco2_per_kwh: float | None
     energy_kwh: float
     gco2: float | None
-    free_milli_after: int
+    nodes: tuple[int, ...]  # the pool's nodes chosen (best-fit), one per job node
+    spot: bool
+    leftover_milli: int  # free room left on the chosen nodes: lower is a tighter fit
     cost_term: float = 0.0
     latency_term: float = 0.0
     carbon_term: float = 0.0
@@ -154,8 +156,15 @@ def static_rejection(spec: JobSpec, pool: GpuPool, cond: SiteConditions) -> Reje
     return None
 
 
+def unit_price(spec: JobSpec, pool: GpuPool) -> tuple[float, bool]:
+    """USD per GPU-hour and whether it is spot: preemptible work rides the spot market."""
+    if spec.is_preemptible and pool.price_spot is not None:
+        return pool.price_spot, True
+    return pool.price_on_demand, False
+
+
 def hourly_cost(spec: JobSpec, pool: GpuPool) -> float:
-    return pool.price_on_demand * spec.resources.total_milli / MILLI_PER_GPU
+    return unit_price(spec, pool)[0] * spec.resources.total_milli / MILLI_PER_GPU
 
 
 def energy_kwh(spec: JobSpec, pool: GpuPool, site: Site, *, utilisation: float) -> float:
@@ -199,39 +208,46 @@ def evaluate(
         if rejection is not None:
             rejections.append(rejection)
             continue
-        if not ignore_capacity and pool.free_milli < need:
+        res = spec.resources
+        if ignore_capacity:
+            nodes: tuple[int, ...] | None = tuple(range(res.nodes))
+        else:
+            nodes = pool.fit(milli_per_node=res.milli_per_node, count=res.nodes)
+        if nodes is None:
             rejections.append(
                 Rejection(
                     site=pool.site,
                     pool_id=pool.id,
                     reason=RejectReason.CAPACITY,
-                    detail=f"{pool.free_milli / MILLI_PER_GPU:g} GPUs free, "
-                    f"job needs {need / MILLI_PER_GPU:g}",
+                    detail=_capacity_detail(spec, pool),
                 )
             )
             continue
         energy = energy_kwh(spec, pool, cond.site, utilisation=utilisation)
         intensity = cond.intensity_gco2_per_kwh
-        hourly = hourly_cost(spec, pool)
+        price, spot = unit_price(spec, pool)
+        hourly = price * need / MILLI_PER_GPU
         raw.append(
             Candidate(
                 site=pool.site,
                 pool_id=pool.id,
                 gpu_model=pool.gpu_model,
                 gpu_milli=need,
-                price_per_gpu_hour=pool.price_on_demand,
+                nodes=nodes,
+                spot=spot,
+                price_per_gpu_hour=price,
                 hourly_cost_usd=hourly,
                 cost_usd=hourly * spec.estimated_duration_s / 3600,
                 latency_ms=cond.latency_ms,
                 intensity_gco2_per_kwh=intensity,
                 energy_kwh=energy,
                 gco2=None if intensity is None else energy * intensity,
-                free_milli_after=pool.free_milli - need,
+                leftover_milli=pool.leftover_after(nodes, res.milli_per_node),
             )
         )
     w = weights.normalised()
     scored = _score(raw, w)
-    scored.sort(key=lambda c: (round(c.score, 9), c.free_milli_after, c.site, c.pool_id))
+    scored.sort(key=lambda c: (round(c.score, 9), c.leftover_milli, c.site, c.pool_id))
     return Evaluation(candidates=tuple(scored), rejections=tuple(rejections), weights=w)
 
 
@@ -254,3 +270,15 @@ def _normalise(values: list[float | None]) -> list[float]:
     lo, hi = min(known), max(known)
     span = hi - lo
     return [1.0 if v is None else (0.0 if span == 0 else (v - lo) / span) for v in values]
+
+
+def _capacity_detail(spec: JobSpec, pool: GpuPool) -> str:
+    res = spec.resources
+    per_node = res.milli_per_node / MILLI_PER_GPU
+    roomy = sum(
+        1 for used in pool.node_used() if pool.node_capacity_milli - used >= res.milli_per_node
+    )
+    return (
+        f"{pool.free_milli / MILLI_PER_GPU:g} GPUs free; job needs {res.nodes} node(s) with "
+        f"{per_node:g} GPUs free each, {roomy} node(s) have that"
+    )

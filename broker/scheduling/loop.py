@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from broker.config import SchedulerSettings
 from broker.db.repository import Store
@@ -152,7 +152,7 @@ class SchedulingLoop:
                 pools = {p.id: p for p in await self._store.pools()}  # someone else moved
                 continue
             pool = pools[best.pool_id]
-            pools[pool.id] = replace(pool, allocated_milli=pool.allocated_milli + best.gpu_milli)
+            pools[pool.id] = pool.allocate(best.nodes, job.spec.resources.milli_per_node)
             placed += 1
             self._metrics.transitions.labels(state=JobState.SCHEDULED.value).inc()
             self._metrics.wait_seconds.labels(tier=job.spec.tier.value).observe(
@@ -168,10 +168,11 @@ class SchedulingLoop:
             pool_id=best.pool_id,
             gpu_milli=best.gpu_milli,
             price_per_gpu_hour=best.price_per_gpu_hour,
-            spot=False,
+            spot=best.spot,
             estimated_cost_usd=best.cost_usd,
             estimated_gco2=best.gco2,
             created_at=self._clock.now(),
+            node_indices=best.nodes,
         )
 
     async def _dispatch(self, job: Job, placement: Placement) -> None:

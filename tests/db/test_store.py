@@ -58,6 +58,7 @@ def placement(job: Job, gpus: int = 8) -> Placement:
         estimated_cost_usd=1.0,
         estimated_gco2=None,
         created_at=T0,
+        node_indices=(0,),
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from broker.domain.enums import Health, JobKind, JobState, SiteKind, Tier, can_transition
@@ -37,6 +39,12 @@ def pool(
     mig: tuple[str, ...] = (),
     mem: float = 80,
 ) -> GpuPool:
+    # `allocated_gpus` fills nodes in order, whole nodes first
+    left, used = int(allocated_gpus * 1000), []
+    for _ in range(nodes):
+        take = min(left, per_node * 1000)
+        used.append(take)
+        left -= take
     return GpuPool(
         id=f"{site_name}/{model}",
         site=site_name,
@@ -46,7 +54,7 @@ def pool(
         nodes=nodes,
         price_on_demand=price,
         mig_profiles=mig,
-        allocated_milli=int(allocated_gpus * 1000),
+        node_allocated=tuple(used),
     )
 
 
@@ -151,13 +159,55 @@ def test_carbon_weight_picks_the_cleaner_site_and_cost_weight_the_cheaper() -> N
     assert green.best.carbon_term == 0.0 and dirty.carbon_term == 1.0
 
 
-def test_ties_go_to_the_best_fit_pool() -> None:
+def test_ties_go_to_the_tightest_fit_so_whole_nodes_stay_free() -> None:
     sites = [site("roomy"), site("snug")]
-    pools = [pool("roomy", nodes=4), pool("snug", nodes=4, allocated_gpus=24)]
+    pools = [pool("roomy", nodes=4), pool("snug", nodes=4, allocated_gpus=6)]
     ev = evaluate(
-        spec(resources=Resources(gpus=8)), pools=pools, conditions=conds(*sites), weights=EVEN
+        spec(resources=Resources(gpus=2)), pools=pools, conditions=conds(*sites), weights=EVEN
     )
     assert [c.site for c in ev.candidates] == ["snug", "roomy"]
+    assert ev.candidates[0].nodes == (0,) and ev.candidates[0].leftover_milli == 0
+
+
+def test_best_fit_inside_a_pool_and_fragmentation_blocks_whole_node_jobs() -> None:
+    p = GpuPool(
+        id="a/H100",
+        site="a",
+        gpu_model="H100",
+        gpu_memory_gb=80,
+        gpus_per_node=8,
+        nodes=4,
+        price_on_demand=1.0,
+        node_allocated=(4000, 0, 7000, 4000),
+    )
+    assert p.fit(milli_per_node=1000, count=1) == (2,)  # the fullest node that still fits
+    assert p.fit(milli_per_node=4000, count=2) == (0, 3)
+    assert p.fit(milli_per_node=8000, count=1) == (1,)
+    assert p.fit(milli_per_node=8000, count=2) is None  # gang: all nodes at once or none
+    assert p.allocate((1,), 8000).fit(milli_per_node=8000, count=1) is None
+    assert p.allocate((0, 3), -4000).node_used() == (0, 0, 7000, 0)
+    with pytest.raises(ValueError, match="node 2"):
+        p.allocate((2,), 2000)
+    # 13 GPUs free in all, but no 8-GPU block once node 1 is taken: the reason says so
+    sites = [site("a")]
+    ev = evaluate(
+        spec(resources=Resources(gpus=8)),
+        pools=[p.allocate((1,), 1000)],
+        conditions=conds(*sites),
+        weights=EVEN,
+    )
+    assert ev.best is None
+    assert ev.rejections[0].reason is RejectReason.CAPACITY
+    assert "0 node(s) have that" in ev.rejections[0].detail
+
+
+def test_preemptible_work_uses_spot_prices() -> None:
+    sites = [site("a")]
+    p = replace(pool("a", price=4.0), price_spot=1.0)
+    p3 = evaluate(spec(tier=Tier.P3), pools=[p], conditions=conds(*sites), weights=EVEN)
+    p2 = evaluate(spec(tier=Tier.P2), pools=[p], conditions=conds(*sites), weights=EVEN)
+    assert p3.best is not None and p3.best.spot and p3.best.cost_usd == pytest.approx(1.0)
+    assert p2.best is not None and not p2.best.spot and p2.best.cost_usd == pytest.approx(4.0)
 
 
 def test_mig_and_fractions_share_one_ledger() -> None:
