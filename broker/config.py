@@ -77,6 +77,17 @@ class SchedulerSettings(_Strict):
     batch_size: Annotated[int, Field(gt=0)] = 200  # pending jobs considered per pass
     gpu_utilisation: Annotated[float, Field(gt=0, le=1)] = 0.8  # for energy estimates
     weights: dict[Tier, WeightSettings] = Field(default_factory=_default_weights)
+    preemption: bool = True  # P1 (and quota owners) may preempt lower-tier preemptible work
+    min_runtime_s: Annotated[float, Field(ge=0)] = 300.0  # no preemption before this runtime
+    aging_per_hour: Annotated[float, Field(ge=0)] = 0.05  # fair-share credit per hour waited
+    deferral: bool = True  # hold jobs with a deadline for a cleaner window
+    deferral_min_saving: Annotated[float, Field(ge=0, lt=1)] = 0.1  # fraction of gCO2e
+    deferral_margin_s: Annotated[float, Field(ge=0)] = 1800.0  # slack kept before deadlines
+    deferral_horizon_h: Annotated[int, Field(ge=1, le=168)] = 48  # furthest look-ahead
+    # Guaranteed GPUs per tenant and tier; beyond it a tenant may borrow idle GPUs, which
+    # the owner reclaims by preemption when it needs them.
+    quotas: dict[str, dict[Tier, Annotated[float, Field(ge=0)]]] = Field(default_factory=dict)
+    borrowing: bool = True
 
     @field_validator("weights")
     @classmethod

@@ -36,6 +36,11 @@ class Metrics:
             ["method", "route"],
             registry=self.registry,
         )
+        self.preemptions = Counter(
+            "broker_preemptions",
+            "Jobs preempted for higher-tier or quota-owning work.",
+            registry=self.registry,
+        )
         self.transitions = Counter(
             "broker_job_transitions",
             "Job state transitions by target state.",

@@ -19,7 +19,6 @@ from broker.api.app import add_api
 from broker.api.auth import TokenVerifier
 from broker.api.keys import (
     CLOCK,
-    CONDITIONS,
     CONNECTORS,
     ENGINE,
     LOOP,
@@ -35,7 +34,6 @@ from broker.domain.clock import Clock, SystemClock
 from broker.domain.enums import Health
 from broker.domain.latency import LatencyMatrix
 from broker.metrics import Metrics
-from broker.scheduling.conditions import ConditionsProvider
 from broker.scheduling.loop import SchedulingLoop
 from carbon.static import StaticTableSource
 from connectors.base import Connector
@@ -91,9 +89,6 @@ async def _fleet(app: web.Application) -> AsyncIterator[None]:
             if known.name not in connectors:
                 await store.set_site_health(known.name, Health.UNREACHABLE, "not configured")
         app[CONNECTORS] = connectors
-        app[CONDITIONS] = ConditionsProvider(
-            carbon=StaticTableSource.default(), latency=load_latency(settings)
-        )
         yield
     finally:
         await asyncio.gather(*(c.close() for c in connectors.values()), return_exceptions=True)
@@ -104,7 +99,8 @@ async def _scheduler(app: web.Application) -> AsyncIterator[None]:
     loop = SchedulingLoop(
         store=app[STORE],
         connectors=connectors,
-        conditions=app[CONDITIONS],
+        carbon=StaticTableSource.default(),
+        latency=load_latency(app[SETTINGS]),
         settings=app[SETTINGS].scheduler,
         clock=app[CLOCK],
         metrics=app[METRICS],

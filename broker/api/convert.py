@@ -8,6 +8,7 @@ from broker.api.schemas import (
     ExplainOut,
     JobIn,
     JobOut,
+    ObjectiveIn,
     PlacementOut,
     RejectionOut,
     ResourcesIn,
@@ -51,6 +52,11 @@ def spec_to_api(spec: JobSpec) -> JobIn:
         allowed_regions=list(spec.allowed_regions),
         preemptible=spec.preemptible,
         max_hourly_cost=spec.max_hourly_cost,
+        objective=None
+        if spec.objective is None
+        else ObjectiveIn.model_construct(
+            cost=spec.objective.cost, latency=spec.objective.latency, carbon=spec.objective.carbon
+        ),
     )
 
 

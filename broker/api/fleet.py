@@ -6,7 +6,7 @@ from aiohttp import web
 
 from broker.api.auth import require
 from broker.api.context import principal
-from broker.api.keys import CLOCK, CONDITIONS, STORE
+from broker.api.keys import LOOP, STORE
 from broker.api.schemas import InventoryOut, InventoryRowOut, SiteListOut, SiteOut
 from broker.domain.enums import Role
 
@@ -41,9 +41,8 @@ async def inventory(request: web.Request) -> web.Response:
     require(principal(request), Role.OPERATOR)
     store = request.app[STORE]
     sites = {s.name: s for s in await store.sites()}
-    intensities = await request.app[CONDITIONS].intensities(
-        list(sites.values()), at=request.app[CLOCK].now()
-    )
+    loop = request.app[LOOP]
+    intensities = {name: await loop.intensity_now(site.grid_zone) for name, site in sites.items()}
     rows = []
     for p in await store.pools():
         site = sites[p.site]

@@ -10,7 +10,6 @@ from broker.config import Settings
 from broker.db.repository import Store
 from broker.domain.clock import Clock
 from broker.metrics import Metrics
-from broker.scheduling.conditions import ConditionsProvider
 from broker.scheduling.loop import SchedulingLoop
 from connectors.base import Connector
 
@@ -21,5 +20,4 @@ VERIFIER = web.AppKey("verifier", TokenVerifier)
 ENGINE = web.AppKey("engine", AsyncEngine)
 STORE = web.AppKey("store", Store)
 CONNECTORS = web.AppKey("connectors", dict[str, Connector])
-CONDITIONS = web.AppKey("conditions", ConditionsProvider)
 LOOP = web.AppKey("loop", SchedulingLoop)

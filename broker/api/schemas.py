@@ -61,6 +61,20 @@ class WorkloadIn(_Request):
     ] = {}
 
 
+class ObjectiveIn(_Request):
+    """Relative weights of cost, latency and carbon for this job (normalised to sum 1)."""
+
+    cost: Annotated[float, Field(ge=0, le=1000)] = 0.0
+    latency: Annotated[float, Field(ge=0, le=1000)] = 0.0
+    carbon: Annotated[float, Field(ge=0, le=1000)] = 0.0
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> ObjectiveIn:
+        if self.cost + self.latency + self.carbon <= 0:
+            raise ValueError("give at least one positive weight")
+        return self
+
+
 class JobIn(_Request):
     """A job submission. The tenant comes from the token, never from the body."""
 
@@ -83,6 +97,9 @@ class JobIn(_Request):
     preemptible: bool | None = Field(default=None, description="Default: true for P3 only.")
     max_hourly_cost: Annotated[float, Field(gt=0)] | None = Field(
         default=None, description="USD per hour for the whole job."
+    )
+    objective: ObjectiveIn | None = Field(
+        default=None, description="Overrides the tier's cost/latency/carbon weights."
     )
 
     @model_validator(mode="after")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
@@ -16,16 +17,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     from broker.cli import client
 
-    def server(name: str) -> Callable[[argparse.Namespace], int]:
-        """A server command, imported when it runs: client commands skip SQLAlchemy/alembic."""
+    def lazy(module_name: str, name: str) -> Callable[[argparse.Namespace], int]:
+        """A command imported when it runs: client commands skip SQLAlchemy and the engine."""
 
         def run(args: argparse.Namespace) -> int:
-            from broker.cli import server as module
-
-            func: Callable[[argparse.Namespace], int] = getattr(module, name)
+            func: Callable[[argparse.Namespace], int] = getattr(
+                importlib.import_module(module_name), name
+            )
             return func(args)
 
         return run
+
+    def server(name: str) -> Callable[[argparse.Namespace], int]:
+        return lazy("broker.cli.server", name)
 
     p = argparse.ArgumentParser(prog="broker", description="Carbon-aware GPU federation broker.")
     p.add_argument("--version", action="version", version=f"broker {__version__}")
@@ -58,6 +62,25 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_parser("new", help="make a random token and its hash").set_defaults(
         func=server("cmd_token_new")
     )
+
+    sim = sub.add_parser("simulate", help="replay a job trace on a fleet in virtual time")
+    sim.add_argument("--trace", required=True, help="canonical trace CSV (docs/traces.md)")
+    sim.add_argument("--fleet", required=True, help="fleet YAML (config/fleets/)")
+    sim.add_argument(
+        "--carbon",
+        action="append",
+        default=[],
+        help="hourly intensity CSV to replay (repeatable); other zones use the static table",
+    )
+    sim.add_argument(
+        "--start",
+        default="2022-03-07T00:00:00+00:00",
+        help="the trace's time zero on the carbon series' clock (RFC 3339)",
+    )
+    sim.add_argument("--policy", choices=["broker", "fifo", "all"], default="all")
+    sim.add_argument("--out", default="simulation-out", help="folder for summary.json, report.html")
+    sim.add_argument("--quiet", action="store_true", help="no progress bar")
+    sim.set_defaults(func=lazy("broker.simulation.run", "cmd_simulate"))
 
     client.add_commands(sub)
     return p

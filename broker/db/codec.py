@@ -69,6 +69,7 @@ def placement_from_row(row: PlacementRow) -> Placement:
         ended_at=row.ended_at,
         external_id=row.external_id,
         node_indices=tuple(row.node_indices or ()),
+        borrowed=row.borrowed,
     )
 
 

@@ -132,6 +132,7 @@ class JobRow(Base):
     gpu_milli: Mapped[int] = mapped_column(BigInteger)
     estimated_duration_s: Mapped[int] = mapped_column(BigInteger)
     deadline: Mapped[datetime | None]
+    not_before: Mapped[datetime | None]  # a deferred job waits for this time
     preemptible: Mapped[bool] = mapped_column(Boolean)
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))
@@ -154,6 +155,7 @@ class PlacementRow(Base):
     estimated_gco2: Mapped[float | None] = mapped_column(Float)
     external_id: Mapped[str | None] = mapped_column(String(255))
     node_indices: Mapped[list[int]] = mapped_column(JSON, default=list)
+    borrowed: Mapped[bool] = mapped_column(Boolean, default=False)  # on another tenant's quota
     active: Mapped[bool] = mapped_column(Boolean, default=True, index=True)
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]

@@ -39,6 +39,7 @@ from broker.domain.errors import (
 from broker.domain.fleet import MILLI_PER_GPU, GpuPool, Site
 from broker.domain.jobs import Job, JobEvent, JobSpec, Placement
 from broker.domain.serde import spec_to_dict
+from broker.domain.work import RunningWork
 
 
 class InvalidCursor(ValueError):
@@ -304,11 +305,31 @@ class Store:
 
     # ---- jobs: state changes ------------------------------------------------------------
 
-    async def place(self, *, job: Job, placement: Placement, reason: str) -> bool:
-        """pending → scheduled with an allocation; False when the job or capacity moved."""
+    async def place(
+        self,
+        *,
+        job: Job,
+        placement: Placement,
+        reason: str,
+        preempt: Sequence[str] = (),
+        preempt_reason: str = "",
+    ) -> list[Placement] | None:
+        """pending → scheduled with an allocation, after preempting `preempt` first.
+
+        All in one transaction: the victims go running → preempted → pending and give their
+        GPUs back, then the job takes its nodes. Returns the victims' released placements
+        (for the caller to stop them on their site), or None when the job, a victim or the
+        capacity moved meanwhile, in which case nothing changed.
+        """
         now = self._clock.now()
+        released: list[Placement] = []
         try:
             async with self._sessions() as s, s.begin():
+                for victim in preempt:
+                    got = await self._preempt(s, victim, now, preempt_reason)
+                    if got is None:
+                        raise _Abort
+                    released.append(got)
                 if not await self._cas(
                     s,
                     job.id,
@@ -318,7 +339,7 @@ class Store:
                     now,
                     f"site {placement.site}, pool {placement.pool_id}",
                 ):
-                    return False
+                    raise _Abort  # also undoes any preemption above
                 if not await self._take(s, placement):
                     raise _Abort
                 s.add(
@@ -333,13 +354,105 @@ class Store:
                         estimated_gco2=placement.estimated_gco2,
                         external_id=None,
                         node_indices=list(placement.node_indices),
+                        borrowed=placement.borrowed,
                         active=True,
                         created_at=now,
                     )
                 )
         except _Abort:
-            return False
+            return None
+        return released
+
+    async def _preempt(
+        self, s: AsyncSession, job_id: str, at: datetime, reason: str
+    ) -> Placement | None:
+        """running/scheduled → preempted → pending, giving its GPUs back (caller's txn)."""
+        if not await self._cas(
+            s,
+            job_id,
+            (JobState.RUNNING, JobState.SCHEDULED),
+            JobState.PREEMPTED,
+            "preempted",
+            at,
+            reason,
+        ):
+            return None
+        placement = await self._release_active(s, job_id, at)
+        if not await self._cas(
+            s,
+            job_id,
+            (JobState.PREEMPTED,),
+            JobState.PENDING,
+            "requeued",
+            at,
+            "back in the queue after preemption",
+        ):
+            return None
+        return placement
+
+    async def defer(self, job_id: str, *, until: datetime, reason: str) -> bool:
+        """pending → deferred until `until` (a cleaner window that still meets the deadline)."""
+        now = self._clock.now()
+        async with self._sessions() as s, s.begin():
+            if not await self._cas(
+                s, job_id, (JobState.PENDING,), JobState.DEFERRED, "deferred", now, reason
+            ):
+                return False
+            await s.execute(update(JobRow).where(JobRow.id == job_id).values(not_before=until))
         return True
+
+    async def release_deferred(self) -> int:
+        """deferred → pending for every job whose window has come; returns how many."""
+        now = self._clock.now()
+        async with self._sessions() as s, s.begin():
+            due = list(
+                await s.scalars(
+                    select(JobRow.id).where(
+                        JobRow.state == JobState.DEFERRED.value, JobRow.not_before <= now
+                    )
+                )
+            )
+            for job_id in due:
+                await self._cas(
+                    s,
+                    job_id,
+                    (JobState.DEFERRED,),
+                    JobState.PENDING,
+                    "window_reached",
+                    now,
+                    "its deferral window has come",
+                )
+        return len(due)
+
+    async def running_work(self) -> list[RunningWork]:
+        """Every job holding GPUs, as the engine sees it."""
+        q = (
+            select(JobRow, PlacementRow, PoolRow.gpu_model)
+            .join(PlacementRow, PlacementRow.job_id == JobRow.id)
+            .join(PoolRow, PoolRow.id == PlacementRow.pool_id)
+            .where(PlacementRow.active.is_(True))
+        )
+        async with self._sessions() as s:
+            rows = (await s.execute(q)).all()
+        out = []
+        for job, prow, model in rows:
+            p = placement_from_row(prow)
+            out.append(
+                RunningWork(
+                    job_id=job.id,
+                    tenant=job.tenant,
+                    tier=Tier(job.tier),
+                    preemptible=job.preemptible,
+                    pool_id=p.pool_id,
+                    node_indices=p.node_indices,
+                    milli_per_node=p.milli_per_node,
+                    gpu_model=model,
+                    started_at=p.started_at,
+                    placed_at=p.created_at,
+                    borrowed=p.borrowed,
+                )
+            )
+        return out
 
     async def set_external_id(self, job_id: str, external_id: str) -> None:
         async with self._sessions.begin() as s:
@@ -382,19 +495,21 @@ class Store:
                 return None
             if not await self._cas(s, job_id, (src,), state, reason, at, detail):
                 return None
-            prow = await s.scalar(
-                select(PlacementRow).where(
-                    PlacementRow.job_id == job_id, PlacementRow.active.is_(True)
-                )
-            )
-            placement = None
-            if prow is not None:
-                prow.active = False
-                prow.ended_at = at
-                placement = placement_from_row(prow)
-                await self._give_back(s, placement)
+            placement = await self._release_active(s, job_id, at)
             await s.refresh(row)
             return Released(job=job_from_row(row), placement=placement)
+
+    async def _release_active(self, s: AsyncSession, job_id: str, at: datetime) -> Placement | None:
+        prow = await s.scalar(
+            select(PlacementRow).where(PlacementRow.job_id == job_id, PlacementRow.active.is_(True))
+        )
+        if prow is None:
+            return None
+        prow.active = False
+        prow.ended_at = at
+        placement = placement_from_row(prow)
+        await self._give_back(s, placement)
+        return placement
 
     async def cancel(self, job_id: str, *, tenant: str | None, reason: str) -> Released:
         """Cancel a job; cancelling a cancelled job is a no-op, a finished one an error."""

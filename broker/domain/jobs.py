@@ -8,6 +8,7 @@ from datetime import datetime
 
 from broker.domain.enums import JobKind, JobState, Tier
 from broker.domain.fleet import MILLI_PER_GPU, mig_milli
+from broker.domain.objective import Weights
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,6 +68,7 @@ class JobSpec:
     allowed_regions: tuple[str, ...] = ()
     preemptible: bool | None = None  # None: the tier's default
     max_hourly_cost: float | None = None
+    objective: Weights | None = None  # overrides the tier's weights for this job
 
     @property
     def is_preemptible(self) -> bool:
@@ -102,6 +104,7 @@ class Placement:
     ended_at: datetime | None = None
     external_id: str | None = None
     node_indices: tuple[int, ...] = ()  # which nodes of the pool; one per job node
+    borrowed: bool = False  # placed on GPUs beyond the tenant's quota
 
     @property
     def milli_per_node(self) -> int:

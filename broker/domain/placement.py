@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from broker.domain.enums import Health
 from broker.domain.fleet import MILLI_PER_GPU, GpuPool, Site
 from broker.domain.jobs import JobSpec
+from broker.domain.objective import Weights
 from carbon.power import GPU_MODELS
 
 
@@ -33,21 +34,6 @@ class RejectReason(enum.StrEnum):
     LATENCY_SLO = "latency_slo"
     COST = "max_hourly_cost"
     CAPACITY = "capacity"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Weights:
-    cost: float
-    latency: float
-    carbon: float
-
-    def normalised(self) -> Weights:
-        total = self.cost + self.latency + self.carbon
-        if total <= 0:
-            return Weights(cost=1 / 3, latency=1 / 3, carbon=1 / 3)
-        return Weights(
-            cost=self.cost / total, latency=self.latency / total, carbon=self.carbon / total
-        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

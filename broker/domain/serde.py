@@ -11,6 +11,7 @@ from typing import Any
 
 from broker.domain.enums import JobKind, Tier
 from broker.domain.jobs import JobSpec, Resources, Workload
+from broker.domain.objective import Weights
 
 
 def spec_to_dict(spec: JobSpec) -> dict[str, Any]:
@@ -41,6 +42,13 @@ def spec_to_dict(spec: JobSpec) -> dict[str, Any]:
         "allowed_regions": list(spec.allowed_regions),
         "preemptible": spec.preemptible,
         "max_hourly_cost": spec.max_hourly_cost,
+        "objective": None
+        if spec.objective is None
+        else {
+            "cost": spec.objective.cost,
+            "latency": spec.objective.latency,
+            "carbon": spec.objective.carbon,
+        },
     }
 
 
@@ -69,6 +77,7 @@ def spec_from_dict(data: dict[str, Any]) -> JobSpec:
         allowed_regions=tuple(data["allowed_regions"]),
         preemptible=data["preemptible"],
         max_hourly_cost=data["max_hourly_cost"],
+        objective=Weights(**data["objective"]) if data.get("objective") else None,
     )
 
 

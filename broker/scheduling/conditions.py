@@ -1,41 +1,45 @@
-"""What the engine needs to know about each site for one job: carbon now, latency from origin."""
+"""Carbon and latency inputs for the engine: the async carbon source read once per pass.
+
+The engine is pure and synchronous, so before a pass the loop reads each grid zone's
+hourly series for the planning horizon from the (async, possibly remote) carbon source
+into an `HourlyTable`, which the engine then queries as its `CarbonOracle`.
+"""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping, Sequence
-from datetime import datetime
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
 
-from broker.domain.fleet import Site
-from broker.domain.jobs import JobSpec
-from broker.domain.latency import LatencyMatrix
-from broker.domain.placement import SiteConditions
+from broker.domain.engine import Hourly
 from carbon.base import CarbonSource
 
-log = logging.getLogger(__name__)
+
+class HourlyTable:
+    """Hourly intensity per zone for one planning horizon; implements `CarbonOracle`."""
+
+    def __init__(self, series: Mapping[str, Hourly]) -> None:
+        self._series = {zone: sorted(rows) for zone, rows in series.items()}
+
+    def hourly(self, zone: str, *, start: datetime, end: datetime) -> Hourly:
+        rows = self._series.get(zone, ())
+        lo = start.replace(minute=0, second=0, microsecond=0)
+        return [(t, v) for t, v in rows if lo <= t < end]
+
+    def current(self, zone: str, *, at: datetime) -> float | None:
+        hour = at.replace(minute=0, second=0, microsecond=0)
+        for t, v in self._series.get(zone, ()):
+            if t == hour:
+                return v
+        return None
 
 
-class ConditionsProvider:
-    def __init__(self, *, carbon: CarbonSource, latency: LatencyMatrix) -> None:
-        self._carbon = carbon
-        self._latency = latency
-
-    async def intensities(self, sites: Sequence[Site], *, at: datetime) -> dict[str, float | None]:
-        """Current gCO2e/kWh per site (None where unknown); one lookup per grid zone."""
-        by_zone: dict[str, float | None] = {}
-        for zone in {s.grid_zone for s in sites}:
-            reading = await self._carbon.current(zone, at=at)
-            by_zone[zone] = reading.gco2_per_kwh if reading is not None else None
-        return {s.name: by_zone[s.grid_zone] for s in sites}
-
-    def for_job(
-        self, spec: JobSpec, sites: Sequence[Site], intensities: Mapping[str, float | None]
-    ) -> dict[str, SiteConditions]:
-        return {
-            s.name: SiteConditions(
-                site=s,
-                intensity_gco2_per_kwh=intensities.get(s.name),
-                latency_ms=self._latency.rtt(spec.origin, s.location) if spec.origin else None,
-            )
-            for s in sites
-        }
+async def read_hourly(
+    source: CarbonSource, zones: Iterable[str], *, start: datetime, hours: int
+) -> HourlyTable:
+    """Each zone's readings for [start, start + hours), forecast where the source has one."""
+    end = start + timedelta(hours=hours)
+    series: dict[str, Hourly] = {}
+    for zone in sorted(set(zones)):
+        readings = await source.forecast(zone, start=start, end=end)
+        series[zone] = [(r.at, r.gco2_per_kwh) for r in readings]
+    return HourlyTable(series)

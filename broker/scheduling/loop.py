@@ -1,9 +1,10 @@
 """The scheduling loop: event-driven (submission, completion, capacity change) plus periodic.
 
-One pass reads the queue and the ledger, asks the pure engine (`broker.domain.placement`)
-for each job's best pool, and commits each decision atomically through the store; a job or
-pool that changed meanwhile (another replica, a cancel) makes the commit a no-op and the
-job is looked at again next pass. Dispatch to the site happens after the commit; if it
+A pass reads the queue, the GPU ledger, the running work and the carbon outlook, asks the
+pure engine (`broker.domain.engine`) for decisions, and applies each one atomically through
+the store: place (after preempting its victims in the same transaction), defer, or wait.
+A decision whose commit finds the world changed (another replica, a cancel) is dropped and
+the job is looked at again next pass. Dispatch to the site happens after the commit; if it
 fails, the job goes back to pending and its allocation is released.
 """
 
@@ -14,28 +15,54 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from broker.config import SchedulerSettings
 from broker.db.repository import Store
 from broker.domain.clock import Clock
+from broker.domain.engine import Defer, Engine, EngineSettings, Place, Wait
 from broker.domain.enums import Health, JobState
 from broker.domain.fleet import GpuPool, Site
 from broker.domain.jobs import Job, Placement
-from broker.domain.placement import Candidate, Evaluation, Weights, evaluate
+from broker.domain.latency import LatencyMatrix
+from broker.domain.objective import Weights
+from broker.domain.placement import Candidate, Evaluation
 from broker.metrics import Metrics
-from broker.scheduling.conditions import ConditionsProvider
+from broker.scheduling.conditions import HourlyTable, read_hourly
+from carbon.base import CarbonSource
 from connectors.base import Connector, StatusUpdate
 from connectors.errors import AuthFailed, ConnectorError
 
 log = logging.getLogger(__name__)
 
 
+def engine_settings(settings: SchedulerSettings) -> EngineSettings:
+    return EngineSettings(
+        weights={
+            tier: Weights(cost=w.cost, latency=w.latency, carbon=w.carbon)
+            for tier, w in settings.weights.items()
+        },
+        gpu_utilisation=settings.gpu_utilisation,
+        preemption=settings.preemption,
+        min_runtime_s=settings.min_runtime_s,
+        aging_per_hour=settings.aging_per_hour,
+        deferral=settings.deferral,
+        deferral_min_saving=settings.deferral_min_saving,
+        deferral_margin_s=settings.deferral_margin_s,
+        deferral_horizon_h=settings.deferral_horizon_h,
+        quotas={t: dict(q) for t, q in settings.quotas.items()},
+        borrowing=settings.borrowing,
+    )
+
+
 @dataclass(frozen=True, slots=True)
-class _Snapshot:
-    """What one pass knows about the sites: which are in play, and their grid intensity."""
+class _Fleet:
+    """What a pass knows about the sites besides the ledger: which are in play, the outlook."""
 
     sites: list[Site]
-    intensities: dict[str, float | None]
+    carbon: HourlyTable
+    pools: list[GpuPool]
+    at: datetime
 
 
 class SchedulingLoop:
@@ -44,26 +71,29 @@ class SchedulingLoop:
         *,
         store: Store,
         connectors: Mapping[str, Connector],
-        conditions: ConditionsProvider,
+        carbon: CarbonSource,
+        latency: LatencyMatrix,
         settings: SchedulerSettings,
         clock: Clock,
         metrics: Metrics,
     ) -> None:
         self._store = store
         self._connectors = connectors
-        self._conditions = conditions
+        self._carbon = carbon
+        self._latency = latency
         self._settings = settings
+        self._engine = Engine(engine_settings(settings))
         self._clock = clock
         self._metrics = metrics
         self._wake = asyncio.Event()
         # Jobs found unplaceable since capacity last changed: a pass skips them instead of
         # ranking them again (cleared on a capacity change and on every periodic pass).
         self._stuck: set[str] = set()
-        self._cached: tuple[float, _Snapshot, list[GpuPool]] | None = None
+        self._cached: tuple[float, _Fleet] | None = None
 
-    def weights_for(self, job: Job) -> Weights:
-        w = self._settings.weights[job.spec.tier]
-        return Weights(cost=w.cost, latency=w.latency, carbon=w.carbon)
+    @property
+    def engine(self) -> Engine:
+        return self._engine
 
     def wake(self, *, capacity_changed: bool = False) -> None:
         """Ask for a pass soon: a job was submitted, or capacity came back."""
@@ -91,77 +121,115 @@ class SchedulingLoop:
         With `ignore_capacity` (the submission check) the fleet's shape may be up to one
         scheduler interval old; otherwise the GPU ledger is read fresh.
         """
-        snapshot, pools = await self._fleet()
-        if not ignore_capacity:
-            pools = await self._store.pools()
-        return self._rank(job, snapshot, pools, ignore_capacity=ignore_capacity)
-
-    async def known_gpu_models(self) -> set[str]:
-        """GPU models the configured fleet offers (possibly one scheduler interval old)."""
-        _, pools = await self._fleet()
-        return {p.gpu_model for p in pools}
-
-    async def _fleet(self) -> tuple[_Snapshot, list[GpuPool]]:
-        """Sites, intensities and pools, re-read when older than one scheduler interval."""
-        now = time.monotonic()
-        if self._cached is None or now - self._cached[0] > self._settings.interval_s:
-            snapshot = await self._snapshot()
-            self._cached = (now, snapshot, await self._store.pools())
-        return self._cached[1], self._cached[2]
-
-    async def _snapshot(self) -> _Snapshot:
-        sites = [s for s in await self._store.sites() if s.name in self._connectors]
-        intensities = await self._conditions.intensities(sites, at=self._clock.now())
-        return _Snapshot(sites=sites, intensities=intensities)
-
-    def _rank(
-        self, job: Job, snapshot: _Snapshot, pools: list[GpuPool], *, ignore_capacity: bool
-    ) -> Evaluation:
-        conds = self._conditions.for_job(job.spec, snapshot.sites, snapshot.intensities)
-        return evaluate(
+        fleet = await self._fleet()
+        pools = fleet.pools if ignore_capacity else await self._store.pools()
+        conds = self._engine.conditions(
+            job.spec,
+            sites=fleet.sites,
+            latency=self._latency,
+            carbon=fleet.carbon,
+            now=self._clock.now(),
+        )
+        return self._engine.evaluate(
             job.spec,
             pools=[p for p in pools if p.site in conds],
             conditions=conds,
-            weights=self.weights_for(job),
-            utilisation=self._settings.gpu_utilisation,
             ignore_capacity=ignore_capacity,
         )
 
+    async def known_gpu_models(self) -> set[str]:
+        """GPU models the configured fleet offers (possibly one scheduler interval old)."""
+        return {p.gpu_model for p in (await self._fleet()).pools}
+
+    async def intensity_now(self, zone: str) -> float | None:
+        """The zone's grid intensity this hour, as the scheduler sees it."""
+        fleet = await self._fleet()
+        return fleet.carbon.current(zone, at=self._clock.now())
+
+    async def _fleet(self, *, fresh: bool = False) -> _Fleet:
+        """Sites, carbon outlook and pools, re-read when older than one scheduler interval."""
+        now = time.monotonic()
+        if fresh or self._cached is None or now - self._cached[0] > self._settings.interval_s:
+            sites = [s for s in await self._store.sites() if s.name in self._connectors]
+            at = self._clock.now()
+            carbon = await read_hourly(
+                self._carbon,
+                (s.grid_zone for s in sites),
+                start=at,
+                hours=self._settings.deferral_horizon_h,
+            )
+            self._cached = (
+                now,
+                _Fleet(sites=sites, carbon=carbon, pools=await self._store.pools(), at=at),
+            )
+        return self._cached[1]
+
     async def run_once(self) -> int:
         """One pass over the queue; returns how many jobs were placed."""
+        if await self._store.release_deferred():
+            self._stuck.clear()
         # Stuck jobs come first in queue order, so the first `batch_size` others are in here.
         limit = self._settings.batch_size + len(self._stuck)
         queue = [j for j in await self._store.queued_jobs(limit=limit) if j.id not in self._stuck]
+        queue = queue[: self._settings.batch_size]
         if not queue:
             return 0
-        snapshot = await self._snapshot()
-        pool_list = await self._store.pools()
-        self._cached = (time.monotonic(), snapshot, pool_list)
-        pools = {p.id: p for p in pool_list}
+        fleet = await self._fleet(fresh=True)
+        pools = await self._store.pools()
+        running = await self._store.running_work()
+        started = time.perf_counter()
+        decisions = self._engine.plan(
+            queue=queue,
+            pools=[p for p in pools if p.site in self._connectors],
+            running=running,
+            sites=fleet.sites,
+            latency=self._latency,
+            carbon=fleet.carbon,
+            now=self._clock.now(),
+        )
+        per_job = (time.perf_counter() - started) / len(queue)
+        for _ in queue:
+            self._metrics.placement_seconds.observe(per_job)
         placed = 0
-        for job in queue[: self._settings.batch_size]:
-            started = time.perf_counter()
-            ev = self._rank(job, snapshot, list(pools.values()), ignore_capacity=False)
-            self._metrics.placement_seconds.observe(time.perf_counter() - started)
-            best = ev.best
-            if best is None:
-                self._stuck.add(job.id)
-                continue
-            placement = self._placement(job, best)
-            if not await self._store.place(job=job, placement=placement, reason="placed"):
-                pools = {p.id: p for p in await self._store.pools()}  # someone else moved
-                continue
-            pool = pools[best.pool_id]
-            pools[pool.id] = pool.allocate(best.nodes, job.spec.resources.milli_per_node)
-            placed += 1
-            self._metrics.transitions.labels(state=JobState.SCHEDULED.value).inc()
-            self._metrics.wait_seconds.labels(tier=job.spec.tier.value).observe(
-                max(0.0, (placement.created_at - job.created_at).total_seconds())
-            )
-            await self._dispatch(job, placement)
+        for decision in decisions:
+            if isinstance(decision, Wait):
+                self._stuck.add(decision.job.id)
+            elif isinstance(decision, Defer):
+                if await self._store.defer(
+                    decision.job.id, until=decision.until, reason=decision.reason
+                ):
+                    self._metrics.transitions.labels(state=JobState.DEFERRED.value).inc()
+            elif await self._apply_place(decision):
+                placed += 1
         return placed
 
-    def _placement(self, job: Job, best: Candidate) -> Placement:
+    async def _apply_place(self, decision: Place) -> bool:
+        job, best = decision.job, decision.candidate
+        placement = self._placement(job, best, borrowed=decision.borrowed)
+        victims = decision.victims
+        released = await self._store.place(
+            job=job,
+            placement=placement,
+            reason="placed",
+            preempt=victims.job_ids if victims else (),
+            preempt_reason=f"for {job.spec.tier.value} job {job.id}: {victims.reason}"
+            if victims
+            else "",
+        )
+        if released is None:  # the world moved: look again next pass
+            self._cached = None
+            return False
+        for victim in released:
+            self._metrics.preemptions.inc()
+            await self._stop(victim, reason="preempted")
+        self._metrics.transitions.labels(state=JobState.SCHEDULED.value).inc()
+        self._metrics.wait_seconds.labels(tier=job.spec.tier.value).observe(
+            max(0.0, (placement.created_at - job.created_at).total_seconds())
+        )
+        await self._dispatch(job, placement)
+        return True
+
+    def _placement(self, job: Job, best: Candidate, *, borrowed: bool) -> Placement:
         return Placement(
             job_id=job.id,
             site=best.site,
@@ -173,6 +241,7 @@ class SchedulingLoop:
             estimated_gco2=best.gco2,
             created_at=self._clock.now(),
             node_indices=best.nodes,
+            borrowed=borrowed,
         )
 
     async def _dispatch(self, job: Job, placement: Placement) -> None:
@@ -188,6 +257,20 @@ class SchedulingLoop:
             )
             return
         await self._store.set_external_id(job.id, external_id)
+
+    async def _stop(self, placement: Placement, *, reason: str) -> None:
+        """Stop a job on its site after the database let go of it (cancel or preempt)."""
+        connector = self._connectors.get(placement.site)
+        if connector is None:
+            return
+        try:
+            await connector.cancel(
+                job_id=placement.job_id, external_id=placement.external_id, reason=reason
+            )
+        except ConnectorError as exc:
+            log.warning(
+                "site %s did not confirm stopping %s: %s", placement.site, placement.job_id, exc
+            )
 
     async def follow(self, connector: Connector) -> None:
         """Apply a site's status updates to the jobs, until the connector closes."""
@@ -220,21 +303,7 @@ class SchedulingLoop:
         """Cancel in the database first (the source of truth), then stop it on its site."""
         released = await self._store.cancel(job_id, tenant=tenant, reason="cancelled_by_user")
         if released.placement is not None:
-            connector = self._connectors.get(released.placement.site)
-            if connector is not None:
-                try:
-                    await connector.cancel(
-                        job_id=job_id,
-                        external_id=released.placement.external_id,
-                        reason="cancelled",
-                    )
-                except ConnectorError as exc:
-                    log.warning(
-                        "site %s did not confirm cancel of %s: %s",
-                        released.placement.site,
-                        job_id,
-                        exc,
-                    )
+            await self._stop(released.placement, reason="cancelled")
             self._metrics.transitions.labels(state=JobState.CANCELLED.value).inc()
             self.wake(capacity_changed=True)
         return released.job

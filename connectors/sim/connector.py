@@ -19,6 +19,7 @@ from broker.domain.clock import Clock
 from broker.domain.enums import Health, JobState, SiteKind
 from broker.domain.fleet import GpuPool, Site
 from broker.domain.jobs import Job, Placement
+from broker.fleet_settings import pools_from_settings, site_from_settings
 from connectors.base import Connector, SiteInventory, StatusUpdate
 
 _CLOSED = object()
@@ -48,31 +49,8 @@ class SimConnector(Connector):
 
     @classmethod
     def from_settings(cls, *, site: SiteSettings, settings: Settings, clock: Clock) -> SimConnector:
-        domain_site = Site(
-            name=site.name,
-            kind=site.kind,
-            region=site.region,
-            location=site.latency_key,
-            grid_zone=site.grid_zone,
-            private=site.private,
-            pue=site.pue,
-        )
-        pools = tuple(
-            GpuPool(
-                id=f"{site.name}/{p.gpu_model}-{i}",
-                site=site.name,
-                gpu_model=p.gpu_model,
-                gpu_memory_gb=p.gpu_memory_gb,
-                gpus_per_node=p.gpus_per_node,
-                nodes=p.nodes,
-                price_on_demand=p.price_on_demand,
-                price_spot=p.price_spot,
-                mig_profiles=p.mig_profiles,
-                cpu_per_node=p.cpu_per_node,
-                memory_gb_per_node=p.memory_gb_per_node,
-            )
-            for i, p in enumerate(site.pools)
-        )
+        domain_site = site_from_settings(site)
+        pools = pools_from_settings(site)
         return cls(
             site=domain_site,
             pools=pools,

@@ -10,7 +10,8 @@ from broker.domain.enums import Health, JobKind, JobState, SiteKind, Tier, can_t
 from broker.domain.fleet import GpuPool, Site, mig_milli, mig_slices
 from broker.domain.jobs import JobSpec, Resources, Workload
 from broker.domain.latency import LatencyMatrix
-from broker.domain.placement import RejectReason, SiteConditions, Weights, evaluate
+from broker.domain.objective import Weights
+from broker.domain.placement import RejectReason, SiteConditions, evaluate
 
 
 def site(

@@ -15,7 +15,6 @@ from broker.domain.enums import JobKind, JobState, Tier
 from broker.domain.jobs import JobSpec, Resources, Workload
 from broker.domain.latency import LatencyMatrix
 from broker.metrics import Metrics
-from broker.scheduling.conditions import ConditionsProvider
 from broker.scheduling.loop import SchedulingLoop
 from carbon.static import StaticTableSource
 from connectors.sim.connector import SimConnector
@@ -57,9 +56,8 @@ async def rig(database_url: str) -> AsyncIterator[Rig]:
     loop = SchedulingLoop(
         store=store,
         connectors={site.name: conn},
-        conditions=ConditionsProvider(
-            carbon=StaticTableSource.default(), latency=LatencyMatrix({})
-        ),
+        carbon=StaticTableSource.default(),
+        latency=LatencyMatrix({}),
         settings=settings.scheduler,
         clock=clock,
         metrics=metrics,

@@ -1,0 +1,340 @@
+"""The scheduling engine: one pure pass from (queue, fleet, running work, carbon) to decisions.
+
+The service's scheduling loop and the trace-replay simulator both call `Engine.plan` and
+only differ in how they apply its decisions (atomic database commits and connector calls,
+or in-memory state in virtual time), so what the simulator measures is what the broker
+does. A pass:
+
+1. orders the queue: tier first (P1, P2, P3), then dominant-resource fair share between
+   tenants, aged by waiting time so nothing starves (`policy.fairness`);
+2. for each job: checks the tenant's quota (`policy.quotas`; over quota it may borrow idle
+   GPUs), ranks the feasible pools (`placement.evaluate`, carbon over the job's run
+   window), and either places it now, or defers it to a cleaner window that still meets
+   its deadline (`deferral`), or — for P1, and for an owner reclaiming borrowed quota —
+   preempts the smallest set of lower-tier preemptible work that frees a slot
+   (`policy.preemption`);
+3. updates its private copy of the ledger after each decision, so later jobs in the pass
+   see the capacity earlier ones took.
+
+Decisions are proposals: the caller commits each atomically and may find the world has
+moved (another replica), in which case the job is simply looked at again next pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from broker.domain.deferral import SiteOption, plan_window, run_window_gco2
+from broker.domain.enums import Tier
+from broker.domain.fleet import MILLI_PER_GPU, GpuPool, Site
+from broker.domain.jobs import Job, JobSpec
+from broker.domain.latency import LatencyMatrix
+from broker.domain.objective import Weights
+from broker.domain.placement import Candidate, Evaluation, SiteConditions, evaluate
+from broker.domain.policy.fairness import (
+    capacity_from_pools,
+    dominant_shares,
+    order_queue,
+    usage_from_running,
+)
+from broker.domain.policy.preemption import VictimSet, best_preemption
+from broker.domain.policy.quotas import QuotaLedger, check, reclaimable
+from broker.domain.work import RunningWork
+
+Hourly = Sequence[tuple[datetime, float]]
+
+
+class CarbonOracle(Protocol):
+    """Hourly grid intensity by zone, as known at planning time (forecast or replay)."""
+
+    def hourly(self, zone: str, *, start: datetime, end: datetime) -> Hourly:
+        """Readings for the hours covering [start, end); empty when the zone is unknown."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineSettings:
+    weights: Mapping[Tier, Weights]
+    gpu_utilisation: float = 0.8
+    preemption: bool = True
+    min_runtime_s: float = 300.0  # a just-started job is not preempted before this
+    aging_per_hour: float = 0.05  # fair-share credit per hour waited (see policy.fairness)
+    deferral: bool = True
+    deferral_min_saving: float = 0.1  # defer only for at least this fraction less gCO2e
+    deferral_margin_s: float = 1800.0  # a deferred job must still end this long before its deadline
+    deferral_horizon_h: int = 48  # never look further ahead than this
+    quotas: Mapping[str, Mapping[Tier, float]] = field(default_factory=dict)
+    borrowing: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Place:
+    job: Job
+    candidate: Candidate
+    borrowed: bool = False
+    victims: VictimSet | None = None  # work to preempt first, on the same pool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Defer:
+    job: Job
+    until: datetime
+    site: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Wait:
+    job: Job
+    reason: str
+
+
+Decision = Place | Defer | Wait
+
+
+class Engine:
+    def __init__(self, settings: EngineSettings) -> None:
+        self.settings = settings
+
+    def weights_for(self, spec: JobSpec) -> Weights:
+        return spec.objective or self.settings.weights[spec.tier]
+
+    def conditions(
+        self,
+        spec: JobSpec,
+        *,
+        sites: Sequence[Site],
+        latency: LatencyMatrix,
+        carbon: CarbonOracle,
+        now: datetime,
+    ) -> dict[str, SiteConditions]:
+        """Per site: the mean intensity over the job's run window if it starts now, and RTT."""
+        end = now + timedelta(seconds=spec.estimated_duration_s)
+        by_zone: dict[str, float | None] = {}
+        out = {}
+        for site in sites:
+            if site.grid_zone not in by_zone:
+                by_zone[site.grid_zone] = mean_intensity(
+                    carbon.hourly(site.grid_zone, start=now, end=end), start=now, end=end
+                )
+            out[site.name] = SiteConditions(
+                site=site,
+                intensity_gco2_per_kwh=by_zone[site.grid_zone],
+                latency_ms=latency.rtt(spec.origin, site.location) if spec.origin else None,
+            )
+        return out
+
+    def evaluate(
+        self,
+        spec: JobSpec,
+        *,
+        pools: Sequence[GpuPool],
+        conditions: Mapping[str, SiteConditions],
+        ignore_capacity: bool = False,
+    ) -> Evaluation:
+        return evaluate(
+            spec,
+            pools=pools,
+            conditions=conditions,
+            weights=self.weights_for(spec),
+            utilisation=self.settings.gpu_utilisation,
+            ignore_capacity=ignore_capacity,
+        )
+
+    def plan(
+        self,
+        *,
+        queue: Sequence[Job],
+        pools: Sequence[GpuPool],
+        running: Sequence[RunningWork],
+        sites: Sequence[Site],
+        latency: LatencyMatrix,
+        carbon: CarbonOracle,
+        now: datetime,
+        skip: Callable[[Job], bool] = lambda job: False,
+    ) -> list[Decision]:
+        s = self.settings
+        by_id = {p.id: p for p in pools}
+        work = list(running)
+        capacity = capacity_from_pools(pools)
+        shares = dominant_shares(usage=usage_from_running(work), capacity=capacity)
+        ordered = order_queue(
+            jobs=list(queue), shares=shares, now=now, aging_per_hour=s.aging_per_hour
+        )
+        decisions: list[Decision] = []
+        for job in ordered:
+            if skip(job):
+                continue
+            spec = job.spec
+            gpus = spec.resources.gpu_equivalents
+            ledger = QuotaLedger.from_running(work)
+            free = sum(p.free_milli for p in by_id.values()) / MILLI_PER_GPU
+            quota = check(
+                tenant=job.tenant,
+                tier=spec.tier,
+                gpus=gpus,
+                ledger=ledger,
+                quotas=s.quotas,
+                idle_gpus=free,
+                borrowing=s.borrowing,
+            )
+            if not quota.allowed:
+                decisions.append(Wait(job=job, reason=quota.reason))
+                continue
+            if quota.borrowed and not spec.is_preemptible:
+                # borrowed GPUs must be reclaimable, and only preemptible work can be
+                decisions.append(
+                    Wait(
+                        job=job,
+                        reason=f"{quota.reason}; only preemptible work may borrow beyond its quota",
+                    )
+                )
+                continue
+            conds = self.conditions(spec, sites=sites, latency=latency, carbon=carbon, now=now)
+            ev = self.evaluate(spec, pools=list(by_id.values()), conditions=conds)
+            best = ev.best
+            victims: VictimSet | None = None
+            if best is None:
+                chosen = self._preempt(job, by_id, work, conds, ledger, now)
+                if chosen is None:
+                    decisions.append(Wait(job=job, reason=_wait_reason(ev)))
+                    continue
+                pool, victims = chosen
+                freed = _release(pool, [w for w in work if w.job_id in victims.job_ids])
+                by_id[pool.id] = freed
+                work = [w for w in work if w.job_id not in victims.job_ids]
+                ev = self.evaluate(spec, pools=[freed], conditions=conds)
+                best = ev.best
+                if best is None:  # the policy promised room it could not make
+                    decisions.append(Wait(job=job, reason="preemption would not free a slot"))
+                    continue
+            elif s.deferral and victims is None:
+                deferred = self._defer(job, ev, conds, carbon, now)
+                if deferred is not None:
+                    decisions.append(deferred)
+                    continue
+            pool = by_id[best.pool_id]
+            by_id[pool.id] = pool.allocate(best.nodes, spec.resources.milli_per_node)
+            work.append(
+                RunningWork(
+                    job_id=job.id,
+                    tenant=job.tenant,
+                    tier=spec.tier,
+                    preemptible=spec.is_preemptible,
+                    pool_id=pool.id,
+                    node_indices=best.nodes,
+                    milli_per_node=spec.resources.milli_per_node,
+                    gpu_model=pool.gpu_model,
+                    started_at=None,
+                    placed_at=now,
+                    borrowed=quota.borrowed,
+                )
+            )
+            decisions.append(
+                Place(job=job, candidate=best, borrowed=quota.borrowed, victims=victims)
+            )
+        return decisions
+
+    def _preempt(
+        self,
+        job: Job,
+        pools: Mapping[str, GpuPool],
+        work: Sequence[RunningWork],
+        conds: Mapping[str, SiteConditions],
+        ledger: QuotaLedger,
+        now: datetime,
+    ) -> tuple[GpuPool, VictimSet] | None:
+        s = self.settings
+        spec = job.spec
+        owner = (
+            job.tenant
+            if reclaimable(owner_tenant=job.tenant, ledger=ledger, quotas=s.quotas, tier=spec.tier)
+            else None
+        )
+        if not s.preemption or (spec.tier is not Tier.P1 and owner is None):
+            return None
+        # only pools that could take the job if they were empty
+        could = self.evaluate(
+            spec, pools=list(pools.values()), conditions=conds, ignore_capacity=True
+        )
+        eligible = [pools[c.pool_id] for c in could.candidates]
+        by_pool: dict[str, list[RunningWork]] = {}
+        for w in work:
+            by_pool.setdefault(w.pool_id, []).append(w)
+        return best_preemption(
+            need_milli_per_node=spec.resources.milli_per_node,
+            need_nodes=spec.resources.nodes,
+            pools=eligible,
+            running_by_pool=by_pool,
+            tier=spec.tier,
+            now=now,
+            min_runtime_s=s.min_runtime_s,
+            owner_tenant=owner,
+        )
+
+    def _defer(
+        self,
+        job: Job,
+        ev: Evaluation,
+        conds: Mapping[str, SiteConditions],
+        carbon: CarbonOracle,
+        now: datetime,
+    ) -> Defer | None:
+        s = self.settings
+        spec = job.spec
+        if spec.deadline is None or spec.tier is Tier.P1:
+            return None
+        horizon = min(spec.deadline, now + timedelta(hours=s.deferral_horizon_h))
+        options = []
+        for c in ev.candidates:
+            site = conds[c.site].site
+            options.append(
+                SiteOption(
+                    site=c.site,
+                    pool_id=c.pool_id,
+                    energy_kwh=c.energy_kwh,
+                    hourly=carbon.hourly(site.grid_zone, start=now, end=horizon),
+                )
+            )
+        if not options:
+            return None
+        choice = plan_window(
+            now=now,
+            duration_s=spec.estimated_duration_s,
+            deadline=spec.deadline,
+            tier=spec.tier,
+            options=options,
+            min_saving=s.deferral_min_saving,
+            margin_s=s.deferral_margin_s,
+        )
+        if not choice.defer:
+            return None
+        return Defer(job=job, until=choice.start_at, site=choice.site, reason=choice.reason)
+
+
+def mean_intensity(hourly: Hourly, *, start: datetime, end: datetime) -> float | None:
+    """Mean gCO2e/kWh over [start, end), or over the part of it the series covers."""
+    if not hourly or end <= start:
+        return None
+    covered = min(end, hourly[-1][0] + timedelta(hours=1))
+    if covered <= start:
+        return None
+    return run_window_gco2(
+        energy_kwh=1.0, start=start, duration_s=(covered - start).total_seconds(), hourly=hourly
+    )
+
+
+def _release(pool: GpuPool, victims: Sequence[RunningWork]) -> GpuPool:
+    for v in victims:
+        pool = pool.allocate(v.node_indices, -v.milli_per_node)
+    return pool
+
+
+def _wait_reason(ev: Evaluation) -> str:
+    if not ev.rejections:
+        return "no site offers a matching pool"
+    reasons = sorted({r.reason.value for r in ev.rejections})
+    return "no pool can take it now (" + ", ".join(reasons) + ")"

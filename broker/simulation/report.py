@@ -1,0 +1,155 @@
+"""Figures from a replay: waits, completion, allocation, cost, energy, emissions; and the
+offline lower bound on emissions (each job alone at its cleanest feasible site and window,
+capacity ignored), so the broker's result can be read against both baselines."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from broker.domain.deferral import SiteOption, plan_window
+from broker.domain.engine import CarbonOracle, Engine
+from broker.domain.enums import Tier
+from broker.domain.fleet import GpuPool, Site
+from broker.domain.latency import LatencyMatrix
+from broker.simulation.simulator import Outcome, SimJob, run_cost, run_energy_kwh, run_gco2
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def _dist(values: Sequence[float]) -> dict[str, float | int | None]:
+    return {
+        "count": len(values),
+        "mean": sum(values) / len(values) if values else None,
+        "p50": percentile(values, 50),
+        "p95": percentile(values, 95),
+        "p99": percentile(values, 99),
+        "max": max(values) if values else None,
+    }
+
+
+def summarize(outcome: Outcome, *, carbon: CarbonOracle, utilisation: float) -> dict[str, Any]:
+    jobs = outcome.jobs
+    waits: dict[str, list[float]] = {t.value: [] for t in Tier}
+    jct: dict[str, list[float]] = {t.value: [] for t in Tier}
+    cost = energy = gco2 = 0.0
+    misses = unfinished = preemptions = deferred = 0
+    for sj in jobs:
+        tier = sj.job.spec.tier.value
+        submitted = sj.job.created_at
+        if sj.first_start is not None:
+            waits[tier].append((sj.first_start - submitted).total_seconds())
+        if sj.finish is None:
+            unfinished += 1
+        else:
+            jct[tier].append((sj.finish - submitted).total_seconds())
+            deadline = sj.job.spec.deadline
+            if deadline is not None and sj.finish > deadline:
+                misses += 1
+        preemptions += sj.preemptions
+        deferred += sj.deferred
+        for run in sj.runs:
+            cost += run_cost(run)
+            energy += run_energy_kwh(run, utilisation=utilisation)
+            gco2 += run_gco2(run, utilisation=utilisation, carbon=carbon)
+    return {
+        "policy": outcome.policy,
+        "jobs": len(jobs),
+        "unfinished": unfinished,
+        "wait_s": {tier: _dist(v) for tier, v in waits.items()},
+        "completion_s": {tier: _dist(v) for tier, v in jct.items()},
+        "allocation_ratio_mean": _time_weighted(outcome),
+        "cost_usd": round(cost, 2),
+        "energy_kwh": round(energy, 1),
+        "kgco2e": round(gco2 / 1000, 2),
+        "deadline_misses": misses,
+        "preemptions": preemptions,
+        "deferred_jobs": deferred,
+        "makespan_h": round((outcome.end - outcome.start).total_seconds() / 3600, 2),
+    }
+
+
+def _time_weighted(outcome: Outcome) -> float:
+    series = outcome.allocation
+    if outcome.total_gpus <= 0 or len(series) < 2:
+        return 0.0
+    area = 0.0
+    for (t0, used), (t1, _) in itertools.pairwise(series):
+        area += used * (t1 - t0).total_seconds()
+    span = (series[-1][0] - series[0][0]).total_seconds()
+    return round(area / span / outcome.total_gpus, 4) if span > 0 else 0.0
+
+
+def emissions_by_hour(
+    outcome: Outcome, *, carbon: CarbonOracle, utilisation: float
+) -> list[tuple[datetime, float]]:
+    """kgCO2e per clock hour, for charts: each run's energy spread evenly over its time."""
+    buckets: dict[datetime, float] = {}
+    for sj in outcome.jobs:
+        for run in sj.runs:
+            if run.end is None or run.end <= run.start:
+                continue
+            rate = (
+                run_energy_kwh(run, utilisation=utilisation) / (run.end - run.start).total_seconds()
+            )
+            for hour, intensity in carbon.hourly(run.zone, start=run.start, end=run.end):
+                lo, hi = max(run.start, hour), min(run.end, hour + timedelta(hours=1))
+                if hi > lo:
+                    buckets[hour] = (
+                        buckets.get(hour, 0.0) + rate * (hi - lo).total_seconds() * intensity / 1000
+                    )
+    return sorted(buckets.items())
+
+
+def offline_lower_bound(
+    jobs: Sequence[SimJob],
+    *,
+    sites: Sequence[Site],
+    pools: Sequence[GpuPool],
+    latency: LatencyMatrix,
+    carbon: CarbonOracle,
+    engine: Engine,
+) -> dict[str, Any]:
+    """Each job alone at its cleanest feasible pool and start (capacity ignored)."""
+    total = 0.0
+    infeasible = 0
+    for sj in jobs:
+        job = sj.job
+        spec = job.spec
+        now = job.created_at
+        conds = engine.conditions(spec, sites=sites, latency=latency, carbon=carbon, now=now)
+        ev = engine.evaluate(spec, pools=pools, conditions=conds, ignore_capacity=True)
+        if not ev.candidates:
+            infeasible += 1
+            continue
+        end = spec.deadline or now + timedelta(seconds=spec.estimated_duration_s)
+        options = [
+            SiteOption(
+                site=c.site,
+                pool_id=c.pool_id,
+                energy_kwh=c.energy_kwh,
+                hourly=carbon.hourly(conds[c.site].site.grid_zone, start=now, end=end),
+            )
+            for c in ev.candidates
+        ]
+        choice = plan_window(
+            now=now,
+            duration_s=spec.estimated_duration_s,
+            deadline=spec.deadline,
+            tier=spec.tier,
+            options=options,
+            min_saving=0.0,
+            margin_s=0.0,
+        )
+        total += min(choice.gco2, choice.gco2_now)
+    return {"kgco2e": round(total / 1000, 2), "infeasible_jobs": infeasible}

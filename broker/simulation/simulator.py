@@ -1,0 +1,357 @@
+"""Trace replay in virtual time, through the broker's own engine.
+
+The simulator owns an in-memory fleet (the same `GpuPool` ledger the database keeps), a
+queue and a clock that jumps from event to event (arrivals, completions, deferral windows
+opening). After each instant with events it runs one pass of `Engine.plan` — the very
+function the service's loop calls — and applies the decisions in memory: place (after
+preempting victims), defer, wait. The `fifo` policy is the baseline a plain Kubernetes queue
+gives: jobs in arrival order, each on the first site in fleet order with room, no carbon,
+no preemption, no deferral (later jobs may backfill around a blocked one).
+
+Assumptions, stated in the summary as well: a job's estimated duration is its real one
+(perfect estimates); a preempted job restarts from scratch when placed again; starting is
+instant; energy is GPU board power × GPUs × run time × utilisation × site PUE; emissions
+integrate that energy against the zone's hourly intensity over each actual run.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from broker.domain.deferral import run_window_gco2
+from broker.domain.engine import CarbonOracle, Defer, Engine, Place, Wait
+from broker.domain.enums import JobState, Tier
+from broker.domain.fleet import MILLI_PER_GPU, GpuPool, Site
+from broker.domain.jobs import Job, JobSpec, Resources, Workload
+from broker.domain.latency import LatencyMatrix
+from broker.domain.placement import Candidate, static_rejection, unit_price
+from broker.domain.work import RunningWork
+from broker.simulation.traces import TraceJob
+from carbon.power import GPU_MODELS
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(slots=True)
+class Run:
+    """One stretch of a job on a pool; a preempted job has several."""
+
+    site: str
+    pool_id: str
+    gpu_model: str
+    gpus: float
+    price_per_gpu_hour: float
+    pue: float
+    zone: str
+    start: datetime
+    end: datetime | None = None
+    preempted: bool = False
+
+
+@dataclass(slots=True)
+class SimJob:
+    trace: TraceJob
+    job: Job
+    runs: list[Run] = field(default_factory=list)
+    first_start: datetime | None = None
+    finish: datetime | None = None
+    preemptions: int = 0
+    deferred: bool = False
+    token: int = 0  # invalidates the completion event of an earlier, preempted run
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    policy: str
+    jobs: list[SimJob]
+    allocation: list[tuple[datetime, float]]  # (time, allocated GPUs) at every change
+    total_gpus: float
+    start: datetime
+    end: datetime
+
+
+def to_job(t: TraceJob, *, start: datetime) -> Job:
+    submitted = start + timedelta(seconds=t.submit_s)
+    spec = JobSpec(
+        name=t.job_id[:128],
+        tier=t.tier,
+        kind=t.kind,
+        resources=Resources(
+            gpus=t.gpus, gpu_models=t.gpu_models, gpu_fraction=t.gpu_fraction, nodes=t.nodes
+        ),
+        workload=Workload(image="trace"),
+        estimated_duration_s=t.duration_s,
+        deadline=None if t.deadline_s is None else start + timedelta(seconds=t.deadline_s),
+        origin=t.origin,
+        preemptible=t.preemptible,
+    )
+    return Job(
+        id=t.job_id,
+        tenant=t.tenant,
+        spec=spec,
+        state=JobState.PENDING,
+        created_at=submitted,
+        updated_at=submitted,
+    )
+
+
+class Simulation:
+    def __init__(
+        self,
+        *,
+        trace: Sequence[TraceJob],
+        sites: Sequence[Site],
+        pools: Sequence[GpuPool],
+        latency: LatencyMatrix,
+        carbon: CarbonOracle,
+        engine: Engine,
+        start: datetime,
+        policy: str,
+        progress: Progress | None = None,
+    ) -> None:
+        if policy not in ("broker", "fifo"):
+            raise ValueError(f"unknown policy {policy!r}")
+        self.policy = policy
+        self.engine = engine
+        self.sites = list(sites)
+        self.site_by_name = {s.name: s for s in sites}
+        self.pools = {p.id: p for p in pools}
+        self.pool_order = [p.id for p in pools]
+        self.latency = latency
+        self.carbon = carbon
+        self.start = start
+        self.progress = progress
+        self.jobs = {t.job_id: SimJob(trace=t, job=to_job(t, start=start)) for t in trace}
+        self.pending: dict[str, SimJob] = {}
+        self.deferred: dict[str, SimJob] = {}
+        self.running: dict[str, RunningWork] = {}
+        self.stuck: set[str] = set()
+        self.events: list[tuple[datetime, int, str, str, int]] = []
+        self.seq = itertools.count()
+        self.allocation: list[tuple[datetime, float]] = [(start, 0.0)]
+        for sj in self.jobs.values():
+            self._push(sj.job.created_at, "arrive", sj.job.id)
+
+    def _push(self, at: datetime, kind: str, job_id: str, token: int = 0) -> None:
+        heapq.heappush(self.events, (at, next(self.seq), kind, job_id, token))
+
+    def run(self) -> Outcome:
+        done = 0
+        total = len(self.jobs)
+        now = self.start
+        while self.events:
+            now = self.events[0][0]
+            while self.events and self.events[0][0] == now:
+                _, _, kind, job_id, token = heapq.heappop(self.events)
+                sj = self.jobs[job_id]
+                if kind == "arrive":
+                    self.pending[job_id] = sj
+                elif kind == "release" and job_id in self.deferred:
+                    self.pending[job_id] = self.deferred.pop(job_id)
+                elif kind == "finish" and token == sj.token and job_id in self.running:
+                    self._end_run(sj, now, preempted=False)
+                    sj.finish = now
+                    done += 1
+                    self.stuck.clear()
+                    if self.progress is not None:
+                        self.progress(done, total)
+            if self.pending:
+                self._pass(now)
+        end = max([now, *(sj.finish for sj in self.jobs.values() if sj.finish)])
+        return Outcome(
+            policy=self.policy,
+            jobs=list(self.jobs.values()),
+            allocation=self.allocation,
+            total_gpus=sum(p.total_gpus for p in self.pools.values()),
+            start=self.start,
+            end=end,
+        )
+
+    # ---- one scheduling pass --------------------------------------------------------------
+
+    def _pass(self, now: datetime) -> None:
+        if self.policy == "fifo":
+            self._fifo(now)
+            return
+        queue = [sj.job for sj in self.pending.values() if sj.job.id not in self.stuck]
+        if not queue:
+            return
+        decisions = self.engine.plan(
+            queue=queue,
+            pools=list(self.pools.values()),
+            running=list(self.running.values()),
+            sites=self.sites,
+            latency=self.latency,
+            carbon=self.carbon,
+            now=now,
+        )
+        for d in decisions:
+            sj = self.jobs[d.job.id]
+            if isinstance(d, Wait):
+                self.stuck.add(d.job.id)
+            elif isinstance(d, Defer):
+                sj.deferred = True
+                self.deferred[d.job.id] = self.pending.pop(d.job.id)
+                self._push(d.until, "release", d.job.id)
+            elif isinstance(d, Place):
+                if d.victims is not None:
+                    for victim in d.victims.job_ids:
+                        self._preempt(self.jobs[victim], now)
+                self._start(sj, d.candidate, now, borrowed=d.borrowed)
+
+    def _fifo(self, now: datetime) -> None:
+        for sj in sorted(self.pending.values(), key=lambda s: (s.job.created_at, s.job.id)):
+            if sj.job.id in self.stuck:
+                continue
+            cand = self._first_fit(sj.job.spec)
+            if cand is None:
+                self.stuck.add(sj.job.id)
+            else:
+                self._start(sj, cand, now, borrowed=False)
+
+    def _first_fit(self, spec: JobSpec) -> Candidate | None:
+        res = spec.resources
+        for pool_id in self.pool_order:
+            pool = self.pools[pool_id]
+            site = self.site_by_name[pool.site]
+            cond = self.engine.conditions(
+                spec, sites=[site], latency=self.latency, carbon=_NoCarbon(), now=self.start
+            )[site.name]
+            if static_rejection(spec, pool, cond) is not None:
+                continue
+            nodes = pool.fit(milli_per_node=res.milli_per_node, count=res.nodes)
+            if nodes is None:
+                continue
+            price, spot = unit_price(spec, pool)
+            return Candidate(
+                site=site.name,
+                pool_id=pool.id,
+                gpu_model=pool.gpu_model,
+                gpu_milli=res.total_milli,
+                nodes=nodes,
+                spot=spot,
+                price_per_gpu_hour=price,
+                hourly_cost_usd=price * res.gpu_equivalents,
+                cost_usd=price * res.gpu_equivalents * spec.estimated_duration_s / 3600,
+                latency_ms=None,
+                intensity_gco2_per_kwh=None,
+                energy_kwh=0.0,
+                gco2=None,
+                leftover_milli=pool.leftover_after(nodes, res.milli_per_node),
+            )
+        return None
+
+    # ---- applying decisions ---------------------------------------------------------------
+
+    def _start(self, sj: SimJob, cand: Candidate, now: datetime, *, borrowed: bool) -> None:
+        spec = sj.job.spec
+        pool = self.pools[cand.pool_id]
+        self.pools[pool.id] = pool.allocate(cand.nodes, spec.resources.milli_per_node)
+        site = self.site_by_name[pool.site]
+        self.pending.pop(sj.job.id, None)
+        self.running[sj.job.id] = RunningWork(
+            job_id=sj.job.id,
+            tenant=sj.job.tenant,
+            tier=spec.tier,
+            preemptible=spec.is_preemptible,
+            pool_id=pool.id,
+            node_indices=cand.nodes,
+            milli_per_node=spec.resources.milli_per_node,
+            gpu_model=pool.gpu_model,
+            started_at=now,
+            placed_at=now,
+            borrowed=borrowed,
+        )
+        sj.runs.append(
+            Run(
+                site=site.name,
+                pool_id=pool.id,
+                gpu_model=pool.gpu_model,
+                gpus=spec.resources.gpu_equivalents,
+                price_per_gpu_hour=cand.price_per_gpu_hour,
+                pue=site.pue,
+                zone=site.grid_zone,
+                start=now,
+            )
+        )
+        if sj.first_start is None:
+            sj.first_start = now
+        sj.token += 1
+        self._push(now + timedelta(seconds=sj.trace.duration_s), "finish", sj.job.id, sj.token)
+        self._record(now)
+
+    def _preempt(self, sj: SimJob, now: datetime) -> None:
+        self._end_run(sj, now, preempted=True)
+        sj.preemptions += 1
+        sj.token += 1
+        self.pending[sj.job.id] = sj
+
+    def _end_run(self, sj: SimJob, now: datetime, *, preempted: bool) -> None:
+        work = self.running.pop(sj.job.id)
+        pool = self.pools[work.pool_id]
+        self.pools[pool.id] = pool.allocate(work.node_indices, -work.milli_per_node)
+        run = sj.runs[-1]
+        run.end = now
+        run.preempted = preempted
+        self._record(now)
+
+    def _record(self, now: datetime) -> None:
+        used = sum(p.allocated_milli for p in self.pools.values()) / MILLI_PER_GPU
+        self.allocation.append((now, used))
+
+
+class _NoCarbon:
+    """First-fit is carbon-blind: it asks for no intensity at all."""
+
+    def hourly(self, zone: str, *, start: datetime, end: datetime) -> list[tuple[datetime, float]]:
+        return []
+
+
+def run_energy_kwh(run: Run, *, utilisation: float) -> float:
+    model = GPU_MODELS.get(run.gpu_model)
+    if model is None or run.end is None:
+        return 0.0
+    hours = (run.end - run.start).total_seconds() / 3600
+    return model.board_power_w / 1000 * run.gpus * hours * utilisation * run.pue
+
+
+def run_gco2(run: Run, *, utilisation: float, carbon: CarbonOracle) -> float:
+    """Grams CO2e of one run; an intensity gap is an error, never a silent zero."""
+    if run.end is None or run.end <= run.start:
+        return 0.0
+    energy = run_energy_kwh(run, utilisation=utilisation)
+    gco2 = run_window_gco2(
+        energy_kwh=energy,
+        start=run.start,
+        duration_s=(run.end - run.start).total_seconds(),
+        hourly=carbon.hourly(run.zone, start=run.start, end=run.end),
+    )
+    if gco2 is None:
+        raise ValueError(
+            f"no carbon intensity for zone {run.zone} over {run.start.isoformat()} .. "
+            f"{run.end.isoformat()}"
+        )
+    return gco2
+
+
+def run_cost(run: Run) -> float:
+    if run.end is None:
+        return 0.0
+    return run.price_per_gpu_hour * run.gpus * (run.end - run.start).total_seconds() / 3600
+
+
+__all__ = [
+    "Outcome",
+    "Run",
+    "SimJob",
+    "Simulation",
+    "Tier",
+    "run_cost",
+    "run_energy_kwh",
+    "run_gco2",
+    "to_job",
+]
