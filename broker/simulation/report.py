@@ -71,7 +71,7 @@ def summarize(outcome: Outcome, *, carbon: CarbonOracle, utilisation: float) -> 
         "allocation_ratio_mean": _time_weighted(outcome),
         "cost_usd": round(cost, 2),
         "energy_kwh": round(energy, 1),
-        "kgco2e": round(gco2 / 1000, 2),
+        "kgco2e": round(gco2 / 1000, 4),
         "deadline_misses": misses,
         "preemptions": preemptions,
         "deferred_jobs": deferred,
@@ -152,4 +152,4 @@ def offline_lower_bound(
             margin_s=0.0,
         )
         total += min(choice.gco2, choice.gco2_now)
-    return {"kgco2e": round(total / 1000, 2), "infeasible_jobs": infeasible}
+    return {"kgco2e": round(total / 1000, 4), "infeasible_jobs": infeasible}

@@ -35,22 +35,27 @@ POLICIES = ("broker", "fifo")  # "all" runs both
 
 
 def _progress(label: str) -> Any:
+    """A progress bar on a terminal; one line per tenth of the jobs otherwise (CI logs)."""
     started = time.monotonic()
-    last = [0.0]
+    tty = sys.stderr.isatty()
+    last = [0.0, -1.0]
 
     def show(done: int, total: int) -> None:
         now = time.monotonic()
-        if done != total and now - last[0] < 0.2:
+        tenth = 10 * done // max(1, total)
+        if tty and done != total and now - last[0] < 0.2:
             return
-        last[0] = now
+        if not tty and tenth == last[1]:
+            return
+        last[0], last[1] = now, tenth
         width = 30
         filled = int(width * done / max(1, total))
+        head = "\r" if tty else ""
+        end = "\n" if done == total or not tty else ""
+        bar = "#" * filled + "." * (width - filled)
         sys.stderr.write(
-            f"\r{label:7} [{'#' * filled}{'.' * (width - filled)}] "
-            f"{done:,}/{total:,} jobs {now - started:5.1f}s"
+            f"{head}{label:7} [{bar}] {done:,}/{total:,} jobs {now - started:5.1f}s{end}"
         )
-        if done == total:
-            sys.stderr.write("\n")
         sys.stderr.flush()
 
     return show

@@ -285,7 +285,7 @@ def _row_to_job(row: dict[str, str], *, name: str, line: int) -> TraceJob:
 
 def _fmt_float(value: float) -> str:
     """Whole numbers without a trailing `.0` (smaller files); others exactly (`repr`)."""
-    if value.is_integer() and abs(value) < 1e15:
+    if float(value).is_integer() and abs(value) < 1e15:
         return str(int(value))
     return repr(value)
 
