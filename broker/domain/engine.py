@@ -23,12 +23,12 @@ moved (another replica), in which case the job is simply looked at again next pa
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from broker.domain.deferral import SiteOption, plan_window, run_window_gco2
-from broker.domain.enums import Tier
+from broker.domain.enums import Health, Tier
 from broker.domain.fleet import MILLI_PER_GPU, GpuPool, Site
 from broker.domain.jobs import Job, JobSpec
 from broker.domain.latency import LatencyMatrix
@@ -171,14 +171,15 @@ class Engine:
             spec = job.spec
             gpus = spec.resources.gpu_equivalents
             ledger = QuotaLedger.from_running(work)
-            free = sum(p.free_milli for p in by_id.values()) / MILLI_PER_GPU
+            conds = self.conditions(spec, sites=sites, latency=latency, carbon=carbon, now=now)
+            usable = self._usable_pools(spec, by_id, conds) if s.quotas else []
             quota = check(
                 tenant=job.tenant,
                 tier=spec.tier,
                 gpus=gpus,
                 ledger=ledger,
                 quotas=s.quotas,
-                idle_gpus=free,
+                idle_gpus=sum(p.free_milli for p in usable) / MILLI_PER_GPU,
                 borrowing=s.borrowing,
             )
             if not quota.allowed:
@@ -193,7 +194,6 @@ class Engine:
                     )
                 )
                 continue
-            conds = self.conditions(spec, sites=sites, latency=latency, carbon=carbon, now=now)
             ev = self.evaluate(spec, pools=list(by_id.values()), conditions=conds)
             best = ev.best
             victims: VictimSet | None = None
@@ -238,6 +238,22 @@ class Engine:
             )
         return decisions
 
+    def _usable_pools(
+        self,
+        spec: JobSpec,
+        pools: Mapping[str, GpuPool],
+        conds: Mapping[str, SiteConditions],
+    ) -> list[GpuPool]:
+        """Pools on healthy sites that could take the job if they were empty."""
+        could = self.evaluate(
+            spec, pools=list(pools.values()), conditions=conds, ignore_capacity=True
+        )
+        return [
+            pools[c.pool_id]
+            for c in could.candidates
+            if conds[c.site].site.health is Health.HEALTHY
+        ]
+
     def _preempt(
         self,
         job: Job,
@@ -257,10 +273,7 @@ class Engine:
         if not s.preemption or (spec.tier is not Tier.P1 and owner is None):
             return None
         # only pools that could take the job if they were empty
-        could = self.evaluate(
-            spec, pools=list(pools.values()), conditions=conds, ignore_capacity=True
-        )
-        eligible = [pools[c.pool_id] for c in could.candidates]
+        eligible = self._usable_pools(spec, pools, conds)
         by_pool: dict[str, list[RunningWork]] = {}
         for w in work:
             by_pool.setdefault(w.pool_id, []).append(w)
@@ -328,9 +341,17 @@ def mean_intensity(hourly: Hourly, *, start: datetime, end: datetime) -> float |
 
 
 def _release(pool: GpuPool, victims: Sequence[RunningWork]) -> GpuPool:
+    """The pool without the victims' share, never below zero on a node.
+
+    The loop reads the ledger and the running work in two queries, so another replica's
+    change may show in one and not the other; the engine plans on the smaller figure and
+    the store's conditional updates settle the truth at commit.
+    """
+    used = list(pool.node_used())
     for v in victims:
-        pool = pool.allocate(v.node_indices, -v.milli_per_node)
-    return pool
+        for i in v.node_indices:
+            used[i] = max(0, used[i] - v.milli_per_node)
+    return replace(pool, node_allocated=tuple(used))
 
 
 def _wait_reason(ev: Evaluation) -> str:
