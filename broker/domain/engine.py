@@ -42,7 +42,7 @@ from broker.domain.policy.fairness import (
 )
 from broker.domain.policy.preemption import VictimSet, best_preemption
 from broker.domain.policy.quotas import QuotaLedger, check, reclaimable
-from broker.domain.work import RunningWork
+from broker.domain.work import RunningWork, placed_work
 
 Hourly = Sequence[tuple[datetime, float]]
 
@@ -219,17 +219,13 @@ class Engine:
             pool = by_id[best.pool_id]
             by_id[pool.id] = pool.allocate(best.nodes, spec.resources.milli_per_node)
             work.append(
-                RunningWork(
-                    job_id=job.id,
-                    tenant=job.tenant,
-                    tier=spec.tier,
-                    preemptible=spec.is_preemptible,
+                placed_work(
+                    job,
                     pool_id=pool.id,
-                    node_indices=best.nodes,
-                    milli_per_node=spec.resources.milli_per_node,
                     gpu_model=pool.gpu_model,
-                    started_at=None,
+                    nodes=best.nodes,
                     placed_at=now,
+                    started_at=None,
                     borrowed=quota.borrowed,
                 )
             )

@@ -24,12 +24,12 @@ from datetime import datetime, timedelta
 
 from broker.domain.deferral import run_window_gco2
 from broker.domain.engine import CarbonOracle, Defer, Engine, Place, Wait
-from broker.domain.enums import JobState, Tier
+from broker.domain.enums import JobState
 from broker.domain.fleet import MILLI_PER_GPU, GpuPool, Site
 from broker.domain.jobs import Job, JobSpec, Resources, Workload
 from broker.domain.latency import LatencyMatrix
 from broker.domain.placement import Candidate, static_rejection, unit_price
-from broker.domain.work import RunningWork
+from broker.domain.work import RunningWork, placed_work
 from broker.simulation.traces import TraceJob
 from carbon.power import GPU_MODELS
 
@@ -253,17 +253,13 @@ class Simulation:
         self.pools[pool.id] = pool.allocate(cand.nodes, spec.resources.milli_per_node)
         site = self.site_by_name[pool.site]
         self.pending.pop(sj.job.id, None)
-        self.running[sj.job.id] = RunningWork(
-            job_id=sj.job.id,
-            tenant=sj.job.tenant,
-            tier=spec.tier,
-            preemptible=spec.is_preemptible,
+        self.running[sj.job.id] = placed_work(
+            sj.job,
             pool_id=pool.id,
-            node_indices=cand.nodes,
-            milli_per_node=spec.resources.milli_per_node,
             gpu_model=pool.gpu_model,
-            started_at=now,
+            nodes=cand.nodes,
             placed_at=now,
+            started_at=now,
             borrowed=borrowed,
         )
         sj.runs.append(
@@ -342,16 +338,3 @@ def run_cost(run: Run) -> float:
     if run.end is None:
         return 0.0
     return run.price_per_gpu_hour * run.gpus * (run.end - run.start).total_seconds() / 3600
-
-
-__all__ = [
-    "Outcome",
-    "Run",
-    "SimJob",
-    "Simulation",
-    "Tier",
-    "run_cost",
-    "run_energy_kwh",
-    "run_gco2",
-    "to_job",
-]
