@@ -299,15 +299,13 @@ class Engine:
         horizon = min(spec.deadline, now + timedelta(hours=s.deferral_horizon_h))
         options = []
         for c in ev.candidates:
-            site = conds[c.site].site
-            options.append(
-                SiteOption(
-                    site=c.site,
-                    pool_id=c.pool_id,
-                    energy_kwh=c.energy_kwh,
-                    hourly=carbon.hourly(site.grid_zone, start=now, end=horizon),
+            hourly = carbon.hourly(conds[c.site].site.grid_zone, start=now, end=horizon)
+            if hourly:  # a site with no outlook cannot be planned for: leave it out
+                options.append(
+                    SiteOption(
+                        site=c.site, pool_id=c.pool_id, energy_kwh=c.energy_kwh, hourly=hourly
+                    )
                 )
-            )
         if not options:
             return None
         choice = plan_window(

@@ -8,7 +8,6 @@ carbon-blind baseline, computes the offline lower bound on emissions, and writes
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import time
@@ -19,15 +18,13 @@ from typing import Any
 from broker.config import load_settings
 from broker.domain.engine import Engine
 from broker.fleet_settings import pools_from_settings, site_from_settings
-from broker.scheduling.conditions import read_hourly
 from broker.scheduling.loop import engine_settings
 from broker.service import load_latency
 from broker.simulation.chart import render
+from broker.simulation.oracle import ReplayOracle
 from broker.simulation.report import emissions_by_hour, offline_lower_bound, summarize
 from broker.simulation.simulator import Simulation
 from broker.simulation.traces import read_trace
-from carbon.base import CarbonSource
-from carbon.chain import FallbackSource
 from carbon.replay import ReplaySource
 from carbon.static import StaticTableSource
 
@@ -68,15 +65,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     sites = [site_from_settings(s) for s in settings.sites]
     pools = [p for s in settings.sites for p in pools_from_settings(s)]
     latency = load_latency(settings)
-    sources: list[CarbonSource] = []
-    if args.carbon:
-        sources.append(ReplaySource.from_csv(args.carbon, anchor=None, wrap=True))
-    sources.append(StaticTableSource.default())
-    source = FallbackSource(sources)
-    span_h = int(max((t.submit_s + t.duration_s) for t in trace) / 3600) + 24 * 14
-    carbon = asyncio.run(
-        read_hourly(source, {s.grid_zone for s in sites}, start=start, hours=span_h)
-    )
+    replay = ReplaySource.from_csv(args.carbon, wrap=True) if args.carbon else None
+    carbon = ReplayOracle(replay=replay, static=StaticTableSource.default())
     engine = Engine(engine_settings(settings.scheduler))
     util = settings.scheduler.gpu_utilisation
     policies = POLICIES if args.policy == "all" else (args.policy,)

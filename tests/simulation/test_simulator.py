@@ -282,3 +282,43 @@ def test_broker_simulate_command_writes_summary_and_report(tmp_path: Path) -> No
     assert summary["lower_bound"]["kgco2e"] <= b["kgco2e"] + 1e-9
     html = (out / "report.html").read_text()
     assert "<svg" in html and "GPU allocation" in html and "offline lower bound" in html
+
+
+def test_a_site_without_an_outlook_is_left_out_of_deferral_not_a_crash() -> None:
+    sites = [site("known", "K"), site("unknown", "U")]
+    pools = [pool("known"), pool("unknown")]
+    series = [300.0] * FLAT
+    series[2] = 30.0
+    oracle = carbon(K=series)  # no series at all for zone U
+    trace = [job("a", deadline_s=12 * 3600), job("b", gpus=8, deadline_s=12 * 3600)]
+    out = simulate(
+        trace,
+        sites=sites,
+        pools=pools,
+        oracle=oracle,
+        policy="broker",
+        eng=engine(deferral=True, deferral_margin_s=0),
+    )
+    starts = {sj.job.id: sj.first_start for sj in out.jobs}
+    assert starts["a"] == T0 + timedelta(hours=2)  # deferred to K's clean hour
+
+
+def test_replay_oracle_falls_back_to_the_static_table(tmp_path: Path) -> None:
+    from broker.simulation.oracle import ReplayOracle
+    from carbon.replay import ReplaySource
+    from carbon.static import StaticTableSource
+
+    csv = tmp_path / "series.csv"
+    csv.write_text(
+        "timestamp_utc,region,gco2_per_kwh\n"
+        "2022-03-07T00:00:00Z,XX,100\n2022-03-07T01:00:00Z,XX,200\n"
+    )
+    oracle = ReplayOracle(
+        replay=ReplaySource.from_csv([csv], wrap=True), static=StaticTableSource.default()
+    )
+    rows = oracle.hourly("XX", start=T0, end=T0 + timedelta(hours=3))
+    assert [v for _, v in rows] == [100.0, 200.0, 100.0]  # looped
+    se = oracle.hourly("SE", start=T0 + timedelta(minutes=30), end=T0 + timedelta(hours=2))
+    assert [t for t, _ in se] == [T0, T0 + timedelta(hours=1)]
+    assert {v for _, v in se} == {19.39}
+    assert oracle.hourly("NOWHERE", start=T0, end=T0 + timedelta(hours=1)) == []
