@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import csv
+import itertools
 import json
 import math
 import os
@@ -33,7 +34,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -63,6 +64,7 @@ PG_DSN = {"host": HOST, "port": 5432, "user": "postgres", "database": "postgres"
 # on every run; the loop's clock is a ManualClock standing still at this time.
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 HORIZON_H = 48  # SchedulerSettings.deferral_horizon_h's default
+PROBE_JOBS = 100  # jobs planned once to estimate how long a full pass takes
 TENANTS = tuple(f"team-{i}" for i in range(8))
 
 Backend = Literal["sqlite", "postgresql"]
@@ -318,7 +320,7 @@ def one_pass(engine: Engine, sc: Scenario, jobs: Sequence[Job]) -> EnginePass:
     )
     ended = clock()
     marks.append(ended)
-    lat = sorted(b - a for a, b in zip(marks, marks[1:], strict=False))
+    lat = sorted(b - a for a, b in itertools.pairwise(marks))
     wall = ended - started
     return EnginePass(
         wall_s=wall,
@@ -334,15 +336,16 @@ def one_pass(engine: Engine, sc: Scenario, jobs: Sequence[Job]) -> EnginePass:
 def run_engine(sc: Scenario, *, deferral: bool, reps: int, seconds: float) -> EngineRun:
     """Up to `reps` passes over the queue, stopping early once `seconds` are spent.
 
-    A short probe on the first 200 jobs estimates a full pass first; when one pass would
+    A short probe on the first 100 jobs estimates a full pass first; when one pass would
     not fit in `seconds`, the measured queue is cut to what fits, and the run says so.
     """
     engine = Engine(engine_settings(scheduler_settings(deferral=deferral, batch_size=1)))
     jobs = sc.jobs
     run = EngineRun(deferral=deferral, jobs=len(jobs))
-    probe = one_pass(engine, sc, jobs[: min(200, len(jobs))])
+    probe = one_pass(engine, sc, jobs[:PROBE_JOBS])
     if probe.per_s and len(jobs) / probe.per_s > seconds:
-        keep = max(200, int(probe.per_s * seconds * 0.8))
+        # The queue is in submission order, a seeded mix, so its head has the same mix.
+        keep = max(PROBE_JOBS, int(probe.per_s * seconds * 0.8))
         run.note = (
             f"a full pass would take ~{len(jobs) / probe.per_s:.0f}s; measured the first "
             f"{keep} jobs of the queue"
@@ -773,7 +776,7 @@ async def main_loop_async(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for backend in backends:
         if backend == "postgresql" and (why := await postgres_unreachable()):
-            print(f"postgresql: SKIPPED, cannot reach postgres@{HOST}:5432 ({why})", file=sys.stderr)
+            print(f"postgresql: SKIPPED, cannot reach {HOST}:5432 ({why})", file=sys.stderr)
             results[backend] = {"skipped": why}
             continue
         runner = run_sqlite if backend == "sqlite" else run_postgresql
@@ -781,9 +784,7 @@ async def main_loop_async(args: argparse.Namespace) -> dict[str, Any]:
         runs.append(run)
         results[backend] = asdict(run)
         setup = ", ".join(f"{k} {v:.1f}s" for k, v in run.setup_s.items())
-        print(
-            f"{backend}: setup {setup}; stopped: {run.stopped}; {run.pending_left} left pending"
-        )
+        print(f"{backend}: setup {setup}; stopped: {run.stopped}; {run.pending_left} left pending")
     if runs:
         print(loop_table(runs))
         print(
@@ -840,17 +841,13 @@ def main(argv: list[str] | None = None) -> int:
         f"CPUs: {info['cpus']} (this process may run on {info['affinity']}); "
         f"Python {info['python']}; the engine is single-threaded, so it uses one of them"
     )
-    if args.mode == "engine":
-        results = main_engine(args)
-    else:
-        results = asyncio.run(main_loop_async(args))
+    run = main_engine if args.mode == "engine" else lambda a: asyncio.run(main_loop_async(a))
+    results = run(args)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
         args.json.write_text(
-            json.dumps(
-                {"settings": settings, "machine": info, **results}, indent=2, default=str
-            )
+            json.dumps({"settings": settings, "machine": info, **results}, indent=2, default=str)
             + "\n",
             encoding="utf-8",
         )

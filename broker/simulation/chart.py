@@ -73,8 +73,8 @@ def render(
     for name, s in summary["policies"].items():
         p99 = s["wait_s"]["P1"]["p99"]
         rows.append(
-            f"<tr><td>{html.escape(name)}</td><td>{s['kgco2e']:,}</td><td>{s['cost_usd']:,}</td>"
-            f"<td>{s['energy_kwh']:,}</td><td>{s['allocation_ratio_mean']:.1%}</td>"
+            f"<tr><td>{html.escape(name)}</td><td>{s['kgco2e']:,.1f}</td><td>{s['cost_usd']:,.0f}</td>"
+            f"<td>{s['energy_kwh']:,.0f}</td><td>{s['allocation_ratio_mean']:.1%}</td>"
             f"<td>{'-' if p99 is None else f'{p99:,.0f}'}</td><td>{s['deadline_misses']}</td>"
             f"<td>{s['preemptions']}</td><td>{s['deferred_jobs']}</td></tr>"
         )
@@ -84,7 +84,7 @@ def render(
         "<th>GPU allocation</th><th>P1 wait p99 s</th><th>deadline misses</th>"
         "<th>preemptions</th><th>deferred</th></tr>"
         + "".join(rows)
-        + f"<tr><td>offline lower bound</td><td>{lb:,}</td><td colspan=7>each job alone at its "
+        + f"<tr><td>offline lower bound</td><td>{lb:,.1f}</td><td colspan=7>each job alone at its "
         "cleanest feasible site and window, capacity ignored</td></tr></table>"
     )
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
