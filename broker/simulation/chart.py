@@ -40,7 +40,7 @@ def _line_chart(
         f'<text x="{PAD - 6}" y="{PAD - 6}" text-anchor="end" font-size="11">{top:.3g}</text>',
         f'<text x="{PAD - 6}" y="{H - PAD + 10}" text-anchor="end" font-size="11">0</text>',
         f'<text x="{W - PAD}" y="{H - 8}" text-anchor="end" font-size="11">'
-        f"{(t1 - t0) / 3600:.0f} h</text>",
+        f"{(t1 - t0) / 3600:.0f} h after the trace starts</text>",
     ]
     for i, (name, s) in enumerate(series.items()):
         colour = COLOURS.get(name, "#0969da")
