@@ -523,6 +523,7 @@ class LoopRun:
     deferred: int = 0  # decisions to defer (committed unless the job moved)
     waiting: int = 0
     wall_s: float = 0.0
+    cpu_s: float = 0.0  # this process's CPU time over the same span (the driver included)
     engine_s: float = 0.0  # inside Engine.plan
     read_s: float = 0.0  # Store reads: queue, sites, pools, running work, deferred release
     commit_s: float = 0.0  # Store.place and Store.defer (one transaction each)
@@ -656,12 +657,13 @@ async def measure_loop(
             return decisions
 
         loop.engine.plan = timed_plan  # type: ignore[method-assign]  # instance-level spy
-        started = time.perf_counter()
+        started, cpu0 = time.perf_counter(), time.process_time()
         while True:
             before = len(planned)
             run.placed += await loop.run_once()
             run.passes += 1
             run.wall_s = time.perf_counter() - started
+            run.cpu_s = time.process_time() - cpu0
             if len(planned) == before:
                 run.stopped = "queue drained (or every pending job found unplaceable)"
                 break
@@ -731,6 +733,7 @@ def loop_table(runs: list[LoopRun]) -> str:
         "deferred",
         "waiting",
         "wall_s",
+        "cpu%",
         "committed/s",
         "decided/s",
         "engine_s",
@@ -751,6 +754,7 @@ def loop_table(runs: list[LoopRun]) -> str:
                 str(r.deferred),
                 str(r.waiting),
                 f"{r.wall_s:.2f}",
+                f"{100 * r.cpu_s / r.wall_s:.0f}" if r.wall_s else "?",
                 f"{r.committed_per_s:,.0f}",
                 f"{r.decided_per_s:,.0f}",
                 f"{r.engine_s:.2f}",
@@ -790,7 +794,8 @@ async def main_loop_async(args: argparse.Namespace) -> dict[str, Any]:
         print(
             "committed/s: (placed + deferred) / wall of all run_once calls; engine_s inside "
             "Engine.plan, read_s/commit_s/dispatch_s inside the Store's reads, place/defer, "
-            "set_external_id; other_s: the loop's own work (metrics, placements, dispatch)"
+            "set_external_id; other_s: the loop's own work (metrics, placements, dispatch); "
+            "cpu%: this process's CPU over wall (100 = one core busy, the rest is waiting)"
         )
     return {"scenario": scenario_info(sc), "backends": results}
 
