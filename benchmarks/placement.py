@@ -381,7 +381,7 @@ def engine_table(runs: list[EngineRun]) -> str:
         "deferred",
         "waiting",
     )
-    rows = [header]
+    rows: list[tuple[str, ...]] = [header]
     for r in runs:
         total = sum(r.kinds.values()) or 1
         rows.append(
@@ -742,7 +742,7 @@ def loop_table(runs: list[LoopRun]) -> str:
         "dispatch_s",
         "other_s",
     )
-    rows = [header]
+    rows: list[tuple[str, ...]] = [header]
     for r in runs:
         other = r.wall_s - r.engine_s - r.read_s - r.commit_s - r.dispatch_s
         rows.append(
