@@ -22,6 +22,7 @@ moved (another replica), in which case the job is simply looked at again next pa
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -110,19 +111,29 @@ class Engine:
         latency: LatencyMatrix,
         carbon: CarbonOracle,
         now: datetime,
+        outlooks: Mapping[str, Outlook | None] | None = None,
     ) -> dict[str, SiteConditions]:
-        """Per site: the mean intensity over the job's run window if it starts now, and RTT."""
-        end = now + timedelta(seconds=spec.estimated_duration_s)
+        """Per site: the mean intensity over the job's run window if it starts now, and RTT.
+
+        `outlooks` (one per pass, where `now` is fixed) answers each zone's mean from
+        prefix sums instead of integrating the series again for every job.
+        """
+        duration = spec.estimated_duration_s
+        end = now + timedelta(seconds=duration)
         by_zone: dict[str, float | None] = {}
         out = {}
         for site in sites:
-            if site.grid_zone not in by_zone:
-                by_zone[site.grid_zone] = mean_intensity(
-                    carbon.hourly(site.grid_zone, start=now, end=end), start=now, end=end
+            zone = site.grid_zone
+            if zone not in by_zone:
+                outlook = outlooks.get(zone) if outlooks is not None else None
+                by_zone[zone] = (
+                    outlook.mean(duration)
+                    if outlook is not None
+                    else mean_intensity(carbon.hourly(zone, start=now, end=end), start=now, end=end)
                 )
             out[site.name] = SiteConditions(
                 site=site,
-                intensity_gco2_per_kwh=by_zone[site.grid_zone],
+                intensity_gco2_per_kwh=by_zone[zone],
                 latency_ms=latency.rtt(spec.origin, site.location) if spec.origin else None,
             )
         return out
@@ -134,6 +145,7 @@ class Engine:
         pools: Sequence[GpuPool],
         conditions: Mapping[str, SiteConditions],
         ignore_capacity: bool = False,
+        explain: bool = True,
     ) -> Evaluation:
         return evaluate(
             spec,
@@ -142,6 +154,7 @@ class Engine:
             weights=self.weights_for(spec),
             utilisation=self.settings.gpu_utilisation,
             ignore_capacity=ignore_capacity,
+            explain=explain,
         )
 
     def plan(
@@ -165,13 +178,23 @@ class Engine:
             jobs=list(queue), shares=shares, now=now, aging_per_hour=s.aging_per_hour
         )
         decisions: list[Decision] = []
+        longest = max((j.spec.estimated_duration_s for j in queue), default=0)
+        outlooks = {
+            zone: Outlook.of(
+                carbon.hourly(zone, start=now, end=now + timedelta(seconds=longest)), start=now
+            )
+            for zone in {site.grid_zone for site in sites}
+        }
+        # the quota ledger is kept up to date as the pass places work (empty without quotas)
+        ledger = QuotaLedger.from_running(work if s.quotas else [])
         for job in ordered:
             if skip(job):
                 continue
             spec = job.spec
             gpus = spec.resources.gpu_equivalents
-            ledger = QuotaLedger.from_running(work)
-            conds = self.conditions(spec, sites=sites, latency=latency, carbon=carbon, now=now)
+            conds = self.conditions(
+                spec, sites=sites, latency=latency, carbon=carbon, now=now, outlooks=outlooks
+            )
             usable = self._usable_pools(spec, by_id, conds) if s.quotas else []
             quota = check(
                 tenant=job.tenant,
@@ -194,19 +217,23 @@ class Engine:
                     )
                 )
                 continue
-            ev = self.evaluate(spec, pools=list(by_id.values()), conditions=conds)
+            ev = self.evaluate(spec, pools=list(by_id.values()), conditions=conds, explain=False)
             best = ev.best
             victims: VictimSet | None = None
             if best is None:
                 chosen = self._preempt(job, by_id, work, conds, ledger, now)
                 if chosen is None:
-                    decisions.append(Wait(job=job, reason=_wait_reason(ev)))
+                    # say why (a second, explaining evaluation, only for jobs that wait)
+                    why = self.evaluate(spec, pools=list(by_id.values()), conditions=conds)
+                    decisions.append(Wait(job=job, reason=_wait_reason(why)))
                     continue
                 pool, victims = chosen
                 freed = _release(pool, [w for w in work if w.job_id in victims.job_ids])
                 by_id[pool.id] = freed
                 work = [w for w in work if w.job_id not in victims.job_ids]
-                ev = self.evaluate(spec, pools=[freed], conditions=conds)
+                if s.quotas:
+                    ledger = QuotaLedger.from_running(work)
+                ev = self.evaluate(spec, pools=[freed], conditions=conds, explain=False)
                 best = ev.best
                 if best is None:  # the policy promised room it could not make
                     decisions.append(Wait(job=job, reason="preemption would not free a slot"))
@@ -229,6 +256,10 @@ class Engine:
                     borrowed=quota.borrowed,
                 )
             )
+            if s.quotas:
+                ledger = ledger.add(
+                    tenant=job.tenant, tier=spec.tier, gpus=gpus, borrowed=quota.borrowed
+                )
             decisions.append(
                 Place(job=job, candidate=best, borrowed=quota.borrowed, victims=victims)
             )
@@ -242,7 +273,7 @@ class Engine:
     ) -> list[GpuPool]:
         """Pools on healthy sites that could take the job if they were empty."""
         could = self.evaluate(
-            spec, pools=list(pools.values()), conditions=conds, ignore_capacity=True
+            spec, pools=list(pools.values()), conditions=conds, ignore_capacity=True, explain=False
         )
         return [
             pools[c.pool_id]
@@ -297,9 +328,16 @@ class Engine:
         if spec.deadline is None or spec.tier is Tier.P1:
             return None
         horizon = min(spec.deadline, now + timedelta(hours=s.deferral_horizon_h))
-        options = []
+        # Pools in one zone share its outlook, so the best window there is the same for
+        # all of them and the least energy wins: plan over one option per zone.
+        best_in_zone: dict[str, Candidate] = {}
         for c in ev.candidates:
-            hourly = carbon.hourly(conds[c.site].site.grid_zone, start=now, end=horizon)
+            zone = conds[c.site].site.grid_zone
+            if zone not in best_in_zone or c.energy_kwh < best_in_zone[zone].energy_kwh:
+                best_in_zone[zone] = c
+        options = []
+        for zone, c in best_in_zone.items():
+            hourly = carbon.hourly(zone, start=now, end=horizon)
             if hourly:  # a site with no outlook cannot be planned for: leave it out
                 options.append(
                     SiteOption(
@@ -320,6 +358,48 @@ class Engine:
         if not choice.defer:
             return None
         return Defer(job=job, until=choice.start_at, site=choice.site, reason=choice.reason)
+
+
+class Outlook:
+    """A zone's intensity from `start` on, as prefix sums: the mean over any run starting at
+    `start` in O(log hours). Built only from a gap-free hourly series."""
+
+    def __init__(self, bounds: list[float], cum: list[float], values: list[float]) -> None:
+        self._bounds = bounds  # seconds after start where each segment begins (+ the end)
+        self._cum = cum  # integral of intensity up to each bound (g·s/kWh)
+        self._values = values
+
+    @classmethod
+    def of(cls, hourly: Hourly, *, start: datetime) -> Outlook | None:
+        """None when the series is empty or has holes (callers then integrate directly)."""
+        bounds, cum = [0.0], [0.0]
+        values: list[float] = []
+        previous: datetime | None = None
+        for t, v in hourly:
+            if previous is not None and t - previous != timedelta(hours=1):
+                return None
+            previous = t
+            seg_end = (t + timedelta(hours=1) - start).total_seconds()
+            seg_start = max(0.0, (t - start).total_seconds())
+            if seg_end <= seg_start:
+                continue
+            if not values and seg_start > 0:
+                return None  # the series starts after `start`
+            values.append(v)
+            cum.append(cum[-1] + v * (seg_end - seg_start))
+            bounds.append(seg_end)
+        return cls(bounds, cum, values) if values else None
+
+    def mean(self, duration_s: float) -> float | None:
+        covered = min(duration_s, self._bounds[-1])
+        if covered <= 0:
+            return None
+        i = bisect.bisect_right(self._bounds, covered) - 1
+        if i >= len(self._values):
+            total = self._cum[-1]
+        else:
+            total = self._cum[i] + self._values[i] * (covered - self._bounds[i])
+        return total / covered
 
 
 def mean_intensity(hourly: Hourly, *, start: datetime, end: datetime) -> float | None:

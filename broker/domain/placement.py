@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from broker.domain.enums import Health
 from broker.domain.fleet import MILLI_PER_GPU, GpuPool, Site
@@ -163,6 +163,9 @@ def energy_kwh(spec: JobSpec, pool: GpuPool, site: Site, *, utilisation: float) 
     return model.board_power_w / 1000 * gpus * hours * utilisation * site.pue
 
 
+_POWER_KW = {name: m.board_power_w / 1000 for name, m in GPU_MODELS.items()}
+
+
 def evaluate(
     spec: JobSpec,
     *,
@@ -171,49 +174,88 @@ def evaluate(
     weights: Weights,
     utilisation: float = 0.8,
     ignore_capacity: bool = False,
+    explain: bool = True,
 ) -> Evaluation:
-    """Rank every pool for `spec`; with `ignore_capacity`, ask only whether it could ever fit."""
+    """Rank every pool for `spec`; with `ignore_capacity`, ask only whether it could ever fit.
+
+    With `explain=False` (the scheduler's hot path) rejections are not collected, which
+    skips building a reason for each of the many pools of other GPU models.
+    """
     rejections: list[Rejection] = []
-    raw: list[Candidate] = []
-    need = spec.resources.total_milli
+    res = spec.resources
+    need = res.total_milli
+    per_node = res.milli_per_node
+    models = frozenset(res.gpu_models)
+    hours = spec.estimated_duration_s / 3600
+    gpus = need / MILLI_PER_GPU
+    # (pool, cond, nodes, price, spot, cost, energy, gco2, leftover) per feasible pool
+    feasible: list[
+        tuple[
+            GpuPool, SiteConditions, tuple[int, ...], float, bool, float, float, float | None, int
+        ]
+    ] = []
     for pool in pools:
+        if not explain and models and pool.gpu_model not in models:
+            continue
         cond = conditions.get(pool.site)
         if cond is None:
             continue
         if cond.site.health is not Health.HEALTHY and not ignore_capacity:
-            rejections.append(
-                Rejection(
-                    site=pool.site,
-                    pool_id=pool.id,
-                    reason=RejectReason.SITE_UNHEALTHY,
-                    detail=cond.site.health_reason or cond.site.health.value,
+            if explain:
+                rejections.append(
+                    Rejection(
+                        site=pool.site,
+                        pool_id=pool.id,
+                        reason=RejectReason.SITE_UNHEALTHY,
+                        detail=cond.site.health_reason or cond.site.health.value,
+                    )
                 )
-            )
             continue
         rejection = static_rejection(spec, pool, cond)
         if rejection is not None:
-            rejections.append(rejection)
+            if explain:
+                rejections.append(rejection)
             continue
-        res = spec.resources
         if ignore_capacity:
             nodes: tuple[int, ...] | None = tuple(range(res.nodes))
         else:
-            nodes = pool.fit(milli_per_node=res.milli_per_node, count=res.nodes)
+            nodes = pool.fit(milli_per_node=per_node, count=res.nodes)
         if nodes is None:
-            rejections.append(
-                Rejection(
-                    site=pool.site,
-                    pool_id=pool.id,
-                    reason=RejectReason.CAPACITY,
-                    detail=_capacity_detail(spec, pool),
+            if explain:
+                rejections.append(
+                    Rejection(
+                        site=pool.site,
+                        pool_id=pool.id,
+                        reason=RejectReason.CAPACITY,
+                        detail=_capacity_detail(spec, pool),
+                    )
                 )
-            )
             continue
-        energy = energy_kwh(spec, pool, cond.site, utilisation=utilisation)
+        power = _POWER_KW.get(pool.gpu_model, 0.0)
+        energy = power * gpus * hours * utilisation * cond.site.pue
         intensity = cond.intensity_gco2_per_kwh
         price, spot = unit_price(spec, pool)
-        hourly = price * need / MILLI_PER_GPU
-        raw.append(
+        feasible.append(
+            (
+                pool,
+                cond,
+                nodes,
+                price,
+                spot,
+                price * gpus * hours,
+                energy,
+                None if intensity is None else energy * intensity,
+                pool.leftover_after(nodes, per_node),
+            )
+        )
+    w = weights.normalised()
+    costs = _normalise([f[5] for f in feasible])
+    lats = _normalise([f[1].latency_ms for f in feasible])
+    carbs = _normalise([f[7] for f in feasible])
+    scored = []
+    for f, ct, lt, kt in zip(feasible, costs, lats, carbs, strict=True):
+        pool, cond, nodes, price, spot, cost, energy, gco2, leftover = f
+        scored.append(
             Candidate(
                 site=pool.site,
                 pool_id=pool.id,
@@ -222,30 +264,21 @@ def evaluate(
                 nodes=nodes,
                 spot=spot,
                 price_per_gpu_hour=price,
-                hourly_cost_usd=hourly,
-                cost_usd=hourly * spec.estimated_duration_s / 3600,
+                hourly_cost_usd=price * gpus,
+                cost_usd=cost,
                 latency_ms=cond.latency_ms,
-                intensity_gco2_per_kwh=intensity,
+                intensity_gco2_per_kwh=cond.intensity_gco2_per_kwh,
                 energy_kwh=energy,
-                gco2=None if intensity is None else energy * intensity,
-                leftover_milli=pool.leftover_after(nodes, res.milli_per_node),
+                gco2=gco2,
+                leftover_milli=leftover,
+                cost_term=ct,
+                latency_term=lt,
+                carbon_term=kt,
+                score=w.cost * ct + w.latency * lt + w.carbon * kt,
             )
         )
-    w = weights.normalised()
-    scored = _score(raw, w)
     scored.sort(key=lambda c: (round(c.score, 9), c.leftover_milli, c.site, c.pool_id))
     return Evaluation(candidates=tuple(scored), rejections=tuple(rejections), weights=w)
-
-
-def _score(cands: list[Candidate], w: Weights) -> list[Candidate]:
-    costs = _normalise([c.cost_usd for c in cands])
-    lats = _normalise([c.latency_ms for c in cands])
-    carbs = _normalise([c.gco2 for c in cands])
-    out = []
-    for c, ct, lt, kt in zip(cands, costs, lats, carbs, strict=True):
-        score = w.cost * ct + w.latency * lt + w.carbon * kt
-        out.append(replace(c, cost_term=ct, latency_term=lt, carbon_term=kt, score=score))
-    return out
 
 
 def _normalise(values: list[float | None]) -> list[float]:

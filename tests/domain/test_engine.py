@@ -696,3 +696,28 @@ def test_engine_conditions_use_the_run_window() -> None:
     )
     assert conds["s"].intensity_gco2_per_kwh == pytest.approx(225.0)
     assert conds["s"].latency_ms is None
+
+
+def test_outlook_prefix_sums_agree_with_direct_integration() -> None:
+    import random
+
+    from broker.domain.engine import Outlook, mean_intensity
+
+    rng = random.Random(7)
+    for _ in range(300):
+        start = NOW + timedelta(minutes=rng.choice([0, 1, 17, 30, 59]))
+        base = start.replace(minute=0, second=0, microsecond=0)
+        hourly = [
+            (base + timedelta(hours=i), rng.uniform(5, 800)) for i in range(rng.randint(1, 60))
+        ]
+        outlook = Outlook.of(hourly, start=start)
+        assert outlook is not None
+        for duration in (1, 60, 1800, 3600, 5400, rng.randint(1, 80 * 3600)):
+            end = start + timedelta(seconds=duration)
+            direct = mean_intensity(hourly, start=start, end=end)
+            assert direct is not None
+            assert outlook.mean(duration) == pytest.approx(direct, rel=1e-9)
+    gap = [(NOW, 1.0), (NOW + timedelta(hours=2), 2.0)]
+    assert Outlook.of(gap, start=NOW) is None
+    assert Outlook.of([], start=NOW) is None
+    assert Outlook.of([(NOW + timedelta(hours=1), 5.0)], start=NOW) is None  # starts late
