@@ -153,16 +153,6 @@ def hourly_cost(spec: JobSpec, pool: GpuPool) -> float:
     return unit_price(spec, pool)[0] * spec.resources.total_milli / MILLI_PER_GPU
 
 
-def energy_kwh(spec: JobSpec, pool: GpuPool, site: Site, *, utilisation: float) -> float:
-    """GPU board power × share of GPUs × run time × PUE; 0 for a model without a known draw."""
-    model = GPU_MODELS.get(pool.gpu_model)
-    if model is None:
-        return 0.0
-    gpus = spec.resources.total_milli / MILLI_PER_GPU
-    hours = spec.estimated_duration_s / 3600
-    return model.board_power_w / 1000 * gpus * hours * utilisation * site.pue
-
-
 _POWER_KW = {name: m.board_power_w / 1000 for name, m in GPU_MODELS.items()}
 
 

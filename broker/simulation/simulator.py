@@ -31,7 +31,7 @@ from broker.domain.latency import LatencyMatrix
 from broker.domain.placement import Candidate, static_rejection, unit_price
 from broker.domain.work import RunningWork, placed_work
 from broker.simulation.traces import TraceJob
-from carbon.power import GPU_MODELS
+from carbon.power import GPU_MODELS, gpu_energy_kwh
 
 Progress = Callable[[int, int], None]
 
@@ -308,11 +308,16 @@ class _NoCarbon:
 
 
 def run_energy_kwh(run: Run, *, utilisation: float) -> float:
-    model = GPU_MODELS.get(run.gpu_model)
-    if model is None or run.end is None:
+    """kWh of one run; 0 for a GPU model without a known board power (none in the table)."""
+    if run.end is None or run.gpu_model not in GPU_MODELS:
         return 0.0
-    hours = (run.end - run.start).total_seconds() / 3600
-    return model.board_power_w / 1000 * run.gpus * hours * utilisation * run.pue
+    return gpu_energy_kwh(
+        model=run.gpu_model,
+        gpus=run.gpus,
+        hours=(run.end - run.start).total_seconds() / 3600,
+        utilisation=utilisation,
+        pue=run.pue,
+    )
 
 
 def run_gco2(run: Run, *, utilisation: float, carbon: CarbonOracle) -> float:
