@@ -1,0 +1,110 @@
+"""The fleet side of the store: sites, pools and what holds GPUs on them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select, update
+
+from broker.db.codec import (
+    placement_from_row,
+    pool_from_row,
+    site_from_row,
+)
+from broker.db.models import JobRow, PlacementRow, PoolNodeRow, PoolRow, SiteRow
+from broker.db.store_base import StoreBase
+from broker.domain.enums import Health, Tier
+from broker.domain.fleet import GpuPool, Site
+from broker.domain.work import RunningWork
+
+
+class FleetStore(StoreBase):
+    async def sync_site(self, site: Site, pools: Sequence[GpuPool]) -> None:
+        """Upsert a site and its pools' capacity; the allocation ledger is left as it is."""
+        now = self._clock.now()
+        async with self._sessions.begin() as s:
+            row = await s.get(SiteRow, site.name)
+            if row is None:
+                row = SiteRow(name=site.name)
+                s.add(row)
+            row.kind, row.region, row.location = site.kind.value, site.region, site.location
+            row.grid_zone, row.private, row.pue = site.grid_zone, site.private, site.pue
+            row.health, row.health_reason, row.updated_at = (
+                site.health.value,
+                site.health_reason,
+                now,
+            )
+            for pool in pools:
+                prow = await s.get(PoolRow, pool.id)
+                if prow is None:
+                    prow = PoolRow(id=pool.id, site=site.name)
+                    s.add(prow)
+                prow.gpu_model, prow.gpu_memory_gb = pool.gpu_model, pool.gpu_memory_gb
+                prow.gpus_per_node, prow.nodes = pool.gpus_per_node, pool.nodes
+                prow.mig_profiles = list(pool.mig_profiles)
+                prow.price_on_demand, prow.price_spot = pool.price_on_demand, pool.price_spot
+                prow.cpu_per_node = pool.cpu_per_node
+                prow.memory_gb_per_node = pool.memory_gb_per_node
+                prow.updated_at = now
+                await s.flush()
+                have = set(
+                    await s.scalars(select(PoolNodeRow.idx).where(PoolNodeRow.pool_id == pool.id))
+                )
+                s.add_all(
+                    PoolNodeRow(pool_id=pool.id, idx=i, allocated_milli=0)
+                    for i in range(pool.nodes)
+                    if i not in have
+                )
+
+    async def set_site_health(self, name: str, health: Health, reason: str = "") -> None:
+        async with self._sessions.begin() as s:
+            await s.execute(
+                update(SiteRow)
+                .where(SiteRow.name == name)
+                .values(health=health.value, health_reason=reason, updated_at=self._clock.now())
+            )
+
+    async def sites(self) -> list[Site]:
+        async with self._sessions() as s:
+            rows = await s.scalars(select(SiteRow).order_by(SiteRow.name))
+            return [site_from_row(r) for r in rows]
+
+    async def pools(self) -> list[GpuPool]:
+        async with self._sessions() as s:
+            rows = list(await s.scalars(select(PoolRow).order_by(PoolRow.site, PoolRow.id)))
+            used: dict[str, dict[int, int]] = {}
+            for pool_id, idx, milli in await s.execute(
+                select(PoolNodeRow.pool_id, PoolNodeRow.idx, PoolNodeRow.allocated_milli)
+            ):
+                used.setdefault(pool_id, {})[idx] = milli
+        return [pool_from_row(r, used.get(r.id, {})) for r in rows]
+
+    async def running_work(self) -> list[RunningWork]:
+        """Every job holding GPUs, as the engine sees it."""
+        q = (
+            select(JobRow, PlacementRow, PoolRow.gpu_model)
+            .join(PlacementRow, PlacementRow.job_id == JobRow.id)
+            .join(PoolRow, PoolRow.id == PlacementRow.pool_id)
+            .where(PlacementRow.active.is_(True))
+        )
+        async with self._sessions() as s:
+            rows = (await s.execute(q)).all()
+        out = []
+        for job, prow, model in rows:
+            p = placement_from_row(prow)
+            out.append(
+                RunningWork(
+                    job_id=job.id,
+                    tenant=job.tenant,
+                    tier=Tier(job.tier),
+                    preemptible=job.preemptible,
+                    pool_id=p.pool_id,
+                    node_indices=p.node_indices,
+                    milli_per_node=p.milli_per_node,
+                    gpu_model=model,
+                    started_at=p.started_at,
+                    placed_at=p.created_at,
+                    borrowed=p.borrowed,
+                )
+            )
+        return out
