@@ -82,6 +82,8 @@ class SchedulerSettings(_Strict):
     preemption: bool = True  # P1 (and quota owners) may preempt lower-tier preemptible work
     min_runtime_s: Annotated[float, Field(ge=0)] = 300.0  # no preemption before this runtime
     aging_per_hour: Annotated[float, Field(ge=0)] = 0.05  # fair-share credit per hour waited
+    # a job whose slack to its deadline is below this goes ahead of fair-share order
+    urgent_slack_s: Annotated[float, Field(ge=0)] = 6 * 3600.0
     deferral: bool = True  # hold jobs with a deadline for a cleaner window
     deferral_min_saving: Annotated[float, Field(ge=0, lt=1)] = 0.1  # fraction of gCO2e
     deferral_margin_s: Annotated[float, Field(ge=0)] = 1800.0  # slack kept before deadlines

@@ -63,6 +63,7 @@ class EngineSettings:
     preemption: bool = True
     min_runtime_s: float = 300.0  # a just-started job is not preempted before this
     aging_per_hour: float = 0.05  # fair-share credit per hour waited (see policy.fairness)
+    urgent_slack_s: float = 6 * 3600.0  # closer to its deadline than this: deadline order
     deferral: bool = True
     deferral_min_saving: float = 0.1  # defer only for at least this fraction less gCO2e
     deferral_margin_s: float = 1800.0  # a deferred job must still end this long before its deadline
@@ -175,7 +176,11 @@ class Engine:
         capacity = capacity_from_pools(pools)
         shares = dominant_shares(usage=usage_from_running(work), capacity=capacity)
         ordered = order_queue(
-            jobs=list(queue), shares=shares, now=now, aging_per_hour=s.aging_per_hour
+            jobs=list(queue),
+            shares=shares,
+            now=now,
+            aging_per_hour=s.aging_per_hour,
+            urgent_slack_s=s.urgent_slack_s,
         )
         decisions: list[Decision] = []
         longest = max((j.spec.estimated_duration_s for j in queue), default=0)

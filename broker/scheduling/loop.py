@@ -46,6 +46,7 @@ def engine_settings(settings: SchedulerSettings) -> EngineSettings:
         preemption=settings.preemption,
         min_runtime_s=settings.min_runtime_s,
         aging_per_hour=settings.aging_per_hour,
+        urgent_slack_s=settings.urgent_slack_s,
         deferral=settings.deferral,
         deferral_min_saving=settings.deferral_min_saving,
         deferral_margin_s=settings.deferral_margin_s,

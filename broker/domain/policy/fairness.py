@@ -21,6 +21,10 @@ Rules:
   idle tenant (share 0) and goes first after that: waiting ages a job until even the
   heaviest tenant's work reaches the front, so nothing starves forever. A tenant missing
   from `shares` counts as share 0.
+* Deadlines come before fairness when they are close: within a tier, a job whose slack
+  (`deadline − now − estimated duration`) is below `urgent_slack_s` goes ahead of every
+  job that is not urgent, the least slack first (earliest-deadline-first among the
+  urgent). Fair share decides only among jobs that can afford to wait.
 * Ties: the oldest `created_at`, then the job id.
 """
 
@@ -64,18 +68,31 @@ def effective_priority(
 
 
 def order_queue(
-    *, jobs: Sequence[Job], shares: Mapping[str, float], now: datetime, aging_per_hour: float
+    *,
+    jobs: Sequence[Job],
+    shares: Mapping[str, float],
+    now: datetime,
+    aging_per_hour: float,
+    urgent_slack_s: float = 0.0,
 ) -> list[Job]:
-    """The queue in scheduling order: tier, then effective priority, then age, then id."""
-    return sorted(
-        jobs,
-        key=lambda job: (
-            job.spec.tier.rank,
-            effective_priority(job, shares=shares, now=now, aging_per_hour=aging_per_hour),
-            job.created_at,
-            job.id,
-        ),
-    )
+    """The queue in scheduling order: tier, urgency, effective priority, age, id."""
+
+    def key(job: Job) -> tuple[int, int, float, datetime, str]:
+        slack = slack_s(job, now=now)
+        if slack is not None and slack < urgent_slack_s:
+            return (job.spec.tier.rank, 0, slack, job.created_at, job.id)
+        priority = effective_priority(job, shares=shares, now=now, aging_per_hour=aging_per_hour)
+        return (job.spec.tier.rank, 1, priority, job.created_at, job.id)
+
+    return sorted(jobs, key=key)
+
+
+def slack_s(job: Job, *, now: datetime) -> float | None:
+    """Seconds a job can still wait and meet its deadline; None without a deadline."""
+    deadline = job.spec.deadline
+    if deadline is None:
+        return None
+    return (deadline - now).total_seconds() - job.spec.estimated_duration_s
 
 
 def usage_from_running(

@@ -134,3 +134,36 @@ def test_ties_go_to_the_oldest_then_the_id() -> None:
 def test_a_job_created_in_the_future_gets_no_negative_aging() -> None:
     early = job("early", tenant="t", hours_ago=-2)
     assert effective_priority(early, shares={"t": 0.3}, now=NOW, aging_per_hour=1.0) == 0.3
+
+
+def _with_deadline(j: Job, *, hours_from_now: float, duration_h: float = 1.0) -> Job:
+    from dataclasses import replace
+
+    spec = replace(
+        j.spec,
+        deadline=NOW + timedelta(hours=hours_from_now),
+        estimated_duration_s=int(duration_h * 3600),
+    )
+    return replace(j, spec=spec)
+
+
+def test_urgent_deadlines_go_before_fair_share_least_slack_first() -> None:
+    light = job("light", tenant="idle")  # share 0: first by fair share
+    heavy_late = _with_deadline(job("heavy-late", tenant="big"), hours_from_now=3)  # slack 2 h
+    heavy_later = _with_deadline(job("heavy-later", tenant="big"), hours_from_now=5)  # slack 4 h
+    relaxed = _with_deadline(job("relaxed", tenant="big"), hours_from_now=30)  # slack 29 h
+    p1 = job("p1", tenant="big", tier=Tier.P1)
+    shares = {"big": 0.9, "idle": 0.0}
+    ordered = order_queue(
+        jobs=[relaxed, heavy_later, light, p1, heavy_late],
+        shares=shares,
+        now=NOW,
+        aging_per_hour=0.0,
+        urgent_slack_s=6 * 3600,
+    )
+    assert [j.id for j in ordered] == ["p1", "heavy-late", "heavy-later", "light", "relaxed"]
+    # without an urgency window, fair share alone decides within the tier
+    plain = order_queue(
+        jobs=[relaxed, heavy_later, light, heavy_late], shares=shares, now=NOW, aging_per_hour=0.0
+    )
+    assert plain[0].id == "light"
