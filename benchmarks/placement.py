@@ -40,7 +40,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
-import asyncpg
+from pgtemp import HOST, pg_database, postgres_unreachable
 
 from broker.config import SchedulerSettings, Settings, SiteSettings
 from broker.domain.clock import Clock, ManualClock
@@ -58,8 +58,6 @@ from connectors.base import Connector, SiteInventory, StatusUpdate
 ROOT = Path(__file__).resolve().parents[1]
 LATENCY_CSV = ROOT / "config" / "latency.csv"
 ZONES_CSV = ROOT / "carbon" / "data" / "zone_intensity.csv"
-HOST = "127.0.0.1"
-PG_DSN = {"host": HOST, "port": 5432, "user": "postgres", "database": "postgres"}
 # A fixed planning instant (on the hour), so the carbon series and deadlines are the same
 # on every run; the loop's clock is a ManualClock standing still at this time.
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -688,40 +686,9 @@ async def run_sqlite(sc: Scenario, args: argparse.Namespace) -> LoopRun:
         return await measure_loop("sqlite", url, sc, args)
 
 
-async def pg_admin() -> asyncpg.Connection:
-    return await asyncpg.connect(**PG_DSN, timeout=5)
-
-
-@contextlib.asynccontextmanager
-async def pg_database() -> AsyncIterator[str]:
-    """A throwaway database on the local server, dropped afterwards; yields its URL."""
-    name = f"bench_placement_{uuid.uuid4().hex[:12]}"
-    admin = await pg_admin()
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"postgresql+asyncpg://{PG_DSN['user']}@{HOST}:{PG_DSN['port']}/{name}"
-        finally:
-            try:  # FORCE (PostgreSQL 13+) ends sessions a failed run may have left
-                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            except asyncpg.PostgresSyntaxError:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-    finally:
-        await admin.close()
-
-
 async def run_postgresql(sc: Scenario, args: argparse.Namespace) -> LoopRun:
-    async with pg_database() as url:
+    async with pg_database("bench_placement") as (_, url):
         return await measure_loop("postgresql", url, sc, args)
-
-
-async def postgres_unreachable() -> str | None:
-    try:
-        conn = await pg_admin()
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        return f"{type(exc).__name__}: {exc}"
-    await conn.close()
-    return None
 
 
 def loop_table(runs: list[LoopRun]) -> str:

@@ -42,14 +42,13 @@ import aiohttp
 import asyncpg
 import sqlalchemy
 from aiohttp import web
+from pgtemp import HOST, PG_DSN, pg_database, postgres_unreachable
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "config" / "demo.yaml"
 TOKEN = "demo-vision-token"  # public demo token (config/demo.yaml), tenant vision-team
-HOST = "127.0.0.1"
-PG_DSN = {"host": HOST, "port": 5432, "user": "postgres", "database": "postgres"}
 # The periodic pass is pushed out of the measurement; each submission still wakes the loop.
 SCHEDULER_INTERVAL_S = 3600
 SERVER_START_TIMEOUT_S = 60.0
@@ -373,10 +372,6 @@ def sqlite_rows(path: Path) -> int:
         return int(db.execute("SELECT count(*) FROM jobs").fetchone()[0])
 
 
-async def pg_admin() -> asyncpg.Connection:
-    return await asyncpg.connect(**PG_DSN, timeout=5)
-
-
 async def run_sqlite(target: Target, args: argparse.Namespace) -> Run:
     with tempfile.TemporaryDirectory(prefix="bench-post-jobs-") as tmp:
         path = Path(tmp) / f"{target}.db"
@@ -388,36 +383,15 @@ async def run_sqlite(target: Target, args: argparse.Namespace) -> Run:
 
 
 async def run_postgresql(target: Target, args: argparse.Namespace) -> Run:
-    name = f"bench_post_jobs_{target}_{uuid.uuid4().hex[:12]}"
-    admin = await pg_admin()
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+    async with pg_database(f"bench_post_jobs_{target}") as (name, url):
+        with server_process(target=target, database_url=url) as (port, pid):
+            run = await measure(target=target, port=port, pid=pid, args=args)
+        db = await asyncpg.connect(**{**PG_DSN, "database": name}, timeout=5)
         try:
-            url = f"postgresql+asyncpg://{PG_DSN['user']}@{HOST}:{PG_DSN['port']}/{name}"
-            with server_process(target=target, database_url=url) as (port, pid):
-                run = await measure(target=target, port=port, pid=pid, args=args)
-            db = await asyncpg.connect(**{**PG_DSN, "database": name}, timeout=5)
-            try:
-                run.rows_in_db = int(await db.fetchval("SELECT count(*) FROM jobs"))
-            finally:
-                await db.close()
+            run.rows_in_db = int(await db.fetchval("SELECT count(*) FROM jobs"))
         finally:
-            try:  # FORCE (PostgreSQL 13+) ends sessions a killed server may have left
-                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            except asyncpg.PostgresSyntaxError:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-    finally:
-        await admin.close()
+            await db.close()
     return run
-
-
-async def postgres_unreachable() -> str | None:
-    try:
-        conn = await pg_admin()
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        return f"{type(exc).__name__}: {exc}"
-    await conn.close()
-    return None
 
 
 # ---- report ------------------------------------------------------------------------------
