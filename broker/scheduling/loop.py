@@ -175,13 +175,12 @@ class SchedulingLoop:
         queue = queue[: self._settings.batch_size]
         if not queue:
             return 0
-        fleet = await self._fleet(fresh=True)
-        pools = await self._store.pools()
+        fleet = await self._fleet(fresh=True)  # reads the ledger now, for this pass
         running = await self._store.running_work()
         started = time.perf_counter()
         decisions = self._engine.plan(
             queue=queue,
-            pools=[p for p in pools if p.site in self._connectors],
+            pools=[p for p in fleet.pools if p.site in self._connectors],
             running=running,
             sites=fleet.sites,
             latency=self._latency,

@@ -215,13 +215,13 @@ class Simulation:
 
     def _first_fit(self, spec: JobSpec) -> Candidate | None:
         res = spec.resources
+        conds = self.engine.conditions(
+            spec, sites=self.sites, latency=self.latency, carbon=_NoCarbon(), now=self.start
+        )
         for pool_id in self.pool_order:
             pool = self.pools[pool_id]
             site = self.site_by_name[pool.site]
-            cond = self.engine.conditions(
-                spec, sites=[site], latency=self.latency, carbon=_NoCarbon(), now=self.start
-            )[site.name]
-            if static_rejection(spec, pool, cond) is not None:
+            if static_rejection(spec, pool, conds[site.name]) is not None:
                 continue
             nodes = pool.fit(milli_per_node=res.milli_per_node, count=res.nodes)
             if nodes is None:
