@@ -28,9 +28,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from broker.domain.deferral import SiteOption, plan_window, run_window_gco2
-from broker.domain.enums import Health, Tier
-from broker.domain.fleet import MILLI_PER_GPU, GpuPool, Site
+from broker.domain.deferral import run_window_gco2
+from broker.domain.enums import Tier
+from broker.domain.fleet import GpuPool, Site
 from broker.domain.jobs import Job, JobSpec
 from broker.domain.latency import LatencyMatrix
 from broker.domain.objective import Weights
@@ -43,6 +43,7 @@ from broker.domain.policy.fairness import (
 )
 from broker.domain.policy.preemption import VictimSet, best_preemption
 from broker.domain.policy.quotas import QuotaLedger, check, reclaimable
+from broker.domain.ranking import FleetIndex, Shape
 from broker.domain.work import RunningWork, placed_work
 
 Hourly = Sequence[tuple[datetime, float]]
@@ -171,7 +172,6 @@ class Engine:
         skip: Callable[[Job], bool] = lambda job: False,
     ) -> list[Decision]:
         s = self.settings
-        by_id = {p.id: p for p in pools}
         work = list(running)
         capacity = capacity_from_pools(pools)
         shares = dominant_shares(usage=usage_from_running(work), capacity=capacity)
@@ -184,12 +184,10 @@ class Engine:
         )
         decisions: list[Decision] = []
         longest = max((j.spec.estimated_duration_s for j in queue), default=0)
-        outlooks = {
-            zone: Outlook.of(
-                carbon.hourly(zone, start=now, end=now + timedelta(seconds=longest)), start=now
-            )
-            for zone in {site.grid_zone for site in sites}
-        }
+        index = self.fleet_index(
+            pools=pools, sites=sites, latency=latency, carbon=carbon, now=now, longest_s=longest
+        )
+        waits: dict[Shape, str] = {}
         # the quota ledger is kept up to date as the pass places work (empty without quotas)
         ledger = QuotaLedger.from_running(work if s.quotas else [])
         for job in ordered:
@@ -197,17 +195,14 @@ class Engine:
                 continue
             spec = job.spec
             gpus = spec.resources.gpu_equivalents
-            conds = self.conditions(
-                spec, sites=sites, latency=latency, carbon=carbon, now=now, outlooks=outlooks
-            )
-            usable = self._usable_pools(spec, by_id, conds) if s.quotas else []
+            shape = index.shape(spec)
             quota = check(
                 tenant=job.tenant,
                 tier=spec.tier,
                 gpus=gpus,
                 ledger=ledger,
                 quotas=s.quotas,
-                idle_gpus=sum(p.free_milli for p in usable) / MILLI_PER_GPU,
+                idle_gpus=index.free_gpus(shape) if s.quotas else 0.0,
                 borrowing=s.borrowing,
             )
             if not quota.allowed:
@@ -222,40 +217,51 @@ class Engine:
                     )
                 )
                 continue
-            ev = self.evaluate(spec, pools=list(by_id.values()), conditions=conds, explain=False)
-            best = ev.best
+            ranking = index.rank(spec, shape, self.weights_for(spec), s.gpu_utilisation)
+            pick = index.pick(spec, ranking)
             victims: VictimSet | None = None
-            if best is None:
-                chosen = self._preempt(job, by_id, work, conds, ledger, now)
+            if pick is None:
+                chosen = self._preempt(job, index.usable(shape), work, ledger, now)
                 if chosen is None:
-                    # say why (a second, explaining evaluation, only for jobs that wait)
-                    why = self.evaluate(spec, pools=list(by_id.values()), conditions=conds)
-                    decisions.append(Wait(job=job, reason=_wait_reason(why)))
+                    if shape not in waits:  # say why once per shape and pass
+                        waits[shape] = self._wait_reason(
+                            spec, index, latency=latency, carbon=carbon, now=now
+                        )
+                    decisions.append(Wait(job=job, reason=waits[shape]))
                     continue
                 pool, victims = chosen
-                freed = _release(pool, [w for w in work if w.job_id in victims.job_ids])
-                by_id[pool.id] = freed
+                index.replace(_release(pool, [w for w in work if w.job_id in victims.job_ids]))
                 work = [w for w in work if w.job_id not in victims.job_ids]
                 if s.quotas:
                     ledger = QuotaLedger.from_running(work)
-                ev = self.evaluate(spec, pools=[freed], conditions=conds, explain=False)
-                best = ev.best
-                if best is None:  # the policy promised room it could not make
+                pick = index.pick(spec, ranking, only=index.position[pool.id])
+                if pick is None:  # the policy promised room it could not make
                     decisions.append(Wait(job=job, reason="preemption would not free a slot"))
                     continue
-            elif s.deferral and victims is None:
-                deferred = self._defer(job, ev, conds, carbon, now)
-                if deferred is not None:
-                    decisions.append(deferred)
+            elif s.deferral and spec.deadline is not None and spec.tier is not Tier.P1:
+                window = index.window(
+                    spec,
+                    ranking,
+                    utilisation=s.gpu_utilisation,
+                    horizon_h=s.deferral_horizon_h,
+                    min_saving=s.deferral_min_saving,
+                    margin_s=s.deferral_margin_s,
+                )
+                if window is not None:
+                    decisions.append(
+                        Defer(
+                            job=job, until=window.start_at, site=window.site, reason=window.reason
+                        )
+                    )
                     continue
-            pool = by_id[best.pool_id]
-            by_id[pool.id] = pool.allocate(best.nodes, spec.resources.milli_per_node)
+            best = index.candidate(spec, ranking, pick, s.gpu_utilisation)
+            pool = index.allocate(pick.pool, pick.nodes, spec.resources.milli_per_node)
             work.append(
                 placed_work(
                     job,
                     pool_id=pool.id,
                     gpu_model=pool.gpu_model,
-                    nodes=best.nodes,
+                    nodes=pick.nodes,
                     placed_at=now,
                     started_at=None,
                     borrowed=quota.borrowed,
@@ -270,31 +276,60 @@ class Engine:
             )
         return decisions
 
-    def _usable_pools(
+    def fleet_index(
+        self,
+        *,
+        pools: Sequence[GpuPool],
+        sites: Sequence[Site],
+        latency: LatencyMatrix,
+        carbon: CarbonOracle,
+        now: datetime,
+        longest_s: float,
+    ) -> FleetIndex:
+        """The pass's fleet as arrays, with each zone's outlook far enough for the longest
+        run (`longest_s`) and for deferral."""
+        reach = timedelta(seconds=max(longest_s, (self.settings.deferral_horizon_h + 1) * 3600))
+        outlooks = {
+            zone: Outlook.of(carbon.hourly(zone, start=now, end=now + reach), start=now)
+            for zone in {site.grid_zone for site in sites}
+        }
+
+        def fallback(zone: str, duration_s: float) -> float | None:
+            end = now + timedelta(seconds=duration_s)
+            return mean_intensity(carbon.hourly(zone, start=now, end=end), start=now, end=end)
+
+        return FleetIndex(
+            pools=pools,
+            sites=sites,
+            latency=latency,
+            outlooks=outlooks,
+            mean_fallback=fallback,
+            now=now,
+        )
+
+    def _wait_reason(
         self,
         spec: JobSpec,
-        pools: Mapping[str, GpuPool],
-        conds: Mapping[str, SiteConditions],
-    ) -> list[GpuPool]:
-        """Pools on healthy sites that could take the job if they were empty."""
-        could = self.evaluate(
-            spec, pools=list(pools.values()), conditions=conds, ignore_capacity=True, explain=False
-        )
-        return [
-            pools[c.pool_id]
-            for c in could.candidates
-            if conds[c.site].site.health is Health.HEALTHY
-        ]
+        index: FleetIndex,
+        *,
+        latency: LatencyMatrix,
+        carbon: CarbonOracle,
+        now: datetime,
+    ) -> str:
+        """Why nothing takes the job: an explaining evaluation, once per shape and pass."""
+        conds = self.conditions(spec, sites=index.sites, latency=latency, carbon=carbon, now=now)
+        return _wait_reason(self.evaluate(spec, pools=index.pools, conditions=conds))
 
     def _preempt(
         self,
         job: Job,
-        pools: Mapping[str, GpuPool],
+        eligible: Sequence[GpuPool],
         work: Sequence[RunningWork],
-        conds: Mapping[str, SiteConditions],
         ledger: QuotaLedger,
         now: datetime,
     ) -> tuple[GpuPool, VictimSet] | None:
+        """The smallest set of work to preempt on one of `eligible` (pools on healthy sites
+        that could take the job if they were empty), or None."""
         s = self.settings
         spec = job.spec
         owner = (
@@ -304,8 +339,6 @@ class Engine:
         )
         if not s.preemption or (spec.tier is not Tier.P1 and owner is None):
             return None
-        # only pools that could take the job if they were empty
-        eligible = self._usable_pools(spec, pools, conds)
         by_pool: dict[str, list[RunningWork]] = {}
         for w in work:
             by_pool.setdefault(w.pool_id, []).append(w)
@@ -320,59 +353,15 @@ class Engine:
             owner_tenant=owner,
         )
 
-    def _defer(
-        self,
-        job: Job,
-        ev: Evaluation,
-        conds: Mapping[str, SiteConditions],
-        carbon: CarbonOracle,
-        now: datetime,
-    ) -> Defer | None:
-        s = self.settings
-        spec = job.spec
-        if spec.deadline is None or spec.tier is Tier.P1:
-            return None
-        horizon = min(spec.deadline, now + timedelta(hours=s.deferral_horizon_h))
-        # Pools in one zone share its outlook, so the best window there is the same for
-        # all of them and the least energy wins: plan over one option per zone.
-        best_in_zone: dict[str, Candidate] = {}
-        for c in ev.candidates:
-            zone = conds[c.site].site.grid_zone
-            if zone not in best_in_zone or c.energy_kwh < best_in_zone[zone].energy_kwh:
-                best_in_zone[zone] = c
-        options = []
-        for zone, c in best_in_zone.items():
-            hourly = carbon.hourly(zone, start=now, end=horizon)
-            if hourly:  # a site with no outlook cannot be planned for: leave it out
-                options.append(
-                    SiteOption(
-                        site=c.site, pool_id=c.pool_id, energy_kwh=c.energy_kwh, hourly=hourly
-                    )
-                )
-        if not options:
-            return None
-        choice = plan_window(
-            now=now,
-            duration_s=spec.estimated_duration_s,
-            deadline=spec.deadline,
-            tier=spec.tier,
-            options=options,
-            min_saving=s.deferral_min_saving,
-            margin_s=s.deferral_margin_s,
-        )
-        if not choice.defer:
-            return None
-        return Defer(job=job, until=choice.start_at, site=choice.site, reason=choice.reason)
-
 
 class Outlook:
     """A zone's intensity from `start` on, as prefix sums: the mean over any run starting at
     `start` in O(log hours). Built only from a gap-free hourly series."""
 
     def __init__(self, bounds: list[float], cum: list[float], values: list[float]) -> None:
-        self._bounds = bounds  # seconds after start where each segment begins (+ the end)
-        self._cum = cum  # integral of intensity up to each bound (g·s/kWh)
-        self._values = values
+        self.bounds = bounds  # seconds after start where each segment begins (+ the end)
+        self.cum = cum  # integral of intensity up to each bound (g·s/kWh)
+        self.values = values
 
     @classmethod
     def of(cls, hourly: Hourly, *, start: datetime) -> Outlook | None:
@@ -396,14 +385,14 @@ class Outlook:
         return cls(bounds, cum, values) if values else None
 
     def mean(self, duration_s: float) -> float | None:
-        covered = min(duration_s, self._bounds[-1])
+        covered = min(duration_s, self.bounds[-1])
         if covered <= 0:
             return None
-        i = bisect.bisect_right(self._bounds, covered) - 1
-        if i >= len(self._values):
-            total = self._cum[-1]
+        i = bisect.bisect_right(self.bounds, covered) - 1
+        if i >= len(self.values):
+            total = self.cum[-1]
         else:
-            total = self._cum[i] + self._values[i] * (covered - self._bounds[i])
+            total = self.cum[i] + self.values[i] * (covered - self.bounds[i])
         return total / covered
 
 

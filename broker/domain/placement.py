@@ -1,10 +1,13 @@
 """Where can a job run, and which site is best: pure feasibility and ranking.
 
 `evaluate` looks at every pool, says why each one that cannot take the job is rejected,
-and ranks the rest by a weighted sum of min-max normalised cost, latency and carbon
-terms. Ties go to the pool the job fills best (best-fit), so large free blocks stay
-whole for large jobs. The same function answers `POST /v1/placements:explain` and the
-scheduling loop, so what the API explains is what the scheduler does.
+and ranks the rest by a weighted sum of cost, latency and carbon terms, each min-max
+normalised over every pool that could take the job if it were empty (so a site's score
+does not depend on what else is full right now). Ties go to the pool the job fills best
+(best-fit), so large free blocks stay whole for large jobs. This function answers
+`POST /v1/placements:explain`; the scheduler's hot path (`ranking.FleetIndex`) computes the
+same scores with the work shared across a pass, so what the API explains is what the
+scheduler does.
 """
 
 from __future__ import annotations
@@ -153,6 +156,11 @@ def hourly_cost(spec: JobSpec, pool: GpuPool) -> float:
     return unit_price(spec, pool)[0] * spec.resources.total_milli / MILLI_PER_GPU
 
 
+# (pool, conditions, nodes it would use now or None when full, price, spot, cost, energy, gCO2e)
+_Could = tuple[
+    GpuPool, SiteConditions, tuple[int, ...] | None, float, bool, float, float, float | None
+]
+
 _POWER_KW = {name: m.board_power_w / 1000 for name, m in GPU_MODELS.items()}
 
 
@@ -178,10 +186,13 @@ def evaluate(
     models = frozenset(res.gpu_models)
     hours = spec.estimated_duration_s / 3600
     gpus = need / MILLI_PER_GPU
-    # (pool, cond, nodes, price, spot, cost, energy, gco2, leftover) per feasible pool
-    feasible: list[
+    # Every pool that could take the job if it were empty, with the nodes it would use now
+    # (None when it is full): the terms are normalised over all of them, so a site's score
+    # does not move when another site fills up, and the scheduler can rank once per pass.
+    # (pool, cond, nodes, price, spot, cost, energy, gco2)
+    could: list[
         tuple[
-            GpuPool, SiteConditions, tuple[int, ...], float, bool, float, float, float | None, int
+            GpuPool, SiteConditions, tuple[int, ...] | None, float, bool, float, float, float | None
         ]
     ] = []
     for pool in pools:
@@ -210,22 +221,20 @@ def evaluate(
             nodes: tuple[int, ...] | None = tuple(range(res.nodes))
         else:
             nodes = pool.fit(milli_per_node=per_node, count=res.nodes)
-        if nodes is None:
-            if explain:
-                rejections.append(
-                    Rejection(
-                        site=pool.site,
-                        pool_id=pool.id,
-                        reason=RejectReason.CAPACITY,
-                        detail=_capacity_detail(spec, pool),
-                    )
+        if nodes is None and explain:
+            rejections.append(
+                Rejection(
+                    site=pool.site,
+                    pool_id=pool.id,
+                    reason=RejectReason.CAPACITY,
+                    detail=_capacity_detail(spec, pool),
                 )
-            continue
+            )
         power = _POWER_KW.get(pool.gpu_model, 0.0)
         energy = power * gpus * hours * utilisation * cond.site.pue
         intensity = cond.intensity_gco2_per_kwh
         price, spot = unit_price(spec, pool)
-        feasible.append(
+        could.append(
             (
                 pool,
                 cond,
@@ -235,16 +244,17 @@ def evaluate(
                 price * gpus * hours,
                 energy,
                 None if intensity is None else energy * intensity,
-                pool.leftover_after(nodes, per_node),
             )
         )
     w = weights.normalised()
-    costs = _normalise([f[5] for f in feasible])
-    lats = _normalise([f[1].latency_ms for f in feasible])
-    carbs = _normalise([f[7] for f in feasible])
+    costs = _normalise([f[5] for f in could])
+    lats = _normalise([f[1].latency_ms for f in could])
+    carbs = _normalise([f[7] for f in could])
     scored = []
-    for f, ct, lt, kt in zip(feasible, costs, lats, carbs, strict=True):
-        pool, cond, nodes, price, spot, cost, energy, gco2, leftover = f
+    for f, ct, lt, kt in zip(could, costs, lats, carbs, strict=True):
+        pool, cond, nodes, price, spot, cost, energy, gco2 = f
+        if nodes is None:
+            continue
         scored.append(
             Candidate(
                 site=pool.site,
@@ -260,7 +270,7 @@ def evaluate(
                 intensity_gco2_per_kwh=cond.intensity_gco2_per_kwh,
                 energy_kwh=energy,
                 gco2=gco2,
-                leftover_milli=leftover,
+                leftover_milli=pool.leftover_after(nodes, per_node),
                 cost_term=ct,
                 latency_term=lt,
                 carbon_term=kt,
