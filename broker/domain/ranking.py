@@ -70,8 +70,7 @@ class Ranking:
 
     shape: Shape
     weights: Weights  # normalised
-    score: Floats  # rounded to 1e-9, as `evaluate` sorts
-    raw_score: Floats
+    score: Floats  # scores within _TIE of each other are ties, broken by best-fit
     carbon_term: Floats
     means: Floats  # mean intensity per zone over the run window (NaN unknown)
 
@@ -146,6 +145,8 @@ class FleetIndex:
         for i, p in enumerate(kept):
             self._refresh(i, p)
         self._shapes: dict[tuple[object, ...], Shape] = {}
+        self._fixed: dict[tuple[Shape, Weights], Floats] = {}
+        self._zone_groups: dict[Shape, _ZoneGroups] = {}
         self._bases: dict[tuple[object, ...], Bools] = {}
         self._plain: dict[tuple[object, ...], Shape] = {}
         self._model_masks: dict[tuple[str, ...], Bools] = {}
@@ -252,7 +253,7 @@ class FleetIndex:
         return mask
 
     def _finish_shape(self, spec: JobSpec, mask: Bools, latency: Floats | None) -> Shape:
-        idx = np.flatnonzero(mask).astype(np.int64)
+        idx = np.flatnonzero(mask)
         if spec.is_preemptible:
             price, spot = self._spot_price[idx], self._has_spot[idx]
         else:
@@ -323,18 +324,30 @@ class FleetIndex:
 
     def rank(self, spec: JobSpec, shape: Shape, weights: Weights, utilisation: float) -> Ranking:
         w = weights.normalised()
+        fixed = self._fixed.get((shape, w))
+        if fixed is None:  # the cost and latency part depends on the shape alone
+            fixed = w.cost * shape.cost_term + w.latency * shape.latency_term
+            self._fixed[(shape, w)] = fixed
         means = self.zone_means(spec.estimated_duration_s)
-        gpus = spec.resources.total_milli / MILLI_PER_GPU
-        hours = spec.estimated_duration_s / 3600
-        # gCO2e at each pool, as `evaluate` computes it (energy x mean intensity)
-        gco2 = shape.power_pue * (gpus * hours * utilisation) * means[shape.zone]
-        carbon_term = _normalise(gco2)
-        raw = w.cost * shape.cost_term + w.latency * shape.latency_term + w.carbon * carbon_term
+        # gCO2e at each pool up to the job's own factor (GPUs x hours x utilisation), which
+        # min-max normalisation cancels: board power x PUE x mean intensity of the zone
+        gco2 = shape.power_pue * means[shape.zone]
+        lo = float(gco2.min()) if len(gco2) else math.nan
+        if math.isnan(lo):
+            carbon_term = _normalise(gco2)
+            raw = fixed + w.carbon * carbon_term
+        else:
+            span = float(gco2.max()) - lo
+            if span == 0:
+                carbon_term = np.zeros(len(gco2))
+                raw = fixed
+            else:
+                carbon_term = (gco2 - lo) / span
+                raw = fixed + w.carbon * carbon_term
         return Ranking(
             shape=shape,
             weights=w,
-            score=np.round(raw, 9),
-            raw_score=raw,
+            score=raw,
             carbon_term=carbon_term,
             means=means,
         )
@@ -352,7 +365,7 @@ class FleetIndex:
             best = masked.min() if len(masked) else math.inf
             if best == math.inf:
                 return None
-            tied = np.flatnonzero(masked == best)
+            tied = np.flatnonzero(masked <= best + _TIE)
             if len(tied) == 1:
                 k = int(tied[0])
                 i = int(shape.idx[k])
@@ -366,7 +379,7 @@ class FleetIndex:
         start = 0
         n = int(np.count_nonzero(values < math.inf))
         while start < n:
-            end = int(np.searchsorted(values, values[start], side="right"))
+            end = int(np.searchsorted(values, values[start] + _TIE, side="right"))
             got = self._best_fit(order[start:end].tolist(), shape, per_node, count)
             if got is not None:
                 return got
@@ -418,7 +431,7 @@ class FleetIndex:
             cost_term=float(shape.cost_term[k]),
             latency_term=float(shape.latency_term[k]),
             carbon_term=float(ranking.carbon_term[k]),
-            score=float(ranking.raw_score[k]),
+            score=float(ranking.score[k]),
         )
 
     # ---- deferral -------------------------------------------------------------------
@@ -447,27 +460,7 @@ class FleetIndex:
             return None
         shape = ranking.shape
         res = spec.resources
-        room = np.flatnonzero(self._largest_free[shape.idx] >= res.milli_per_node)
-        if len(room) == 0:
-            return None
-        # per zone on the grid, its least-energy pool with room; options in ranking order
-        room = room[grid.on[shape.zone[room]]]
-        zones = shape.zone[room]
-        by_zone = np.lexsort((shape.power_pue[room], zones))
-        first = np.ones(len(by_zone), dtype=bool)
-        first[1:] = zones[by_zone][1:] != zones[by_zone][:-1]
-        per_zone = room[by_zone[first]]
-        if len(per_zone) == 0:
-            return None
-        per_zone = per_zone[np.argsort(ranking.score[per_zone], kind="stable")]
-        option_zone = shape.zone[per_zone]
         duration = spec.estimated_duration_s
-        gpus = res.total_milli / MILLI_PER_GPU
-        energy = shape.power_pue[per_zone] * (gpus * duration / 3600 * utilisation)
-        now_cost = energy * ranking.means[option_zone]
-        if np.isnan(now_cost).any():
-            return None
-        best_now = float(now_cost.min())
         # latest end a start may have: the deadline less the margin, and the horizon
         horizon = min(deadline, self._now + timedelta(hours=horizon_h))
         limit = min(
@@ -477,10 +470,30 @@ class FleetIndex:
         integrals, ends = grid.windows(duration, self._windows)
         if integrals.shape[1] == 0:
             return None
-        valid = ends <= limit
-        if not valid.any():
+        valid = int(np.searchsorted(ends, limit, side="right"))  # ends rise with the start
+        if valid == 0:
             return None
-        later = (energy / duration)[:, None] * integrals[grid.rows[option_zone]][:, valid]
+        groups = self._zone_groups.get(shape)
+        if groups is None:
+            groups = self._zone_groups[shape] = _ZoneGroups.of(shape, grid)
+        if groups.empty:
+            return None
+        # per zone on the grid, its least-energy pool with room; options in ranking order
+        room = self._largest_free[groups.pools] >= res.milli_per_node
+        first = np.minimum.reduceat(np.where(room, groups.positions, groups.size), groups.starts)
+        ok = first < groups.ends
+        if not ok.any():
+            return None
+        per_zone = groups.order[first[ok]]
+        per_zone = per_zone[np.argsort(ranking.score[per_zone], kind="stable")]
+        option_zone = shape.zone[per_zone]
+        gpus = res.total_milli / MILLI_PER_GPU
+        energy = shape.power_pue[per_zone] * (gpus * duration / 3600 * utilisation)
+        now_cost = energy * ranking.means[option_zone]
+        if np.isnan(now_cost).any():
+            return None
+        best_now = float(now_cost.min())
+        later = (energy / duration)[:, None] * integrals[grid.rows[option_zone], :valid]
         best = float(later.min())
         if not best < best_now - _TIE * max(1.0, abs(best_now)):
             return None
@@ -490,7 +503,7 @@ class FleetIndex:
         tied = later <= best + _TIE * max(1.0, abs(best))
         column = int(np.flatnonzero(tied.any(axis=0))[0])
         row = int(np.flatnonzero(tied[:, column])[0])
-        start_s = grid.start_offset(int(np.flatnonzero(valid)[column]))
+        start_s = grid.start_offset(column)
         start_at = self._now + timedelta(seconds=start_s)
         pool = self.pools[int(shape.idx[int(per_zone[row])])]
         return Window(
@@ -499,6 +512,38 @@ class FleetIndex:
             pool_id=pool.id,
             saving=saving,
             reason=f"starting at {start_at.isoformat()} on {pool.site} saves {saving:.1%}",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _ZoneGroups:
+    """A shape's pools on the carbon grid, by zone and, within a zone, least energy first."""
+
+    order: Ints  # positions within the shape
+    pools: Ints  # the same, as positions in FleetIndex.pools
+    positions: Ints  # 0 .. size - 1
+    starts: Ints  # where each zone's group begins
+    ends: Ints  # and ends (exclusive)
+    size: int
+
+    @property
+    def empty(self) -> bool:
+        return self.size == 0
+
+    @classmethod
+    def of(cls, shape: Shape, grid: _Grid) -> _ZoneGroups:
+        on = np.flatnonzero(grid.on[shape.zone])
+        order = on[np.lexsort((shape.power_pue[on], shape.zone[on]))]
+        zones = shape.zone[order]
+        starts = np.flatnonzero(np.r_[True, zones[1:] != zones[:-1]]) if len(order) else order
+        ends = np.r_[starts[1:], len(order)].astype(np.int64)
+        return cls(
+            order=order,
+            pools=shape.idx[order],
+            positions=np.arange(len(order), dtype=np.int64),
+            starts=starts.astype(np.int64),
+            ends=ends,
+            size=len(order),
         )
 
 
@@ -593,6 +638,8 @@ class _Grid:
         now)."""
         got = cache.get(duration_s)
         if got is None:
+            if len(cache) >= 512:  # durations seldom repeat in a live queue; bound the memory
+                cache.clear()
             q, r = divmod(int(duration_s), _HOUR_S)
             segments = self._values.shape[1]
             # start h begins segment h + 1; its run ends in segment h + 1 + q (at r seconds)
