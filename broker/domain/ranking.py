@@ -147,7 +147,7 @@ class FleetIndex:
         self._shapes: dict[tuple[object, ...], Shape] = {}
         self._fixed: dict[tuple[Shape, Weights], Floats] = {}
         self._zone_groups: dict[Shape, _ZoneGroups] = {}
-        self._bases: dict[tuple[object, ...], Bools] = {}
+        self._bases: dict[tuple[object, ...], Ints] = {}
         self._plain: dict[tuple[object, ...], Shape] = {}
         self._model_masks: dict[tuple[str, ...], Bools] = {}
         self._mig_masks: dict[str, Bools] = {}
@@ -216,25 +216,29 @@ class FleetIndex:
         res = spec.resources
         base = self._bases.get(base_key)
         if base is None:
-            base = self._bases[base_key] = self._base_mask(spec)
+            base = self._bases[base_key] = np.flatnonzero(self._base_mask(spec))
         if not (spec.allowed_regions or spec.origin or spec.max_hourly_cost is not None):
             shared = self._plain.get(base_key)
             if shared is None:
                 shared = self._plain[base_key] = self._finish_shape(spec, base, None)
             return shared
-        mask = base.copy()
+        # the rest of the checks, on the (much shorter) list the resources allow
+        idx = base
         if spec.allowed_regions:
-            mask &= self._region_mask(spec.allowed_regions)[self._site]
+            idx = idx[self._region_mask(spec.allowed_regions)[self._site[idx]]]
         latency = None
         if spec.origin:
-            latency = self._origin_latency_of(spec.origin)[self._site]
+            latency = self._origin_latency_of(spec.origin)[self._site[idx]]
             if spec.latency_slo_ms is not None:
                 with np.errstate(invalid="ignore"):
-                    mask &= latency <= spec.latency_slo_ms  # unknown (NaN) never meets an SLO
+                    keep = latency <= spec.latency_slo_ms  # unknown (NaN) never meets an SLO
+                idx, latency = idx[keep], latency[keep]
         if spec.max_hourly_cost is not None:
-            price = self._spot_price if spec.is_preemptible else self._on_demand
-            mask &= price * (res.total_milli / MILLI_PER_GPU) <= spec.max_hourly_cost
-        return self._finish_shape(spec, mask, latency)
+            price = (self._spot_price if spec.is_preemptible else self._on_demand)[idx]
+            keep = price * (res.total_milli / MILLI_PER_GPU) <= spec.max_hourly_cost
+            idx = idx[keep]
+            latency = None if latency is None else latency[keep]
+        return self._finish_shape(spec, idx, latency)
 
     def _base_mask(self, spec: JobSpec) -> Bools:
         """What the job's resources alone rule out, on healthy sites."""
@@ -252,13 +256,13 @@ class FleetIndex:
         mask &= self._node_memory >= res.memory_gb
         return mask
 
-    def _finish_shape(self, spec: JobSpec, mask: Bools, latency: Floats | None) -> Shape:
-        idx = np.flatnonzero(mask)
+    def _finish_shape(self, spec: JobSpec, idx: Ints, latency: Floats | None) -> Shape:
+        """`latency` is per entry of `idx` (ms from the job's origin), None without origin."""
         if spec.is_preemptible:
             price, spot = self._spot_price[idx], self._has_spot[idx]
         else:
             price, spot = self._on_demand[idx], np.zeros(len(idx), dtype=bool)
-        lat = np.full(len(idx), math.nan) if latency is None else latency[idx]
+        lat = np.full(len(idx), math.nan) if latency is None else latency
         return Shape(
             idx=idx,
             price=price,
