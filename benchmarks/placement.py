@@ -524,8 +524,8 @@ class LoopRun:
     cpu_s: float = 0.0  # this process's CPU time over the same span (the driver included)
     engine_s: float = 0.0  # inside Engine.plan
     read_s: float = 0.0  # Store reads: queue, sites, pools, running work, deferred release
-    commit_s: float = 0.0  # Store.place and Store.defer (one transaction each)
-    dispatch_s: float = 0.0  # Store.set_external_id after the (instant) dispatch
+    commit_s: float = 0.0  # Store.place_many/defer_many (one transaction per batch), Store.place
+    dispatch_s: float = 0.0  # Store.set_external_ids after the (instant) dispatches
     committed_per_s: float = 0.0
     decided_per_s: float = 0.0
     engine_per_s: float = 0.0
@@ -542,9 +542,10 @@ def timed_store(run: LoopRun, store: Any) -> None:
         "sites": "read_s",
         "pools": "read_s",
         "running_work": "read_s",
-        "place": "commit_s",
-        "defer": "commit_s",
-        "set_external_id": "dispatch_s",
+        "place": "commit_s",  # a placement that preempts, alone with its victims
+        "place_many": "commit_s",
+        "defer_many": "commit_s",
+        "set_external_ids": "dispatch_s",
     }
     for name, bucket in buckets.items():
         setattr(store, name, _timed_async(getattr(store, name), run, bucket))
@@ -760,8 +761,9 @@ async def main_loop_async(args: argparse.Namespace) -> dict[str, Any]:
         print(loop_table(runs))
         print(
             "committed/s: (placed + deferred) / wall of all run_once calls; engine_s inside "
-            "Engine.plan, read_s/commit_s/dispatch_s inside the Store's reads, place/defer, "
-            "set_external_id; other_s: the loop's own work (metrics, placements, dispatch); "
+            "Engine.plan, read_s/commit_s/dispatch_s inside the Store's reads, "
+            "place_many/defer_many/place, set_external_ids; other_s: the loop's own work "
+            "(metrics, placements, dispatch); "
             "cpu%: this process's CPU over wall (100 = one core busy, the rest is waiting)"
         )
     return {"scenario": scenario_info(sc), "backends": results}

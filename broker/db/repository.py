@@ -1,12 +1,15 @@
 """The store: every read and write of jobs, placements, events and the GPU ledger.
 
 One class for callers, assembled from its parts: `FleetStore` (sites, pools, running
-work), `JobQueries` (submission, reads, the queue) and `JobTransitions` (every state
-change, each one atomic; see that module for the guarantees).
+work), `JobQueries` (submission, reads, the queue), `JobTransitions` (every state
+change, each one atomic; see that module for the guarantees) and `BatchTransitions` (a
+scheduling pass's placements and deferrals, many in one transaction, the same guarantees).
 """
 
 from __future__ import annotations
 
+from broker.db.batch import BatchTransitions
+from broker.db.batch import Deferral as Deferral
 from broker.db.fleet_store import FleetStore
 from broker.db.job_queries import InvalidCursor as InvalidCursor
 from broker.db.job_queries import JobDetail as JobDetail
@@ -17,5 +20,5 @@ from broker.db.transitions import JobTransitions
 from broker.db.transitions import Released as Released
 
 
-class Store(FleetStore, JobTransitions):
+class Store(FleetStore, JobTransitions, BatchTransitions):
     """Fleet and job persistence over one session factory and clock."""

@@ -5,6 +5,8 @@ current state, (2) adjusts the per-node GPU ledger with conditional UPDATEs that
 overdraw it, and (3) appends the event. If any step finds the world changed under it, the
 whole transaction rolls back and the caller sees `None`/`False`; nothing is half-written.
 That is what lets two broker replicas share one PostgreSQL without double-allocating GPUs.
+The scheduling loop commits a pass's plain placements and deferrals through
+`broker.db.batch` instead, many per transaction, with the same guarantees.
 """
 
 from __future__ import annotations
@@ -163,14 +165,6 @@ class JobTransitions(JobQueries):
                     "its deferral window has come",
                 )
         return len(due)
-
-    async def set_external_id(self, job_id: str, external_id: str) -> None:
-        async with self._sessions.begin() as s:
-            await s.execute(
-                update(PlacementRow)
-                .where(PlacementRow.job_id == job_id, PlacementRow.active.is_(True))
-                .values(external_id=external_id)
-            )
 
     async def mark_running(self, job_id: str, *, at: datetime, detail: str = "") -> bool:
         async with self._sessions() as s, s.begin():

@@ -1,11 +1,14 @@
 """The scheduling loop: event-driven (submission, completion, capacity change) plus periodic.
 
 A pass reads the queue, the GPU ledger, the running work and the carbon outlook, asks the
-pure engine (`broker.domain.engine`) for decisions, and applies each one atomically through
-the store: place (after preempting its victims in the same transaction), defer, or wait.
+pure engine (`broker.domain.engine`) for decisions, and applies them through the store in
+the engine's order: the placements without victims and the deferrals between two
+preemptions go in one batch (one transaction, `Store.place_many`/`defer_many`), each
+preempting placement alone with its victims (`Store.place`); a Wait leaves the job queued.
 A decision whose commit finds the world changed (another replica, a cancel) is dropped and
-the job is looked at again next pass. Dispatch to the site happens after the commit; if it
-fails, the job goes back to pending and its allocation is released.
+the job is looked at again next pass. Dispatch to the site happens after the commit, and
+the sites' ids of a batch are written in one go; if a dispatch fails, the job goes back to
+pending and its allocation is released.
 """
 
 from __future__ import annotations
@@ -13,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from broker.config import SchedulerSettings
-from broker.db.repository import Store
+from broker.db.repository import Deferral, Store
 from broker.domain.clock import Clock
 from broker.domain.engine import Defer, Engine, EngineSettings, Place, Wait
 from broker.domain.enums import Health, JobState
@@ -191,19 +194,43 @@ class SchedulingLoop:
         for _ in queue:
             self._metrics.placement_seconds.observe(per_job)
         placed = 0
+        batch: list[Place | Defer] = []
         for decision in decisions:
             if isinstance(decision, Wait):
                 self._stuck.add(decision.job.id)
-            elif isinstance(decision, Defer):
-                if await self._store.defer(
-                    decision.job.id, until=decision.until, reason=decision.reason
-                ):
-                    self._metrics.transitions.labels(state=JobState.DEFERRED.value).inc()
-            elif await self._apply_place(decision):
-                placed += 1
+            elif isinstance(decision, Place) and decision.victims:
+                # what the engine decided before this preemption is committed before it
+                placed += await self._commit_batch(batch)
+                batch = []
+                placed += await self._apply_preempting(decision)
+            else:
+                batch.append(decision)
+        placed += await self._commit_batch(batch)
         return placed
 
-    async def _apply_place(self, decision: Place) -> bool:
+    async def _commit_batch(self, batch: Sequence[Place | Defer]) -> int:
+        """Commit decisions without victims together, then dispatch; returns how many placed."""
+        defers = [d for d in batch if isinstance(d, Defer)]
+        if defers:
+            deferred = await self._store.defer_many(
+                [Deferral(job_id=d.job.id, until=d.until, reason=d.reason) for d in defers]
+            )
+            self._metrics.transitions.labels(state=JobState.DEFERRED.value).inc(sum(deferred))
+        places = [d for d in batch if isinstance(d, Place)]
+        if not places:
+            return 0
+        placements = [self._placement(d.job, d.candidate, borrowed=d.borrowed) for d in places]
+        done = await self._store.place_many(placements, reason="placed")
+        placed = [(d.job, p) for d, p, ok in zip(places, placements, done, strict=True) if ok]
+        if len(placed) < len(places):  # the world moved: look again next pass
+            self._cached = None
+        for job, placement in placed:
+            self._count_placed(job, placement)
+        await self._dispatch_all(placed)
+        return len(placed)
+
+    async def _apply_preempting(self, decision: Place) -> int:
+        """Preempt the victims and place the job in one transaction; 1 if it was placed."""
         job, best = decision.job, decision.candidate
         placement = self._placement(job, best, borrowed=decision.borrowed)
         victims = decision.victims
@@ -218,16 +245,19 @@ class SchedulingLoop:
         )
         if released is None:  # the world moved: look again next pass
             self._cached = None
-            return False
+            return 0
         for victim in released:
             self._metrics.preemptions.inc()
             await self._stop(victim, reason="preempted")
+        self._count_placed(job, placement)
+        await self._dispatch_all([(job, placement)])
+        return 1
+
+    def _count_placed(self, job: Job, placement: Placement) -> None:
         self._metrics.transitions.labels(state=JobState.SCHEDULED.value).inc()
         self._metrics.wait_seconds.labels(tier=job.spec.tier.value).observe(
             max(0.0, (placement.created_at - job.created_at).total_seconds())
         )
-        await self._dispatch(job, placement)
-        return True
 
     def _placement(self, job: Job, best: Candidate, *, borrowed: bool) -> Placement:
         return Placement(
@@ -244,10 +274,24 @@ class SchedulingLoop:
             borrowed=borrowed,
         )
 
-    async def _dispatch(self, job: Job, placement: Placement) -> None:
+    async def _dispatch_all(self, placed: Sequence[tuple[Job, Placement]]) -> None:
+        """Hand each committed job to its site, then record the sites' ids in one write."""
+        external_ids: dict[str, str] = {}
+        try:
+            for job, placement in placed:
+                external_id = await self._dispatch(job, placement)
+                if external_id is not None:
+                    external_ids[job.id] = external_id
+        except Exception:  # a dispatch failed unexpectedly: the jobs sent before keep their ids
+            await self._store.set_external_ids(external_ids)
+            raise
+        await self._store.set_external_ids(external_ids)
+
+    async def _dispatch(self, job: Job, placement: Placement) -> str | None:
+        """The site's id for the job, or None if the site refused it (then it is requeued)."""
         connector = self._connectors[placement.site]
         try:
-            external_id = await connector.dispatch(job=job, placement=placement)
+            return await connector.dispatch(job=job, placement=placement)
         except ConnectorError as exc:
             log.warning("dispatch of %s to %s failed: %s", job.id, placement.site, exc)
             if isinstance(exc, AuthFailed):
@@ -255,8 +299,7 @@ class SchedulingLoop:
             await self._store.finish(
                 job.id, state=JobState.PENDING, reason="dispatch_failed", detail=str(exc)
             )
-            return
-        await self._store.set_external_id(job.id, external_id)
+            return None
 
     async def _stop(self, placement: Placement, *, reason: str) -> None:
         """Stop a job on its site after the database let go of it (cancel or preempt)."""
@@ -310,6 +353,7 @@ class SchedulingLoop:
 
     async def reconcile(self) -> None:
         """After a restart: resume following every job that holds an allocation."""
+        undispatched: list[tuple[Job, Placement]] = []
         for job, placement in await self._store.active_placements():
             connector = self._connectors.get(placement.site)
             if connector is None:
@@ -318,6 +362,7 @@ class SchedulingLoop:
                 )
                 continue
             if job.state is JobState.SCHEDULED and placement.external_id is None:
-                await self._dispatch(job, placement)  # crashed between commit and dispatch
+                undispatched.append((job, placement))  # crashed between commit and dispatch
             else:
                 await connector.adopt(job=job, placement=placement)
+        await self._dispatch_all(undispatched)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,14 +13,18 @@ import pytest
 from broker.db.engine import create_engine, session_factory, upgrade
 from broker.db.repository import Store
 from broker.domain.clock import SystemClock
-from broker.domain.enums import JobKind, JobState, Tier
-from broker.domain.jobs import JobSpec, Resources, Workload
+from broker.domain.enums import Health, JobKind, JobState, Tier
+from broker.domain.jobs import Job, JobSpec, Placement, Resources, Workload
 from broker.domain.latency import LatencyMatrix
 from broker.metrics import Metrics
 from broker.scheduling.loop import SchedulingLoop
 from carbon.static import StaticTableSource
+from connectors.errors import AuthFailed
 from connectors.sim.connector import SimConnector
 from tests.conftest import fast_settings
+
+SITE = "sanjose-private"
+H100_POOL = f"{SITE}/H100-0"
 
 
 @dataclass
@@ -30,26 +36,38 @@ class Rig:
     def evaluations(self) -> float:
         return _sample(self.metrics, "broker_placement_decision_seconds_count")
 
+    def scheduled(self) -> float:
+        return _sample(self.metrics, "broker_job_transitions_total", state="scheduled")
 
-def _sample(metrics: Metrics, name: str) -> float:
+    async def h100_used(self) -> tuple[int, ...]:
+        (pool,) = [p for p in await self.store.pools() if p.id == H100_POOL]
+        return pool.node_used()
+
+
+def _sample(metrics: Metrics, name: str, **labels: str) -> float:
     for family in metrics.registry.collect():
         for s in family.samples:
-            if s.name == name:
+            if s.name == name and labels.items() <= s.labels.items():
                 return float(s.value)
     return 0.0
 
 
-@pytest.fixture
-async def rig(database_url: str) -> AsyncIterator[Rig]:
+@contextlib.asynccontextmanager
+async def rig_on(
+    database_url: str,
+    *,
+    store_type: type[Store] = Store,
+    connector_type: type[SimConnector] = SimConnector,
+) -> AsyncIterator[Rig]:
     # Only the San Jose site: 16 H100 (2 x 8) and 16 T4 (4 x 4); sim speed slow enough
     # that nothing finishes during a test.
     settings = fast_settings(database_url, **{"scheduler.batch_size": 2, "sim.speed": 1.0})
-    site = next(s for s in settings.sites if s.name == "sanjose-private")
+    site = next(s for s in settings.sites if s.name == SITE)
     clock = SystemClock()
     engine = create_engine(database_url)
     await upgrade(engine)
-    store = Store(sessions=session_factory(engine), clock=clock)
-    conn = SimConnector.from_settings(site=site, settings=settings, clock=clock)
+    store = store_type(sessions=session_factory(engine), clock=clock)
+    conn = connector_type.from_settings(site=site, settings=settings, clock=clock)
     inv = await conn.inventory()
     await store.sync_site(inv.site, inv.pools)
     metrics = Metrics()
@@ -62,9 +80,17 @@ async def rig(database_url: str) -> AsyncIterator[Rig]:
         clock=clock,
         metrics=metrics,
     )
-    yield Rig(store=store, loop=loop, metrics=metrics)
-    await conn.close()
-    await engine.dispose()
+    try:
+        yield Rig(store=store, loop=loop, metrics=metrics)
+    finally:
+        await conn.close()
+        await engine.dispose()
+
+
+@pytest.fixture
+async def rig(database_url: str) -> AsyncIterator[Rig]:
+    async with rig_on(database_url) as r:
+        yield r
 
 
 def h100(gpus: int, name: str, tier: Tier = Tier.P2, **kw: Any) -> JobSpec:
@@ -127,3 +153,105 @@ async def test_higher_tiers_are_placed_first_within_a_pass(rig: Rig) -> None:
     await rig.loop.run_once()
     states = {j.id: (await rig.store.get_job(j.id)).job.state for j in (p1, p2, p3)}
     assert states == {p1.id: JobState.SCHEDULED, p2.id: JobState.SCHEDULED, p3.id: JobState.PENDING}
+
+
+class RacedStore(Store):
+    """A store where another replica cancels `victim` just before a pass commits its batch."""
+
+    victim: str | None = None
+
+    async def place_many(self, placements: Sequence[Placement], *, reason: str) -> list[bool]:
+        if self.victim is not None:
+            await self.cancel(self.victim, tenant=None, reason="cancelled_by_user")
+        return await super().place_many(placements, reason=reason)
+
+
+class RefusingSim(SimConnector):
+    """The simulator, except for jobs named "refused" (credentials refused) or "broken" (a bug)."""
+
+    async def dispatch(self, *, job: Job, placement: Placement) -> str:
+        if job.spec.name == "refused":
+            raise AuthFailed("token expired", site=self.site_name)
+        if job.spec.name == "broken":
+            raise RuntimeError("connector bug")
+        return await super().dispatch(job=job, placement=placement)
+
+
+async def test_a_pass_commits_its_placements_and_records_the_sites_ids(rig: Rig) -> None:
+    jobs = [(await rig.store.create_job(tenant="t", spec=h100(4, f"j{i}")))[0] for i in range(2)]
+    assert await rig.loop.run_once() == 2
+    for job in jobs:
+        detail = await rig.store.get_job(job.id)
+        assert detail.job.state is JobState.SCHEDULED
+        assert detail.placement is not None and detail.placement.external_id == f"sim-{job.id}"
+    assert sum(await rig.h100_used()) == 8000
+    assert rig.scheduled() == 2
+
+
+async def test_a_job_cancelled_before_the_commit_is_skipped_the_rest_placed(
+    database_url: str,
+) -> None:
+    async with rig_on(database_url, store_type=RacedStore) as rig:
+        assert isinstance(rig.store, RacedStore)
+        gone, kept = [
+            (await rig.store.create_job(tenant="t", spec=h100(8, f"j{i}")))[0] for i in range(2)
+        ]
+        rig.store.victim = gone.id
+        assert await rig.loop.run_once() == 1
+        detail = await rig.store.get_job(gone.id)
+        assert detail.job.state is JobState.CANCELLED and detail.placement is None
+        detail = await rig.store.get_job(kept.id)
+        assert detail.job.state is JobState.SCHEDULED
+        assert detail.placement is not None and detail.placement.external_id == f"sim-{kept.id}"
+        assert sorted(await rig.h100_used()) == [0, 8000]
+        assert rig.scheduled() == 1
+
+
+async def test_a_refused_dispatch_requeues_its_job_and_marks_the_site(database_url: str) -> None:
+    async with rig_on(database_url, connector_type=RefusingSim) as rig:
+        refused, _ = await rig.store.create_job(tenant="t", spec=h100(8, "refused"))
+        ok, _ = await rig.store.create_job(tenant="t", spec=h100(8, "ok"))
+        assert await rig.loop.run_once() == 2  # both committed; one then came back
+        detail = await rig.store.get_job(refused.id)
+        assert detail.job.state is JobState.PENDING
+        assert [(e.to_state, e.reason) for e in detail.events][-2:] == [
+            (JobState.SCHEDULED, "placed"),
+            (JobState.PENDING, "dispatch_failed"),
+        ]
+        assert detail.placement is not None and detail.placement.ended_at is not None
+        assert detail.placement.external_id is None
+        detail = await rig.store.get_job(ok.id)
+        assert detail.placement is not None and detail.placement.external_id == f"sim-{ok.id}"
+        assert sorted(await rig.h100_used()) == [0, 8000]
+        (site,) = await rig.store.sites()
+        assert site.health is Health.AUTH_FAILED
+
+
+async def test_a_dispatch_that_raises_keeps_the_ids_of_those_sent_before(
+    database_url: str,
+) -> None:
+    async with rig_on(database_url, connector_type=RefusingSim) as rig:
+        sent, _ = await rig.store.create_job(tenant="t", spec=h100(8, "ok"))
+        await rig.store.create_job(tenant="t", spec=h100(8, "broken"))
+        with pytest.raises(RuntimeError, match="connector bug"):
+            await rig.loop.run_once()
+        detail = await rig.store.get_job(sent.id)
+        assert detail.placement is not None and detail.placement.external_id == f"sim-{sent.id}"
+
+
+async def test_two_loops_on_one_database_never_allocate_the_same_gpus(database_url: str) -> None:
+    # Two broker replicas: each sees the same two 8-GPU jobs at the head of the queue
+    # (batch_size 2) and the same two free H100 nodes; four such jobs wait.
+    async with rig_on(database_url) as one, rig_on(database_url) as two:
+        jobs = [
+            (await one.store.create_job(tenant="t", spec=h100(8, f"j{i}")))[0] for i in range(4)
+        ]
+        placed = await asyncio.gather(one.loop.run_once(), two.loop.run_once())
+        assert sum(placed) == 2
+        assert await one.h100_used() == (8000, 8000)
+        active = [(job.id, p.node_indices) for job, p in await one.store.active_placements()]
+        assert len({job_id for job_id, _ in active}) == 2
+        assert sorted(nodes for _, nodes in active) == [(0,), (1,)]
+        for job in jobs:
+            states = [e.to_state for e in (await one.store.get_job(job.id)).events]
+            assert states.count(JobState.SCHEDULED) <= 1
