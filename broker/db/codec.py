@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy import Row
+
 from broker.db.models import JobEventRow, JobRow, PlacementRow, PoolRow, SiteRow
 from broker.domain.enums import Health, JobState, SiteKind
 from broker.domain.fleet import GpuPool, Site
@@ -36,7 +40,8 @@ def site_from_row(row: SiteRow) -> Site:
     )
 
 
-def pool_from_row(row: PoolRow, node_used: dict[int, int]) -> GpuPool:
+def pool_from_row(row: PoolRow | Row[Any], node_used: dict[int, int]) -> GpuPool:
+    """From an ORM row or a plain row of the `gpu_pools` columns."""
     return GpuPool(
         id=row.id,
         site=row.site,

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from sqlalchemy import select, update
 
 from broker.db.codec import (
-    placement_from_row,
     pool_from_row,
     site_from_row,
 )
@@ -71,7 +70,12 @@ class FleetStore(StoreBase):
 
     async def pools(self) -> list[GpuPool]:
         async with self._sessions() as s:
-            rows = list(await s.scalars(select(PoolRow).order_by(PoolRow.site, PoolRow.id)))
+            # plain rows, not ORM objects: every pass reads the whole fleet
+            rows = list(
+                await s.execute(
+                    select(*PoolRow.__table__.columns).order_by(PoolRow.site, PoolRow.id)
+                )
+            )
             used: dict[str, dict[int, int]] = {}
             for pool_id, idx, milli in await s.execute(
                 select(PoolNodeRow.pool_id, PoolNodeRow.idx, PoolNodeRow.allocated_milli)
@@ -80,31 +84,59 @@ class FleetStore(StoreBase):
         return [pool_from_row(r, used.get(r.id, {})) for r in rows]
 
     async def running_work(self) -> list[RunningWork]:
-        """Every job holding GPUs, as the engine sees it."""
+        """Every job holding GPUs, as the engine sees it.
+
+        Read column by column (no ORM objects, no job spec): every pass reads all of it.
+        """
         q = (
-            select(JobRow, PlacementRow, PoolRow.gpu_model)
+            select(
+                JobRow.id,
+                JobRow.tenant,
+                JobRow.tier,
+                JobRow.preemptible,
+                PlacementRow.pool_id,
+                PlacementRow.node_indices,
+                PlacementRow.gpu_milli,
+                PoolRow.gpu_model,
+                PlacementRow.started_at,
+                PlacementRow.created_at,
+                PlacementRow.borrowed,
+            )
             .join(PlacementRow, PlacementRow.job_id == JobRow.id)
             .join(PoolRow, PoolRow.id == PlacementRow.pool_id)
             .where(PlacementRow.active.is_(True))
         )
         async with self._sessions() as s:
             rows = (await s.execute(q)).all()
+        tiers = {t.value: t for t in Tier}
         out = []
-        for job, prow, model in rows:
-            p = placement_from_row(prow)
+        for (
+            job_id,
+            tenant,
+            tier,
+            preemptible,
+            pool_id,
+            nodes,
+            milli,
+            model,
+            started,
+            placed,
+            lent,
+        ) in rows:
+            node_indices = tuple(nodes or ())
             out.append(
                 RunningWork(
-                    job_id=job.id,
-                    tenant=job.tenant,
-                    tier=Tier(job.tier),
-                    preemptible=job.preemptible,
-                    pool_id=p.pool_id,
-                    node_indices=p.node_indices,
-                    milli_per_node=p.milli_per_node,
+                    job_id=job_id,
+                    tenant=tenant,
+                    tier=tiers[tier],
+                    preemptible=preemptible,
+                    pool_id=pool_id,
+                    node_indices=node_indices,
+                    milli_per_node=milli // max(1, len(node_indices)),
                     gpu_model=model,
-                    started_at=p.started_at,
-                    placed_at=p.created_at,
-                    borrowed=p.borrowed,
+                    started_at=started,
+                    placed_at=placed,
+                    borrowed=lent,
                 )
             )
         return out

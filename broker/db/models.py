@@ -143,6 +143,9 @@ class JobRow(Base):
 
 class PlacementRow(Base):
     __tablename__ = "placements"
+    # "the active placement of job X": without it SQLite (no statistics) walks the `active`
+    # index, every active placement, for each lookup by job
+    __table_args__ = (Index("ix_placements_job_id_active", "job_id", "active"),)
 
     id: Mapped[int] = mapped_column(BigIntPk, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
