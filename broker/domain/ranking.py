@@ -154,7 +154,6 @@ class FleetIndex:
         self._region_masks: dict[tuple[str, ...], Bools] = {}
         self._origin_latency: dict[str, Floats] = {}
         self._means: dict[float, Floats] = {}
-        self._windows: dict[int, Floats] = {}
         self._outlooks = [outlooks.get(z) for z in self.zones]
         self._grid = _Grid.of(self._outlooks)
         self._off_grid = [
@@ -471,10 +470,7 @@ class FleetIndex:
             (deadline - self._now).total_seconds() - margin_s,
             _ceil_hour(horizon, self._now),
         )
-        integrals, ends = grid.windows(duration, self._windows)
-        if integrals.shape[1] == 0:
-            return None
-        valid = int(np.searchsorted(ends, limit, side="right"))  # ends rise with the start
+        valid = grid.starts(duration, limit)
         if valid == 0:
             return None
         groups = self._zone_groups.get(shape)
@@ -497,7 +493,7 @@ class FleetIndex:
         if np.isnan(now_cost).any():
             return None
         best_now = float(now_cost.min())
-        later = (energy / duration)[:, None] * integrals[grid.rows[option_zone], :valid]
+        later = (energy / duration)[:, None] * grid.windows(duration, grid.rows[option_zone], valid)
         best = float(later.min())
         if not best < best_now - _TIE * max(1.0, abs(best_now)):
             return None
@@ -594,6 +590,7 @@ class _Grid:
         self._row_zone = np.asarray(list(rows), dtype=np.int64)
         self._full = len(rows) == zones  # every zone on the grid
         self._bound_list = [float(b) for b in bounds]
+        self._spans: dict[int, Floats] = {}
         self._bounds = bounds
         self._cum = cum  # (zones, bounds)
         self._values = values  # (zones, segments)
@@ -636,24 +633,29 @@ class _Grid:
         """Seconds after now of the h-th hour boundary (the h-th candidate start)."""
         return float(self._bounds[h + 1])
 
-    def windows(self, duration_s: int, cache: dict[int, Floats]) -> tuple[Floats, Floats]:
-        """∫ intensity over [start_h, start_h + duration) per row and candidate start h,
-        for every start whose run the grid covers, and the end of each run (seconds after
-        now)."""
-        got = cache.get(duration_s)
-        if got is None:
-            if len(cache) >= 512:  # durations seldom repeat in a live queue; bound the memory
-                cache.clear()
-            q, r = divmod(int(duration_s), _HOUR_S)
-            segments = self._values.shape[1]
-            # start h begins segment h + 1; its run ends in segment h + 1 + q (at r seconds)
-            count = segments - 1 - q if r else segments - q
-            count = max(0, count)
-            head = self._cum[:, 1 : 1 + count]
-            tail = self._cum[:, 1 + q : 1 + q + count]
-            if r:
-                tail = tail + self._values[:, 1 + q : 1 + q + count] * r
-            got = tail - head
-            cache[duration_s] = got
-        ends = self._bounds[1 : 1 + got.shape[1]] + duration_s
-        return got, ends
+    def starts(self, duration_s: int, limit_s: float) -> int:
+        """How many candidate starts (hour boundaries after now, in order) have a run the
+        grid covers that ends by `limit_s` (seconds after now)."""
+        q, r = divmod(int(duration_s), _HOUR_S)
+        segments = int(self._values.shape[1])
+        # start h begins segment h + 1; its run ends in segment h + 1 + q (at r seconds)
+        covered = max(0, segments - 1 - q if r else segments - q)
+        first_end = self._bound_list[1] + duration_s if len(self._bound_list) > 1 else math.inf
+        if limit_s < first_end:
+            return 0
+        return min(covered, int((limit_s - first_end) // _HOUR_S) + 1)
+
+    def windows(self, duration_s: int, rows: Ints, count: int) -> Floats:
+        """∫ intensity over [start_h, start_h + duration) for `rows` and the first `count`
+        candidate starts (see `starts`)."""
+        q, r = divmod(int(duration_s), _HOUR_S)
+        base = self._spans.get(q)
+        if base is None:  # ∫ over whole hours from each start: one matrix per q
+            whole = max(0, self._values.shape[1] - q)
+            base = self._spans[q] = (
+                self._cum[:, 1 + q : 1 + q + whole] - self._cum[:, 1 : 1 + whole]
+            )
+        got = base[rows, :count]
+        if r:
+            got = got + self._values[rows, 1 + q : 1 + q + count] * r
+        return got
