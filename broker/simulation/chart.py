@@ -79,13 +79,15 @@ def render(
             f"<td>{s['preemptions']}</td><td>{s['deferred_jobs']}</td></tr>"
         )
     lb = summary["lower_bound"]["kgco2e"]
+    over = summary["lower_bound"].get("over_capacity_share", 0.0)
     table = (
         "<table><tr><th>policy</th><th>kgCO2e</th><th>cost USD</th><th>energy kWh</th>"
         "<th>GPU allocation</th><th>P1 wait p99 s</th><th>deadline misses</th>"
         "<th>preemptions</th><th>deferred</th></tr>"
         + "".join(rows)
         + f"<tr><td>offline lower bound</td><td>{lb:,.1f}</td><td colspan=7>each job alone at its "
-        "cleanest feasible site and window, capacity ignored</td></tr></table>"
+        f"cleanest feasible site and window, capacity ignored ({over:.0%} of it in pools "
+        "its own schedule overfills)</td></tr></table>"
     )
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>Trace replay: {html.escape(summary["trace"])}</title>

@@ -140,7 +140,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                     }
                     for k, v in summaries.items()
                 },
-                "lower_bound": lower,
+                "lower_bound": {
+                    k: lower[k] for k in ("kgco2e", "infeasible_jobs", "over_capacity_share")
+                },
                 "comparison": summary.get("comparison"),
             },
             indent=2,

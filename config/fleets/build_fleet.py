@@ -1,6 +1,11 @@
-"""Generate config/fleets/realistic.yaml: private clusters plus capacity-limited AWS/GCP regions.
+"""Generate the trace-replay fleets: private clusters plus capacity-limited AWS/GCP regions.
 
-    python config/fleets/build_fleet.py [--prices PATH] [--output PATH]
+    python config/fleets/build_fleet.py [--fleet realistic|clean-room] [--prices PATH]
+        [--output PATH]
+
+`realistic` (the default) writes config/fleets/realistic.yaml; `clean-room` writes
+config/fleets/clean-room.yaml, the same federation with its private clusters on clean grids
+made CLEAN_ROOM_SCALE times larger (see config/fleets/README.md for why).
 
 Standard library only and deterministic: the same price table gives the same bytes. Cloud
 prices are real list prices from the shared price snapshot (`gpu_offers_long.csv`: AWS
@@ -21,7 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 DEFAULT_PRICES = REPO.parent / "shared" / "data" / "prices" / "derived" / "gpu_offers_long.csv"
-DEFAULT_OUTPUT = HERE / "realistic.yaml"
+FLEETS = ("realistic", "clean-room")  # each is written to config/fleets/<name>.yaml
 
 GPU_MEMORY_GB = {
     "H100": 80,
@@ -34,37 +39,48 @@ GPU_MEMORY_GB = {
 }
 MIG = ("1g.10gb", "2g.20gb", "3g.40gb")  # A100-80GB / H100 80 GB profiles
 
-# Cloud sites: (provider, region, PUE, ((instance type, nodes), ...)). Node counts are the
-# capacity the simulator lets the broker rent in that region at once: 1-2 nodes of each
-# 8-GPU training type, 1-2 of each inference type. PUE: the providers' published fleet
+# Cloud sites: (provider, region, PUE, instance types). PUE: the providers' published fleet
 # averages (AWS 1.15, Google 1.10). GCP A100-80GB (a2-ultragpu) is left out because its
 # list price is below the 40 GB A100's (price README quirk 4), and GCP H100 in regions
 # with the suspect 4.20076 $/GPU-h accelerator price (quirk 3: us-central1, us-west1,
 # asia-northeast1) is left out too.
-CLOUDS: tuple[tuple[str, str, float, tuple[tuple[str, int], ...]], ...] = (
-    ("gcp", "europe-north1", 1.10, (("a3-highgpu-8g", 1),)),
-    ("aws", "eu-north-1", 1.15, (("p5.48xlarge", 1), ("g6e.48xlarge", 1), ("g6.48xlarge", 2))),
-    ("aws", "ca-central-1", 1.15, (("p4d.24xlarge", 1), ("g6.48xlarge", 2), ("g4dn.metal", 1))),
-    ("gcp", "northamerica-northeast1", 1.10, (("g2-standard-96", 2),)),
-    ("aws", "us-west-2", 1.15, (("p5.48xlarge", 2), ("p4de.24xlarge", 1), ("g6.48xlarge", 2))),
-    ("gcp", "europe-west1", 1.10, (("a3-highgpu-8g", 1), ("g2-standard-96", 2))),
-    (
-        "aws",
-        "us-east-1",
-        1.15,
-        (("p5.48xlarge", 2), ("p4de.24xlarge", 1), ("g6.48xlarge", 2), ("g5.48xlarge", 2)),
-    ),
-    (
-        "gcp",
-        "europe-west4",
-        1.10,
-        (("a3-highgpu-8g", 1), ("a2-highgpu-8g", 1), ("g2-standard-96", 2)),
-    ),
-    ("aws", "eu-central-1", 1.15, (("p4de.24xlarge", 1), ("g6e.48xlarge", 1), ("g6.48xlarge", 2))),
-    ("gcp", "us-central1", 1.10, (("a2-highgpu-8g", 2), ("g2-standard-96", 2))),
-    ("aws", "ap-northeast-1", 1.15, (("p5.48xlarge", 1), ("g5.48xlarge", 1), ("g4dn.metal", 1))),
-    ("gcp", "asia-south1", 1.10, (("a3-highgpu-8g", 1), ("g2-standard-96", 2))),
+CLOUDS: tuple[tuple[str, str, float, tuple[str, ...]], ...] = (
+    ("gcp", "europe-north1", 1.10, ("a3-highgpu-8g",)),
+    ("aws", "eu-north-1", 1.15, ("p5.48xlarge", "g6e.48xlarge", "g6.48xlarge")),
+    ("aws", "ca-central-1", 1.15, ("p4d.24xlarge", "g6.48xlarge", "g4dn.metal")),
+    ("gcp", "northamerica-northeast1", 1.10, ("g2-standard-96",)),
+    ("aws", "us-west-2", 1.15, ("p5.48xlarge", "p4de.24xlarge", "g6.48xlarge")),
+    ("gcp", "europe-west1", 1.10, ("a3-highgpu-8g", "g2-standard-96")),
+    ("aws", "us-east-1", 1.15, ("p5.48xlarge", "p4de.24xlarge", "g6.48xlarge", "g5.48xlarge")),
+    ("gcp", "europe-west4", 1.10, ("a3-highgpu-8g", "a2-highgpu-8g", "g2-standard-96")),
+    ("aws", "eu-central-1", 1.15, ("p4de.24xlarge", "g6e.48xlarge", "g6.48xlarge")),
+    ("gcp", "us-central1", 1.10, ("a2-highgpu-8g", "g2-standard-96")),
+    ("aws", "ap-northeast-1", 1.15, ("p5.48xlarge", "g5.48xlarge", "g4dn.metal")),
+    ("gcp", "asia-south1", 1.10, ("a3-highgpu-8g", "g2-standard-96")),
 )
+
+# Cloud capacity: the nodes of one instance type the simulator lets the broker hold in a
+# region at once. Training types (8 x H100, A100-80GB, A100 or L40S) get TRAINING_NODES: a
+# quarter of the largest EC2 Capacity Block (64 instances), and the 128 p-instances the
+# AWS regions hold together stay under the 256 AWS allows across an account's blocks.
+# Inference types (8 x L4, A10G or T4) get INFERENCE_NODES. With 1-2 training nodes per
+# region the ITP sample's load (about 1,090 GPUs busy on average, 860 of them H100 or
+# A100-80GB) could not be served by any policy: docs/simulation.md has the sizing.
+TRAINING_MODELS = frozenset({"H100", "A100-80GB", "A100", "L40S"})
+TRAINING_NODES = 16
+INFERENCE_NODES = 2
+
+# clean-room.yaml: private clusters on grids below CLEAN_GRID_G (annual mean gCO2e/kWh in
+# carbon/data/zone_intensity.csv: Oslo NO, Montreal CA-QC) have CLEAN_ROOM_SCALE times the
+# nodes, so the pools the offline lower bound uses hold what it puts there.
+CLEAN_GRID_G = 50.0
+CLEAN_ROOM_SCALE = 20
+
+
+def cloud_nodes(accelerator: str) -> int:
+    """Nodes of an instance type with this accelerator that a region lets the broker hold."""
+    return TRAINING_NODES if accelerator in TRAINING_MODELS else INFERENCE_NODES
+
 
 # Private clusters: amortised $/GPU-hour = capex / (YEARS × 8760 h × UTILISATION) / GPUs,
 # plus node power × PUE × local electricity price / GPUs, plus OPS_SHARE × the capex part
@@ -229,38 +245,72 @@ def pool_line(
 
 
 HEADER = """\
-# GENERATED by config/fleets/build_fleet.py; do not edit by hand (see config/fleets/README.md).
+# GENERATED by config/fleets/build_fleet.py{flag}; do not edit by hand
+# (see config/fleets/README.md).
 #
-# A realistic federation for trace replay: {n_private} private clusters and {n_cloud}
-# capacity-limited AWS/GCP regions, kind `sim`, spanning clean (SE, CA-QC, FI, NO) and dirty
-# (IN-WE, PL, JP-TK, US-MIDW-MISO) grids. Grid zones are Electricity Maps ids with an
-# intensity in carbon/data/zone_intensity.csv; locations are keys of config/latency.csv.
+{what}
+# Grid zones are Electricity Maps ids with an intensity in carbon/data/zone_intensity.csv;
+# locations are keys of config/latency.csv.
 #
 # Cloud prices: real list prices per GPU-hour = instance price / GPUs in the instance, from
 # shared/data/prices/derived/gpu_offers_long.csv (AWS snapshot {aws_date}, spot = mean over
 # AZs; GCP snapshot {gcp_date}, VM + accelerator, cheapest zone of the region). A spot price
 # is left out where the snapshot shows no discount. Cloud node counts are the capacity the
-# simulator lets the broker rent at once (1-2 nodes per instance type).
+# simulator lets the broker hold in a region at once: {training} nodes of each 8-GPU training
+# type, {inference} of each inference type.
 #
 # Private prices: amortised, illustrative: node capex over {years} years at {util:.0%} utilisation,
 # plus {ops:.0%} for operations, plus node power x PUE x an assumed local electricity price.
 """
 
+WHAT = {
+    "realistic": """\
+# A realistic federation for trace replay: {n_private} private clusters and {n_cloud}
+# capacity-limited AWS/GCP regions, kind `sim`, spanning clean (SE, CA-QC, FI, NO) and dirty
+# (IN-WE, PL, JP-TK, US-MIDW-MISO) grids.""",
+    "clean-room": """\
+# realistic.yaml with room at the clean sites: the private clusters on grids below
+# {clean_g:g} gCO2e/kWh ({clean_sites}) have {scale} times the nodes; everything else,
+# prices included, is the same. For comparing the broker with the offline lower bound.""",
+}
 
-def build(prices: Path) -> str:
+
+def clean_privates(intensity: dict[str, float]) -> frozenset[str]:
+    """Names of the private clusters whose grid's annual mean is below CLEAN_GRID_G."""
+    return frozenset(p.name for p in PRIVATES if intensity[p.zone] < CLEAN_GRID_G)
+
+
+def read_intensity() -> dict[str, float]:
+    with (REPO / "carbon" / "data" / "zone_intensity.csv").open(encoding="utf-8") as f:
+        return {r["zone"]: float(r["gco2_per_kwh"]) for r in csv.DictReader(f)}
+
+
+def build(prices: Path, *, fleet: str = "realistic") -> str:
+    """The YAML text of one fleet (`realistic` or `clean-room`)."""
+    if fleet not in FLEETS:
+        raise ValueError(f"unknown fleet {fleet!r}; known: {', '.join(FLEETS)}")
     offers = load_offers(prices)
     zones = cloud_zones()
-    known_zones = read_column(REPO / "carbon" / "data" / "zone_intensity.csv", "zone")
+    intensity = read_intensity()
     locations = read_column(REPO / "config" / "latency.csv", "src") | read_column(
         REPO / "config" / "latency.csv", "dst"
     )
+    scaled = clean_privates(intensity) if fleet == "clean-room" else frozenset()
     dates = {c: {o.snapshot for k, o in offers.items() if k[0] == c} for c in ("aws", "gcp")}
     out = [
         HEADER.format(
-            n_private=len(PRIVATES),
-            n_cloud=len(CLOUDS),
+            flag="" if fleet == "realistic" else f" --fleet {fleet}",
+            what=WHAT[fleet].format(
+                n_private=len(PRIVATES),
+                n_cloud=len(CLOUDS),
+                clean_g=CLEAN_GRID_G,
+                clean_sites=", ".join(p.name for p in PRIVATES if p.name in scaled),
+                scale=CLEAN_ROOM_SCALE,
+            ),
             aws_date="/".join(sorted(dates["aws"])),
             gcp_date="/".join(sorted(dates["gcp"])),
+            training=TRAINING_NODES,
+            inference=INFERENCE_NODES,
             years=YEARS,
             util=UTILISATION,
             ops=OPS_SHARE,
@@ -272,13 +322,14 @@ def build(prices: Path) -> str:
     ]
 
     def check(zone: str, location: str) -> None:
-        if zone not in known_zones:
+        if zone not in intensity:
             raise SystemExit(f"grid zone {zone} is not in carbon/data/zone_intensity.csv")
         if location not in locations:
             raise SystemExit(f"location {location} is not in config/latency.csv")
 
     for site in PRIVATES:
         check(site.zone, site.location)
+        scale = CLEAN_ROOM_SCALE if site.name in scaled else 1
         out += [
             f"  - name: {site.name}",
             "    kind: sim",
@@ -288,14 +339,16 @@ def build(prices: Path) -> str:
             "    private: true",
             f"    pue: {site.pue}",
             f"    # amortised; electricity assumed {site.usd_per_kwh} USD/kWh",
-            "    pools:",
         ]
+        if scale > 1:
+            out.append(f"    # clean grid: {scale} times the nodes of realistic.yaml")
+        out.append("    pools:")
         for node_type, nodes in site.pools:
             node = NODE_TYPES[node_type]
             out += pool_line(
                 model=node.gpu_model,
                 gpus=node.gpus_per_node,
-                nodes=nodes,
+                nodes=nodes * scale,
                 on_demand=private_price(node, site),
                 spot=None,
                 cpu=node.cpu,
@@ -304,7 +357,7 @@ def build(prices: Path) -> str:
             )
         out.append("")
 
-    for cloud, region, pue, pools in CLOUDS:
+    for cloud, region, pue, instance_types in CLOUDS:
         zone, location = zones[(cloud, region)], f"{cloud}:{region}"
         check(zone, location)
         out += [
@@ -316,7 +369,7 @@ def build(prices: Path) -> str:
             f"    pue: {pue}",
             "    pools:",
         ]
-        for instance_type, nodes in pools:
+        for instance_type in instance_types:
             o = offers[(cloud, region, instance_type)]
             spot = o.spot / o.count if o.spot is not None and 0 < o.spot < o.ondemand else None
             where = f" {o.zone}" if o.zone else ""
@@ -328,7 +381,7 @@ def build(prices: Path) -> str:
             out += pool_line(
                 model=o.accelerator,
                 gpus=o.count,
-                nodes=nodes,
+                nodes=cloud_nodes(o.accelerator),
                 on_demand=o.ondemand / o.count,
                 spot=spot,
                 cpu=o.vcpus,
@@ -340,11 +393,15 @@ def build(prices: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fleet", choices=FLEETS, default="realistic")
     parser.add_argument("--prices", type=Path, default=DEFAULT_PRICES)
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument(
+        "--output", type=Path, default=None, help="default: config/fleets/<fleet>.yaml"
+    )
     args = parser.parse_args(argv)
-    args.output.write_text(build(args.prices), encoding="utf-8")
-    print(f"wrote {args.output}", file=sys.stderr)
+    output = args.output or HERE / f"{args.fleet}.yaml"
+    output.write_text(build(args.prices, fleet=args.fleet), encoding="utf-8")
+    print(f"wrote {output}", file=sys.stderr)
     return 0
 
 
