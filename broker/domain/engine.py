@@ -113,26 +113,15 @@ class Engine:
         latency: LatencyMatrix,
         carbon: CarbonOracle,
         now: datetime,
-        outlooks: Mapping[str, Outlook | None] | None = None,
     ) -> dict[str, SiteConditions]:
-        """Per site: the mean intensity over the job's run window if it starts now, and RTT.
-
-        `outlooks` (one per pass, where `now` is fixed) answers each zone's mean from
-        prefix sums instead of integrating the series again for every job.
-        """
+        """Per site: the mean intensity over the job's run window if it starts now, and RTT."""
         duration = spec.estimated_duration_s
-        end = now + timedelta(seconds=duration)
         by_zone: dict[str, float | None] = {}
         out = {}
         for site in sites:
             zone = site.grid_zone
             if zone not in by_zone:
-                outlook = outlooks.get(zone) if outlooks is not None else None
-                by_zone[zone] = (
-                    outlook.mean(duration)
-                    if outlook is not None
-                    else mean_intensity(carbon.hourly(zone, start=now, end=end), start=now, end=end)
-                )
+                by_zone[zone] = _mean_from_now(carbon, zone, now=now, duration_s=duration)
             out[site.name] = SiteConditions(
                 site=site,
                 intensity_gco2_per_kwh=by_zone[zone],
@@ -294,16 +283,14 @@ class Engine:
             for zone in {site.grid_zone for site in sites}
         }
 
-        def fallback(zone: str, duration_s: float) -> float | None:
-            end = now + timedelta(seconds=duration_s)
-            return mean_intensity(carbon.hourly(zone, start=now, end=end), start=now, end=end)
-
         return FleetIndex(
             pools=pools,
             sites=sites,
             latency=latency,
             outlooks=outlooks,
-            mean_fallback=fallback,
+            mean_fallback=lambda zone, duration_s: _mean_from_now(
+                carbon, zone, now=now, duration_s=duration_s
+            ),
             now=now,
         )
 
@@ -406,6 +393,15 @@ def mean_intensity(hourly: Hourly, *, start: datetime, end: datetime) -> float |
     return run_window_gco2(
         energy_kwh=1.0, start=start, duration_s=(covered - start).total_seconds(), hourly=hourly
     )
+
+
+def _mean_from_now(
+    carbon: CarbonOracle, zone: str, *, now: datetime, duration_s: float
+) -> float | None:
+    """A zone's mean intensity over a run of `duration_s` starting now, straight from the
+    series (the per-pass outlooks answer the same from prefix sums)."""
+    end = now + timedelta(seconds=duration_s)
+    return mean_intensity(carbon.hourly(zone, start=now, end=end), start=now, end=end)
 
 
 def _release(pool: GpuPool, victims: Sequence[RunningWork]) -> GpuPool:

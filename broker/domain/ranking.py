@@ -55,9 +55,7 @@ class Shape:
     """The pools a job shape could use if they were empty, with its shape-only terms."""
 
     idx: Ints  # positions in FleetIndex.pools
-    price: Floats  # USD per GPU-hour at each (spot for preemptible work where offered)
-    spot: Bools
-    cost_term: Floats
+    cost_term: Floats  # from USD per GPU-hour (spot for preemptible work where offered)
     latency: Floats  # ms from the job's origin, NaN when unknown or no origin
     latency_term: Floats
     zone: Ints  # zone position of each pool
@@ -138,8 +136,7 @@ class FleetIndex:
         )
         self._healthy_site = np.asarray([s.health is Health.HEALTHY for s in self.sites])
         self._healthy_pool = self._healthy_site[self._site]
-        self._has_spot = ~np.isnan(self._spot)
-        self._spot_price = np.where(self._has_spot, self._spot, self._on_demand)
+        self._spot_price = np.where(np.isnan(self._spot), self._on_demand, self._spot)
         self._largest_free = np.zeros(len(kept), dtype=np.int64)
         self._free = np.zeros(len(kept), dtype=np.int64)
         for i, p in enumerate(kept):
@@ -257,15 +254,10 @@ class FleetIndex:
 
     def _finish_shape(self, spec: JobSpec, idx: Ints, latency: Floats | None) -> Shape:
         """`latency` is per entry of `idx` (ms from the job's origin), None without origin."""
-        if spec.is_preemptible:
-            price, spot = self._spot_price[idx], self._has_spot[idx]
-        else:
-            price, spot = self._on_demand[idx], np.zeros(len(idx), dtype=bool)
+        price = (self._spot_price if spec.is_preemptible else self._on_demand)[idx]
         lat = np.full(len(idx), math.nan) if latency is None else latency
         return Shape(
             idx=idx,
-            price=price,
-            spot=spot,
             cost_term=_normalise(price),  # price x GPUs x hours, scaled alike for every pool
             latency=lat,
             latency_term=(_normalise(lat) if spec.origin else np.zeros(len(idx), dtype=np.float64)),
@@ -582,7 +574,6 @@ class _Grid:
         self, zones: int, rows: dict[int, int], bounds: Floats, cum: Floats, values: Floats
     ) -> None:
         self._zones = zones
-        self._rows = rows  # zone position -> row
         self.on = np.zeros(zones, dtype=bool)  # by zone position: on this grid
         self.on[list(rows)] = True
         self.rows = np.zeros(zones, dtype=np.int64)  # by zone position: its row (if on)
@@ -610,7 +601,7 @@ class _Grid:
         return cls(len(outlooks), rows, np.asarray(bounds, dtype=np.float64), cum, values)
 
     def covers(self, zone: int) -> bool:
-        return zone in self._rows
+        return bool(self.on[zone])
 
     def means(self, duration_s: float) -> Floats | None:
         """Per zone position (NaN off the grid): mean over [0, duration), as Outlook.mean."""
