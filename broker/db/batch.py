@@ -31,6 +31,7 @@ from typing import Any
 from sqlalchemy import Table, Update, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from broker.db.codec import placement_columns
 from broker.db.models import Base
 from broker.db.store_base import StoreBase
 from broker.domain.enums import JobState
@@ -222,7 +223,7 @@ class BatchTransitions(StoreBase):
                 ledger.changes(),
                 what="pool nodes",
             )
-            await conn.execute(insert(PLACEMENTS), [_placement_row(p, at=now) for p in taken])
+            await conn.execute(insert(PLACEMENTS), [placement_columns(p, at=now) for p in taken])
             await _write_events(
                 conn,
                 moves,
@@ -298,24 +299,3 @@ class BatchTransitions(StoreBase):
                     .values(external_id=bindparam("b_external")),
                     rows,
                 )
-
-
-def _placement_row(p: Placement, *, at: datetime) -> dict[str, Any]:
-    """The placements row `JobTransitions.place` writes."""
-    return {
-        "job_id": p.job_id,
-        "site": p.site,
-        "pool_id": p.pool_id,
-        "gpu_milli": p.gpu_milli,
-        "price_per_gpu_hour": p.price_per_gpu_hour,
-        "spot": p.spot,
-        "estimated_cost_usd": p.estimated_cost_usd,
-        "estimated_gco2": p.estimated_gco2,
-        "external_id": None,
-        "node_indices": list(p.node_indices),
-        "borrowed": p.borrowed,
-        "active": True,
-        "created_at": at,
-        "started_at": None,
-        "ended_at": None,
-    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row
@@ -87,3 +88,24 @@ def event_from_row(row: JobEventRow) -> JobEvent:
         reason=row.reason,
         detail=row.detail,
     )
+
+
+def placement_columns(p: Placement, *, at: datetime) -> dict[str, Any]:
+    """The `placements` row of a new, active placement made at `at`."""
+    return {
+        "job_id": p.job_id,
+        "site": p.site,
+        "pool_id": p.pool_id,
+        "gpu_milli": p.gpu_milli,
+        "price_per_gpu_hour": p.price_per_gpu_hour,
+        "spot": p.spot,
+        "estimated_cost_usd": p.estimated_cost_usd,
+        "estimated_gco2": p.estimated_gco2,
+        "external_id": None,
+        "node_indices": list(p.node_indices),
+        "borrowed": p.borrowed,
+        "active": True,
+        "created_at": at,
+        "started_at": None,
+        "ended_at": None,
+    }

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.db.codec import (
     job_from_row,
+    placement_columns,
     placement_from_row,
 )
 from broker.db.job_queries import JobQueries
@@ -84,23 +85,7 @@ class JobTransitions(JobQueries):
                     raise _Abort  # also undoes any preemption above
                 if not await self._take(s, placement):
                     raise _Abort
-                s.add(
-                    PlacementRow(
-                        job_id=job.id,
-                        site=placement.site,
-                        pool_id=placement.pool_id,
-                        gpu_milli=placement.gpu_milli,
-                        price_per_gpu_hour=placement.price_per_gpu_hour,
-                        spot=placement.spot,
-                        estimated_cost_usd=placement.estimated_cost_usd,
-                        estimated_gco2=placement.estimated_gco2,
-                        external_id=None,
-                        node_indices=list(placement.node_indices),
-                        borrowed=placement.borrowed,
-                        active=True,
-                        created_at=now,
-                    )
-                )
+                s.add(PlacementRow(**placement_columns(placement, at=now)))
         except _Abort:
             return None
         return released

@@ -282,10 +282,8 @@ class SchedulingLoop:
                 external_id = await self._dispatch(job, placement)
                 if external_id is not None:
                     external_ids[job.id] = external_id
-        except Exception:  # a dispatch failed unexpectedly: the jobs sent before keep their ids
+        finally:  # also when a dispatch raises: the jobs sent before it keep their ids
             await self._store.set_external_ids(external_ids)
-            raise
-        await self._store.set_external_ids(external_ids)
 
     async def _dispatch(self, job: Job, placement: Placement) -> str | None:
         """The site's id for the job, or None if the site refused it (then it is requeued)."""
