@@ -198,8 +198,16 @@ def load_settings(
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:
-        lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError(f"config {path} is invalid:\n" + "\n".join(lines)) from None
+        raise ConfigError(f"config {path} is invalid:\n{describe_invalid(exc)}") from None
+
+
+def describe_invalid(exc: ValidationError) -> str:
+    """Where and why settings are invalid, one line each, without the values given
+    (a value in the wrong place may be a secret)."""
+    return "\n".join(
+        f"  {'.'.join(map(str, e['loc']))}: {e['msg']}"
+        for e in exc.errors(include_url=False, include_input=False, include_context=False)
+    )
 
 
 def _set(tree: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:

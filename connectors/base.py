@@ -11,33 +11,65 @@ from __future__ import annotations
 import abc
 import enum
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar, Self
 
 from broker.config import Settings, SiteSettings
 from broker.domain.clock import Clock
-from broker.domain.enums import JobState, SiteKind
+from broker.domain.enums import Ability, JobState, SiteKind
 from broker.domain.fleet import GpuPool, Site
 from broker.domain.jobs import Job, Placement
-from connectors.errors import Unsupported
+from connectors.errors import ConnectorError, Unsupported
 
-
-class Ability(enum.StrEnum):
-    DISPATCH = "dispatch"
-    CANCEL = "cancel"
-    FOLLOW = "follow"  # reports job status
-    PROVISION = "provision"  # can add capacity (clouds)
-    MIG = "mig"
-    FRACTIONAL_GPU = "fractional_gpu"
-    GANG = "gang"  # multi-node jobs, all nodes at once
-    SPOT = "spot"
+__all__ = [
+    "Ability",
+    "CheckItem",
+    "CloudInstance",
+    "Connector",
+    "InstanceState",
+    "SiteInventory",
+    "StatusUpdate",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SiteInventory:
     site: Site
     pools: tuple[GpuPool, ...]
+
+
+class InstanceState(enum.StrEnum):
+    """A cloud instance's life, mapped from each provider's states through a table."""
+
+    PENDING = "pending"  # asked for, not yet able to run work
+    RUNNING = "running"
+    STOPPING = "stopping"  # shutting down or being deleted
+    TERMINATED = "terminated"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CloudInstance:
+    """One broker-owned cloud instance (found again by its ownership tag or label)."""
+
+    id: str
+    pool_id: str
+    gpu_model: str
+    gpus: int
+    zone: str
+    spot: bool
+    state: InstanceState
+    launched_at: datetime | None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckItem:
+    """One thing `check` verified: that credentials resolve, that a needed call is allowed."""
+
+    name: str
+    ok: bool
+    detail: str  # what was seen or went wrong; never a secret
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,8 +126,38 @@ class Connector(abc.ABC):
     def supports(self, ability: Ability) -> bool:
         return ability not in self.lacks
 
-    async def provision(self, *, gpu_model: str, count: int, spot: bool) -> list[str]:
+    def credentials(self) -> str:
+        """How this connector authenticates, by reference (a profile name, a key file's path,
+        a kubeconfig context): shown to operators, so never a secret value."""
+        return "none"
+
+    async def check(self) -> tuple[CheckItem, ...]:
+        """Verify the configured credentials and the calls the broker needs (`broker check`).
+
+        Never raises for a provider answer: a rejected credential is a failed item.
+        """
+        try:
+            inv = await self.inventory()
+        except ConnectorError as exc:
+            return (CheckItem(name="inventory", ok=False, detail=str(exc)),)
+        return (CheckItem(name="inventory", ok=True, detail=f"{len(inv.pools)} GPU pools"),)
+
+    async def owned(self) -> dict[str, str]:
+        """Jobs this broker dispatched that still exist at the site: job id → external id."""
+        return {}
+
+    async def provision(
+        self, *, gpu_model: str, count: int, spot: bool, request_id: str
+    ) -> list[CloudInstance]:
+        """Start `count` instances with `gpu_model`; retrying with the same `request_id`
+        returns the same instances instead of starting more. Raises `CapacityUnavailable`
+        (with every zone tried) when no zone has room."""
         raise Unsupported("this site cannot provision capacity", site=self.site_name)
 
     async def release(self, *, instance_ids: list[str]) -> None:
+        """Terminate instances; ones already gone are not an error."""
         raise Unsupported("this site cannot release capacity", site=self.site_name)
+
+    async def instances(self) -> list[CloudInstance]:
+        """The broker-owned instances alive at the provider, found by ownership tag/label."""
+        raise Unsupported("this site has no instances of its own", site=self.site_name)

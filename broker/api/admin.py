@@ -6,9 +6,11 @@ from aiohttp import web
 
 from broker.api.auth import require
 from broker.api.context import principal
-from broker.api.keys import SETTINGS
-from broker.api.schemas import TokenListOut, TokenOut
+from broker.api.keys import CLOCK, CONNECTORS, SETTINGS
+from broker.api.schemas import CheckItemOut, ProviderListOut, ProviderOut, TokenListOut, TokenOut
 from broker.domain.enums import Role
+from broker.providers import check_running
+from connectors.base import Connector
 
 routes = web.RouteTableDef()
 
@@ -20,5 +22,28 @@ async def list_tokens(request: web.Request) -> web.Response:
     tokens = request.app[SETTINGS].auth.tokens
     out = TokenListOut(
         items=[TokenOut(name=t.name, tenant=t.tenant, role=t.role.value) for t in tokens]
+    )
+    return web.json_response(text=out.model_dump_json())
+
+
+@routes.get("/v1/admin/providers")
+async def check_providers(request: web.Request) -> web.Response:
+    """Each site's connector checks its credentials (named by reference) and permissions now."""
+    require(principal(request), Role.ADMIN)
+    connectors: dict[str, Connector] = request.app[CONNECTORS]
+    results = await check_running(connectors, clock=request.app[CLOCK])
+    out = ProviderListOut(
+        items=[
+            ProviderOut(
+                site=r.site,
+                kind=r.kind,
+                credentials=r.credentials,
+                lacks=[a.value for a in r.lacks],
+                ok=r.ok,
+                checks=[CheckItemOut(name=i.name, ok=i.ok, detail=i.detail) for i in r.items],
+                checked_at=r.checked_at,
+            )
+            for r in results
+        ]
     )
     return web.json_response(text=out.model_dump_json())

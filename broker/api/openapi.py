@@ -23,6 +23,7 @@ from broker.api.schemas import (
     JobOut,
     JobPageOut,
     Problem,
+    ProviderListOut,
     SiteListOut,
     TokenListOut,
 )
@@ -147,6 +148,35 @@ OPERATIONS: tuple[Op, ...] = (
         None,
         (401, 403),
     ),
+    Op(
+        "get",
+        "/v1/admin/providers",
+        "Check each site's credentials and permissions now (admin)",
+        200,
+        ProviderListOut,
+        None,
+        (401, 403),
+    ),
+    Op(
+        "get",
+        "/v1/reports/sustainability",
+        "Energy, emissions, avoided emissions and cost of the runs that ended in a period "
+        "(your tenant's; every tenant's for operators); also text/csv and text/html",
+        200,
+        None,
+        None,
+        (401, 422),
+        params=(
+            _q("from", "start, RFC 3339 (default: `to` minus 30 days)", {"type": "string"}),
+            _q("to", "end, exclusive, RFC 3339 (default: now)", {"type": "string"}),
+            _q(
+                "group_by",
+                "grouping",
+                {"type": "string", "enum": ["tenant", "site", "tier", "day"]},
+            ),
+            _q("format", "output", {"type": "string", "enum": ["json", "csv", "html"]}),
+        ),
+    ),
     Op("get", "/healthz", "Liveness", 200, HealthOut, auth=False),
     Op(
         "get",
@@ -171,6 +201,7 @@ OPERATIONS: tuple[Op, ...] = (
 
 _MODELS: tuple[type[BaseModel], ...] = (
     TokenListOut,
+    ProviderListOut,
     JobIn,
     JobOut,
     JobPageOut,
@@ -179,6 +210,7 @@ _MODELS: tuple[type[BaseModel], ...] = (
     InventoryOut,
     HealthOut,
     Problem,
+    ProviderListOut,
 )
 
 

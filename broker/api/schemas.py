@@ -259,3 +259,23 @@ class TokenOut(_Response):
 
 class TokenListOut(_Response):
     items: list[TokenOut]
+
+
+class CheckItemOut(_Response):
+    name: str
+    ok: bool
+    detail: str
+
+
+class ProviderOut(_Response):
+    site: str
+    kind: str
+    credentials: str  # by reference: a profile, a key file's path, a kubeconfig context
+    lacks: list[str]
+    ok: bool
+    checks: list[CheckItemOut]
+    checked_at: datetime
+
+
+class ProviderListOut(_Response):
+    items: list[ProviderOut]

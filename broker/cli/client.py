@@ -91,7 +91,9 @@ class Api:
         params: Mapping[str, str] | None = None,
         body: Json | None = None,
         headers: Mapping[str, str] | None = None,
+        raw: bool = False,
     ) -> Reply:
+        """With `raw`, a 2xx answer's body comes back as text (CSV, HTML), not parsed."""
         url = self._target.url.with_path(self._target.url.path.rstrip("/") + path, encoded=True)
         data = None if body is None else _to_json(body)
         send = {"Content-Type": "application/json", **(headers or {})} if data else headers
@@ -99,7 +101,7 @@ class Api:
             async with self._session.request(
                 method, url, params=params, data=data, headers=send
             ) as resp:
-                raw = await resp.read()
+                raw_body = await resp.read()
                 status, reason, answer = resp.status, resp.reason or "", CIMultiDict(resp.headers)
         except aiohttp.ClientConnectorError as exc:
             errno = exc.os_error.errno
@@ -116,7 +118,7 @@ class Api:
                 f"the request to {self._target.url} failed: {type(exc).__name__}"
             ) from None
         try:
-            decoded = json.loads(raw) if raw else None
+            decoded = json.loads(raw_body) if raw_body else None
         except (ValueError, UnicodeDecodeError):
             decoded = None
         if status >= 400:
@@ -130,6 +132,8 @@ class Api:
                     "detail": f"HTTP {status} from {url}",
                 }
             )
+        if raw:
+            return Reply(data=raw_body.decode("utf-8", errors="replace"), headers=answer)
         if decoded is None:
             raise TransportError(f"{url} did not answer JSON (HTTP {status}); is --url a broker?")
         return Reply(data=decoded, headers=answer)
@@ -338,6 +342,22 @@ async def _sites(api: Api, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _sustainability(api: Api, args: argparse.Namespace) -> int:
+    params = {"group_by": args.group_by, "format": args.format}
+    params |= {k: v for k, v in (("from", args.start), ("to", args.end)) if v}
+    if args.format == "json" and not args.output:
+        data = (await api.call("GET", "/v1/reports/sustainability", params=params)).data
+        print(_pretty(data) if args.as_json else tables.sustainability(data))
+        return EXIT_OK
+    text = (await api.call("GET", "/v1/reports/sustainability", params=params, raw=True)).data
+    if args.output:
+        await asyncio.to_thread(Path(args.output).write_text, text, encoding="utf-8")
+        print(f"wrote {args.output}")
+    else:
+        print(text, end="")
+    return EXIT_OK
+
+
 async def _explain(api: Api, args: argparse.Namespace) -> int:
     body = read_body(args.file)
     data = (await api.call("POST", "/v1/placements:explain", body=body)).data
@@ -419,6 +439,17 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         sub, "inventory", summary="GPU pools: capacity, price, carbon (operators)", run=_inventory
     )
     command(sub, "sites", summary="the federated sites and their health", run=_sites)
+    p = command(
+        sub,
+        "report",
+        summary="sustainability report: energy, emissions, avoided emissions, cost",
+        run=_sustainability,
+    )
+    p.add_argument("--from", dest="start", help="start, RFC 3339 (default: 30 days before --to)")
+    p.add_argument("--to", dest="end", help="end, RFC 3339 (default: now)")
+    p.add_argument("--group-by", choices=["tenant", "site", "tier", "day"], default="tenant")
+    p.add_argument("--format", choices=["json", "csv", "html"], default="json")
+    p.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE")
     p = command(
         sub, "explain", summary="rank the fleet for a job without submitting it", run=_explain
     )

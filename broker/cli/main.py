@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     local(up)
     up.set_defaults(func=server("cmd_db_upgrade"))
 
+    chk = sub.add_parser("check", help="check each configured site's credentials and permissions")
+    local(chk)
+    chk.add_argument("--site", action="append", default=[], help="only this site (repeatable)")
+    chk.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    chk.set_defaults(func=server("cmd_check"))
+
     token = sub.add_parser("token", help="API token helpers").add_subparsers(
         dest="token_command", required=True, metavar="ACTION"
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import logging
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ from aiohttp import web
 from broker.api.auth import hash_token, new_token
 from broker.config import load_settings
 from broker.db.engine import create_engine, current_revision, upgrade
+from broker.domain.clock import SystemClock
+from broker.providers import SiteCheck, check_configured
 from broker.service import create_app
 
 
@@ -66,6 +69,37 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     rev = asyncio.run(run())
     print(f"database {_redact(settings.database_url)} is at revision {rev}")
     return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Check every configured site (or those named); exit 1 when any check fails."""
+    settings = _settings(args)
+    try:
+        results = asyncio.run(check_configured(settings, clock=SystemClock(), sites=args.site))
+    except KeyError as exc:
+        print(f"broker: {exc.args[0]}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps([_check_json(r) for r in results], indent=2))
+    else:
+        for r in results:
+            lacks = f"; lacks {', '.join(a.value for a in r.lacks)}" if r.lacks else ""
+            print(f"{r.site} ({r.kind}, credentials: {r.credentials}{lacks})")
+            for item in r.items:
+                print(f"  {'ok  ' if item.ok else 'FAIL'} {item.name}: {item.detail}")
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _check_json(r: SiteCheck) -> dict[str, object]:
+    return {
+        "site": r.site,
+        "kind": r.kind,
+        "credentials": r.credentials,
+        "lacks": [a.value for a in r.lacks],
+        "ok": r.ok,
+        "checks": [{"name": i.name, "ok": i.ok, "detail": i.detail} for i in r.items],
+        "checked_at": r.checked_at.isoformat(),
+    }
 
 
 def cmd_token_hash(args: argparse.Namespace) -> int:

@@ -262,3 +262,28 @@ def explanation(ev: Json) -> str:
             )
         )
     return "\n\n".join(blocks)
+
+
+def sustainability(report: Json) -> str:
+    """One row per group and a total, then the period and how the numbers were made."""
+    cols = ("runs", "energy_kwh", "kgco2e", "avoided_kgco2e", "added_kgco2e", "cost_usd")
+    rows = [
+        [g["key"], *(g[c] if c == "runs" else num(g[c], digits=3) for c in cols)]
+        for g in report["groups"]
+    ]
+    rows.append(["total", *(report["total"][c] for c in cols[:1])])
+    rows[-1] += [num(report["total"][c], digits=3) for c in cols[1:]]
+    head = [
+        report["group_by"].upper(),
+        "RUNS",
+        "KWH",
+        "KGCO2E",
+        "AVOIDED",
+        "ADDED",
+        "COST USD",
+    ]
+    return (
+        f"{report['from']} to {report['to']}\n"
+        + table(head, rows, right=frozenset(range(1, 7)))
+        + f"\n\n{report['method']}"
+    )

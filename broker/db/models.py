@@ -1,5 +1,5 @@
 """Tables. Every schema change here needs an Alembic revision in `migrations/versions/`:
-`tests/test_migrations.py` fails when autogenerate finds a difference.
+`tests/db/test_migrations.py` fails when autogenerate finds a difference.
 
 Times are stored timezone-aware (`TIMESTAMP WITH TIME ZONE` on PostgreSQL); on SQLite,
 which has no such type, `UtcDateTime` stores ISO text and gives back aware UTC values.
@@ -175,3 +175,38 @@ class JobEventRow(Base):
     to_state: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(String(64))
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class FootprintRow(Base):
+    """One run's energy and emissions, recorded when it ends (carbon/accounting.py).
+
+    A job that ran more than once (preempted, then run again) has one row per run.
+    """
+
+    __tablename__ = "footprints"
+
+    id: Mapped[int] = mapped_column(BigIntPk, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    tier: Mapped[str] = mapped_column(String(4))
+    site: Mapped[str] = mapped_column(String(64))
+    grid_zone: Mapped[str] = mapped_column(String(64))
+    gpu_model: Mapped[str] = mapped_column(String(64))
+    gpus: Mapped[float] = mapped_column(Float)
+    outcome: Mapped[str] = mapped_column(String(16))  # succeeded, failed, cancelled, preempted
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    energy_kwh: Mapped[float] = mapped_column(Float)
+    gpu_energy_kwh: Mapped[float] = mapped_column(Float)
+    intensity_gco2_per_kwh: Mapped[float | None] = mapped_column(Float)
+    intensity_sources: Mapped[str] = mapped_column(String(255), default="")
+    intensity_estimated: Mapped[bool] = mapped_column(Boolean, default=False)
+    intensity_forecast: Mapped[bool] = mapped_column(Boolean, default=False)
+    gco2: Mapped[float | None] = mapped_column(Float)
+    baseline_site: Mapped[str | None] = mapped_column(String(64))
+    baseline_gco2: Mapped[float | None] = mapped_column(Float)
+    avoided_gco2: Mapped[float] = mapped_column(Float, default=0.0)
+    added_gco2: Mapped[float] = mapped_column(Float, default=0.0)
+    cost_usd: Mapped[float] = mapped_column(Float)
+    gpu_hours: Mapped[float] = mapped_column(Float)
+    recorded_at: Mapped[datetime]

@@ -3,7 +3,8 @@
 One class for callers, assembled from its parts: `FleetStore` (sites, pools, running
 work), `JobQueries` (submission, reads, the queue), `JobTransitions` (every state
 change, each one atomic; see that module for the guarantees) and `BatchTransitions` (a
-scheduling pass's placements and deferrals, many in one transaction, the same guarantees).
+scheduling pass's placements and deferrals, many in one transaction, the same guarantees)
+and `FootprintStore` (each run's energy and emissions, for the reports).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from broker.db.batch import BatchTransitions
 from broker.db.batch import Deferral as Deferral
 from broker.db.fleet_store import FleetStore
+from broker.db.footprints import FootprintStore
 from broker.db.job_queries import InvalidCursor as InvalidCursor
 from broker.db.job_queries import JobDetail as JobDetail
 from broker.db.job_queries import JobPage as JobPage
@@ -20,5 +22,5 @@ from broker.db.transitions import JobTransitions
 from broker.db.transitions import Released as Released
 
 
-class Store(FleetStore, JobTransitions, BatchTransitions):
+class Store(FleetStore, JobTransitions, BatchTransitions, FootprintStore):
     """Fleet and job persistence over one session factory and clock."""

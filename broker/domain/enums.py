@@ -13,6 +13,19 @@ class SiteKind(enum.StrEnum):
     SIM = "sim"
 
 
+class Ability(enum.StrEnum):
+    """What a site's connector can do; a site declares the ones it lacks (`Site.lacks`)."""
+
+    DISPATCH = "dispatch"
+    CANCEL = "cancel"
+    FOLLOW = "follow"  # reports job status
+    PROVISION = "provision"  # can add capacity (clouds)
+    MIG = "mig"
+    FRACTIONAL_GPU = "fractional_gpu"
+    GANG = "gang"  # multi-node jobs, all nodes at once
+    SPOT = "spot"
+
+
 class Health(enum.StrEnum):
     HEALTHY = "healthy"
     DEGRADED = "degraded"

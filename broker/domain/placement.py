@@ -36,6 +36,7 @@ class RejectReason(enum.StrEnum):
     LATENCY_UNKNOWN = "latency_unknown"
     LATENCY_SLO = "latency_slo"
     COST = "max_hourly_cost"
+    ABILITY = "site_ability"  # the site's connector cannot run this kind of job
     CAPACITY = "capacity"
 
 
@@ -123,6 +124,9 @@ def static_rejection(spec: JobSpec, pool: GpuPool, cond: SiteConditions) -> Reje
             RejectReason.MEMORY, f"{res.memory_gb:g} GB > {pool.memory_gb_per_node:g} GB per node"
         )
     site = cond.site
+    lacking = site.job_lacks(res)
+    if lacking is not None:
+        return reject(RejectReason.ABILITY, f"the site's connector lacks {lacking.value}")
     if spec.allowed_regions and not site.in_regions(spec.allowed_regions):
         return reject(
             RejectReason.REGION,

@@ -136,6 +136,7 @@ class FleetIndex:
         )
         self._healthy_site = np.asarray([s.health is Health.HEALTHY for s in self.sites])
         self._healthy_pool = self._healthy_site[self._site]
+        self._lacking = any(s.lacks for s in self.sites)
         self._spot_price = np.where(np.isnan(self._spot), self._on_demand, self._spot)
         self._largest_free = np.zeros(len(kept), dtype=np.int64)
         self._free = np.zeros(len(kept), dtype=np.int64)
@@ -146,7 +147,7 @@ class FleetIndex:
         self._zone_groups: dict[Shape, _ZoneGroups] = {}
         self._bases: dict[tuple[object, ...], Ints] = {}
         self._plain: dict[tuple[object, ...], Shape] = {}
-        self._model_masks: dict[tuple[str, ...], Bools] = {}
+        self._model_masks: dict[frozenset[str], Bools] = {}
         self._mig_masks: dict[str, Bools] = {}
         self._region_masks: dict[tuple[str, ...], Bools] = {}
         self._origin_latency: dict[str, Floats] = {}
@@ -189,7 +190,7 @@ class FleetIndex:
     def shape(self, spec: JobSpec) -> Shape:
         res = spec.resources
         key = (
-            res.gpu_models,
+            frozenset(res.gpu_models),  # the order a job lists its models in does not matter
             res.min_gpu_memory_gb,
             res.mig_profile,
             res.milli_per_node,
@@ -241,7 +242,7 @@ class FleetIndex:
         res = spec.resources
         mask = self._healthy_pool.copy()
         if res.gpu_models:
-            mask &= self._model_mask(res.gpu_models)
+            mask &= self._model_mask(frozenset(res.gpu_models))
         if res.min_gpu_memory_gb is not None:
             mask &= self._memory_gb >= res.min_gpu_memory_gb
         if res.mig_profile is not None:
@@ -250,6 +251,9 @@ class FleetIndex:
         mask &= self._nodes >= res.nodes
         mask &= self._cpu >= res.cpu
         mask &= self._node_memory >= res.memory_gb
+        if self._lacking:
+            able = [s.job_lacks(res) is None for s in self.sites]
+            mask &= np.asarray(able, dtype=bool)[self._site]
         return mask
 
     def _finish_shape(self, spec: JobSpec, idx: Ints, latency: Floats | None) -> Shape:
@@ -265,7 +269,7 @@ class FleetIndex:
             power_pue=self._power_pue[idx],
         )
 
-    def _model_mask(self, models: tuple[str, ...]) -> Bools:
+    def _model_mask(self, models: frozenset[str]) -> Bools:
         got = self._model_masks.get(models)
         if got is None:
             ids = [self._models[m] for m in models if m in self._models]

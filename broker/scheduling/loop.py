@@ -17,14 +17,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from broker.config import SchedulerSettings
 from broker.db.repository import Deferral, Store
 from broker.domain.clock import Clock
 from broker.domain.engine import Defer, Engine, EngineSettings, Place, Wait
-from broker.domain.enums import Health, JobState
+from broker.domain.enums import Ability, Health, JobState
+from broker.domain.errors import JobNotFound
 from broker.domain.fleet import GpuPool, Site
 from broker.domain.jobs import Job, Placement
 from broker.domain.latency import LatencyMatrix
@@ -32,6 +33,7 @@ from broker.domain.objective import Weights
 from broker.domain.placement import Candidate, Evaluation
 from broker.metrics import Metrics
 from broker.scheduling.conditions import HourlyTable, read_hourly
+from broker.scheduling.footprints import Accountant
 from carbon.base import CarbonSource
 from connectors.base import Connector, StatusUpdate
 from connectors.errors import AuthFailed, ConnectorError
@@ -87,6 +89,7 @@ class SchedulingLoop:
         self._latency = latency
         self._settings = settings
         self._engine = Engine(engine_settings(settings))
+        self._accountant = Accountant(engine=self._engine, carbon=carbon, latency=latency)
         self._clock = clock
         self._metrics = metrics
         self._wake = asyncio.Event()
@@ -154,7 +157,11 @@ class SchedulingLoop:
         """Sites, carbon outlook and pools, re-read when older than one scheduler interval."""
         now = time.monotonic()
         if fresh or self._cached is None or now - self._cached[0] > self._settings.interval_s:
-            sites = [s for s in await self._store.sites() if s.name in self._connectors]
+            sites = [
+                replace(s, lacks=lacks(self._connectors[s.name]))
+                for s in await self._store.sites()
+                if s.name in self._connectors
+            ]
             at = self._clock.now()
             carbon = await read_hourly(
                 self._carbon,
@@ -249,6 +256,7 @@ class SchedulingLoop:
         for victim in released:
             self._metrics.preemptions.inc()
             await self._stop(victim, reason="preempted")
+            await self._account((await self._store.get_job(victim.job_id)).job, victim, "preempted")
         self._count_placed(job, placement)
         await self._dispatch_all([(job, placement)])
         return 1
@@ -339,6 +347,8 @@ class SchedulingLoop:
             if released is not None:
                 self._metrics.transitions.labels(state=update.state.value).inc()
                 self.wake(capacity_changed=True)
+                if released.placement is not None:
+                    await self._account(released.job, released.placement, update.state.value)
 
     async def cancel(self, job_id: str, *, tenant: str | None) -> Job:
         """Cancel in the database first (the source of truth), then stop it on its site."""
@@ -347,12 +357,34 @@ class SchedulingLoop:
             await self._stop(released.placement, reason="cancelled")
             self._metrics.transitions.labels(state=JobState.CANCELLED.value).inc()
             self.wake(capacity_changed=True)
+            await self._account(released.job, released.placement, "cancelled")
         return released.job
 
+    async def _account(self, job: Job, placement: Placement, outcome: str) -> None:
+        """Record the footprint of a run that ended. Accounting never stops the loop from
+        following jobs: a failure here is logged and the run goes unrecorded."""
+        if placement.started_at is None:
+            return
+        try:
+            fleet = await self._fleet()
+            run = await self._accountant.run_footprint(
+                job=job,
+                placement=placement,
+                outcome=outcome,
+                sites={s.name: s for s in fleet.sites},
+                pools={p.id: p for p in fleet.pools},
+            )
+            if run is not None:
+                await self._store.record_footprint(run)
+        except Exception:
+            log.exception("could not record the footprint of job %s", job.id)
+
     async def reconcile(self) -> None:
-        """After a restart: resume following every job that holds an allocation."""
+        """After a restart: resume following every job that holds an allocation, then settle
+        what the sites run that the broker no longer holds (see `_settle_orphans`)."""
         undispatched: list[tuple[Job, Placement]] = []
-        for job, placement in await self._store.active_placements():
+        active = await self._store.active_placements()
+        for job, placement in active:
             connector = self._connectors.get(placement.site)
             if connector is None:
                 log.warning(
@@ -364,3 +396,42 @@ class SchedulingLoop:
             else:
                 await connector.adopt(job=job, placement=placement)
         await self._dispatch_all(undispatched)
+        await self._settle_orphans({job.id for job, _ in active})
+
+    async def _settle_orphans(self, held: set[str]) -> None:
+        """Jobs a site runs for this broker that hold no allocation here: stop the ones whose
+        broker job has ended or went back to the queue (a preemption or cancel whose delete
+        was lost; a later dispatch must not adopt the stale run), and leave running, with a
+        warning, the ones the database has never heard of: deleting them could lose work."""
+        for name, connector in sorted(self._connectors.items()):
+            try:
+                owned = await connector.owned()
+            except ConnectorError as exc:
+                log.warning("site %s: cannot list its jobs to reconcile: %s", name, exc)
+                continue
+            for job_id, external_id in sorted(owned.items()):
+                if job_id in held:
+                    continue
+                try:
+                    state = (await self._store.get_job(job_id)).job.state
+                except JobNotFound:
+                    log.warning(
+                        "site %s runs %s for job %s, which this broker has no record of; "
+                        "left running",
+                        name,
+                        external_id,
+                        job_id,
+                    )
+                    continue
+                log.info("site %s: stopping %s, job %s is %s", name, external_id, job_id, state)
+                try:
+                    await connector.cancel(
+                        job_id=job_id, external_id=external_id, reason=f"reconcile: {state}"
+                    )
+                except ConnectorError as exc:
+                    log.warning("site %s: cannot stop %s: %s", name, external_id, exc)
+
+
+def lacks(connector: Connector) -> frozenset[Ability]:
+    """The abilities a site's connector declares it lacks, as the engine sees them."""
+    return frozenset(a for a in Ability if not connector.supports(a))

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from broker.config import Settings, SiteSettings
 from broker.domain.clock import Clock
-from broker.domain.enums import Health, JobState, SiteKind
+from broker.domain.enums import Ability, Health, JobState, SiteKind
 from broker.domain.fleet import GpuPool, Site
 from broker.domain.jobs import Job, Placement
 from broker.fleet_settings import pools_from_settings, site_from_settings
@@ -27,7 +27,7 @@ _CLOSED = object()
 
 class SimConnector(Connector):
     kind = SiteKind.SIM
-    lacks = frozenset()
+    lacks = frozenset({Ability.PROVISION})
 
     def __init__(
         self,
@@ -83,6 +83,9 @@ class SimConnector(Connector):
         if placement.started_at is not None:
             elapsed = (self._clock.now() - placement.started_at).total_seconds()
         self._run(job, started=placement.started_at is not None, elapsed_s=elapsed)
+
+    async def owned(self) -> dict[str, str]:
+        return {job_id: f"sim-{job_id}" for job_id in self._tasks}
 
     async def cancel(self, *, job_id: str, external_id: str | None, reason: str) -> None:
         task = self._tasks.pop(job_id, None)

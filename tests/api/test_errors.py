@@ -197,3 +197,15 @@ async def test_admin_routes_need_the_admin_role_and_show_no_hashes(client: Clien
         ("demo-vision", "vision-team", "user"),
         ("demo-nlp", "nlp-team", "user"),
     }
+
+
+async def test_provider_checks_need_the_admin_role_and_report_each_site(client: Client) -> None:
+    await problem(await client.get("/v1/admin/providers", headers=VISION), 403, "forbidden")
+    resp = await client.get("/v1/admin/providers", headers=ADMIN)
+    assert resp.status == 200
+    items = (await resp.json())["items"]
+    assert [i["site"] for i in items] == sorted(i["site"] for i in items)
+    assert len(items) == 5
+    for item in items:
+        assert item["kind"] == "sim" and item["credentials"] == "none" and item["ok"]
+        assert item["checks"][0]["name"] == "inventory"

@@ -64,6 +64,7 @@ async def test_upgrade_from_0001_moves_allocations_onto_nodes(database_url: str)
         # The test databases are already at head; start this one over at 0001.
         def reset(conn: Connection) -> None:
             for table in (
+                "footprints",
                 "job_events",
                 "placements",
                 "pool_nodes",

@@ -6,7 +6,15 @@ from dataclasses import replace
 
 import pytest
 
-from broker.domain.enums import Health, JobKind, JobState, SiteKind, Tier, can_transition
+from broker.domain.enums import (
+    Ability,
+    Health,
+    JobKind,
+    JobState,
+    SiteKind,
+    Tier,
+    can_transition,
+)
 from broker.domain.fleet import GpuPool, Site, mig_milli, mig_slices
 from broker.domain.jobs import JobSpec, Resources, Workload
 from broker.domain.latency import LatencyMatrix
@@ -300,3 +308,20 @@ def test_spec_dict_round_trip_normalises_deadlines_to_utc() -> None:
     assert back.deadline == original.deadline  # same instant
     assert back == spec_from_dict(spec_to_dict(back))
     assert back.resources == original.resources and back.allowed_regions == ("us-east-1",)
+
+
+def test_sites_whose_connector_lacks_an_ability_are_rejected_with_it() -> None:
+    no_dispatch = replace(site("cloud"), lacks=frozenset({Ability.DISPATCH}))
+    no_gang = replace(site("k8s"), lacks=frozenset({Ability.GANG}))
+    full = site("full")
+    sites = (no_dispatch, no_gang, full)
+    pools = [pool(s.name) for s in sites]
+    gang = spec(resources=Resources(gpus=8, nodes=2))
+    ev = evaluate(gang, pools=pools, conditions=conds(*sites), weights=EVEN)
+    details = {r.site: (r.reason, r.detail) for r in ev.rejections}
+    assert details == {
+        "cloud": (RejectReason.ABILITY, "the site's connector lacks dispatch"),
+        "k8s": (RejectReason.ABILITY, "the site's connector lacks gang"),
+    }
+    single = evaluate(spec(), pools=pools, conditions=conds(*sites), weights=EVEN)
+    assert {c.site for c in single.candidates} == {"k8s", "full"}

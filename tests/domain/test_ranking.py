@@ -16,7 +16,7 @@ import pytest
 
 from broker.domain.deferral import SiteOption, plan_window
 from broker.domain.engine import Engine, EngineSettings, Hourly
-from broker.domain.enums import Health, JobKind, SiteKind, Tier
+from broker.domain.enums import Ability, Health, JobKind, SiteKind, Tier
 from broker.domain.fleet import MILLI_PER_GPU, GpuPool, Site
 from broker.domain.jobs import JobSpec, Resources, Workload
 from broker.domain.latency import LatencyMatrix
@@ -63,6 +63,12 @@ def fleet(rng: random.Random) -> tuple[list[Site], list[GpuPool], LatencyMatrix]
             private=i % 3 == 0,
             pue=rng.choice((1.1, 1.2, 1.35)),
             health=Health.UNREACHABLE if rng.random() < 0.1 else Health.HEALTHY,
+            # some sites' connectors cannot run gang, MIG or fractional jobs, or any job
+            lacks=frozenset(
+                a
+                for a in (Ability.GANG, Ability.MIG, Ability.FRACTIONAL_GPU, Ability.DISPATCH)
+                if rng.random() < (0.05 if a is Ability.DISPATCH else 0.2)
+            ),
         )
         for i in range(rng.randint(2, 9))
     ]

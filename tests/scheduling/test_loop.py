@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,17 +14,20 @@ import pytest
 from broker.db.engine import create_engine, session_factory, upgrade
 from broker.db.repository import Store
 from broker.domain.clock import SystemClock
-from broker.domain.enums import Health, JobKind, JobState, Tier
+from broker.domain.enums import Ability, Health, JobKind, JobState, Tier
 from broker.domain.jobs import Job, JobSpec, Placement, Resources, Workload
 from broker.domain.latency import LatencyMatrix
+from broker.domain.placement import RejectReason
 from broker.metrics import Metrics
 from broker.scheduling.loop import SchedulingLoop
 from carbon.static import StaticTableSource
+from connectors.base import StatusUpdate
 from connectors.errors import AuthFailed
 from connectors.sim.connector import SimConnector
 from tests.conftest import fast_settings
 
 SITE = "sanjose-private"
+T_LATER = datetime.now(UTC) + timedelta(hours=6)
 H100_POOL = f"{SITE}/H100-0"
 
 
@@ -255,3 +259,94 @@ async def test_two_loops_on_one_database_never_allocate_the_same_gpus(database_u
         for job in jobs:
             states = [e.to_state for e in (await one.store.get_job(job.id)).events]
             assert states.count(JobState.SCHEDULED) <= 1
+
+
+class GanglessSim(SimConnector):
+    """A site whose connector cannot start multi-node jobs (a cluster without Kueue)."""
+
+    def supports(self, ability: Ability) -> bool:
+        return ability is not Ability.GANG and super().supports(ability)
+
+
+class ProvisionOnlySim(SimConnector):
+    """A site that can only add capacity, like a cloud region without a cluster of its own."""
+
+    lacks = frozenset({Ability.DISPATCH, Ability.CANCEL, Ability.FOLLOW})
+
+
+async def test_the_engine_respects_what_a_sites_connector_lacks(database_url: str) -> None:
+    async with rig_on(database_url, connector_type=GanglessSim) as rig:
+        gang, _ = await rig.store.create_job(tenant="t", spec=h100(8, "gang", nodes=2))
+        single, _ = await rig.store.create_job(tenant="t", spec=h100(8, "single"))
+        assert await rig.loop.run_once() == 1
+        assert (await rig.store.get_job(single.id)).job.state is JobState.SCHEDULED
+        assert (await rig.store.get_job(gang.id)).job.state is JobState.PENDING
+        ev = await rig.loop.evaluate(gang, ignore_capacity=True)
+        reasons = {r.pool_id: r.reason for r in ev.rejections}
+        assert reasons[H100_POOL] is RejectReason.ABILITY
+        assert not ev.candidates
+    async with rig_on(database_url, connector_type=ProvisionOnlySim) as rig:
+        job, _ = await rig.store.create_job(tenant="t", spec=h100(1, "anything"))
+        assert await rig.loop.run_once() == 0
+        assert (await rig.store.get_job(job.id)).job.state is JobState.PENDING
+
+
+class RemoteSim(SimConnector):
+    """A site that still runs jobs from before the restart (`remote`: job id → its id)."""
+
+    remote: dict[str, str] = {}
+
+    async def owned(self) -> dict[str, str]:
+        return {**self.remote, **await super().owned()}
+
+    async def cancel(self, *, job_id: str, external_id: str | None, reason: str) -> None:
+        self.remote.pop(job_id, None)
+        await super().cancel(job_id=job_id, external_id=external_id, reason=reason)
+
+
+async def test_reconcile_stops_stale_runs_and_leaves_unknown_ones(database_url: str) -> None:
+    async with rig_on(database_url, connector_type=RemoteSim) as rig:
+        ended, _ = await rig.store.create_job(tenant="t", spec=h100(1, "ended"))
+        await rig.store.cancel(ended.id, tenant=None, reason="cancelled_by_user")
+        requeued, _ = await rig.store.create_job(tenant="t", spec=h100(1, "requeued"))
+        # waiting for a cleaner hour, holding nothing: a run left over must not be adopted
+        assert await rig.store.defer(requeued.id, until=T_LATER, reason="cleaner later")
+        running, _ = await rig.store.create_job(tenant="t", spec=h100(1, "running"))
+        assert await rig.loop.run_once() == 1
+        RemoteSim.remote = {
+            ended.id: "gb-ended",
+            requeued.id: "gb-requeued",
+            "job-from-another-life": "gb-unknown",
+        }
+        await rig.loop.reconcile()
+        assert RemoteSim.remote == {"job-from-another-life": "gb-unknown"}
+        assert (await rig.store.get_job(running.id)).job.state is JobState.SCHEDULED
+
+
+async def test_every_run_that_ends_leaves_a_footprint(rig: Rig) -> None:
+    done, _ = await rig.store.create_job(tenant="vision", spec=h100(2, "done"))
+    stopped, _ = await rig.store.create_job(tenant="nlp", spec=h100(1, "stopped"))
+    never, _ = await rig.store.create_job(tenant="nlp", spec=h100(1, "never"))
+    assert await rig.loop.run_once() == 2  # batch_size 2: "never" waits in the queue
+    t0 = datetime.now(UTC).replace(microsecond=0)
+    for job in (done, stopped):
+        await rig.loop.apply(StatusUpdate(job_id=job.id, state=JobState.RUNNING, at=t0, reason="s"))
+    end = t0 + timedelta(hours=2)
+    await rig.loop.apply(
+        StatusUpdate(job_id=done.id, state=JobState.SUCCEEDED, at=end, reason="completed")
+    )
+    await rig.loop.cancel(stopped.id, tenant=None)
+    await rig.loop.cancel(never.id, tenant=None)  # never ran: nothing to count
+    runs = await rig.store.footprints(start=t0, end=t0 + timedelta(days=1))
+    assert {(r.job_id, r.outcome) for r in runs} == {
+        (done.id, "succeeded"),
+        (stopped.id, "cancelled"),
+    }
+    run = next(r for r in runs if r.job_id == done.id)
+    assert (run.tenant, run.site, run.gpu_model, run.gpus) == ("vision", SITE, "H100", 2.0)
+    assert (run.started_at, run.ended_at, run.gpu_hours) == (t0, end, 4.0)
+    assert run.gco2 is not None and run.energy_kwh > 0
+    assert run.gco2 == pytest.approx(run.energy_kwh * run.intensity_gco2_per_kwh)
+    assert (
+        await rig.store.footprints(start=end + timedelta(days=1), end=end + timedelta(days=2)) == []
+    )

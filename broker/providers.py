@@ -1,0 +1,116 @@
+"""Checking the configured sites' credentials and permissions (`broker check`, admin API).
+
+Each site's connector verifies what it needs (credentials resolve, calls allowed) and
+reports items; a check never raises for a provider's answer, and nothing here ever sees a
+secret value: settings name credentials by reference and connectors report only non-secret
+facts (an account id, a service-account email, a context name).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic import ValidationError
+
+from broker.config import ConfigError, Settings, describe_invalid
+from broker.domain.clock import Clock
+from broker.domain.enums import Ability
+from connectors.base import CheckItem, Connector
+from connectors.errors import ConnectorError
+from connectors.registry import UnknownConnector, connector_class
+
+CHECK_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SiteCheck:
+    site: str
+    kind: str
+    credentials: str
+    lacks: tuple[Ability, ...]
+    items: tuple[CheckItem, ...]
+    checked_at: datetime
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.items) and all(i.ok for i in self.items)
+
+
+async def check_connector(
+    name: str, kind: str, connector: Connector, *, clock: Clock, timeout_s: float
+) -> SiteCheck:
+    try:
+        items = await asyncio.wait_for(connector.check(), timeout=timeout_s)
+    except TimeoutError:
+        items = (CheckItem(name="reachable", ok=False, detail=f"no answer in {timeout_s:g}s"),)
+    except ConnectorError as exc:
+        items = (CheckItem(name="reachable", ok=False, detail=str(exc)),)
+    return SiteCheck(
+        site=name,
+        kind=kind,
+        credentials=connector.credentials(),
+        lacks=tuple(a for a in Ability if not connector.supports(a)),
+        items=items,
+        checked_at=clock.now(),
+    )
+
+
+async def check_running(
+    connectors: Mapping[str, Connector], *, clock: Clock, timeout_s: float = CHECK_TIMEOUT_S
+) -> list[SiteCheck]:
+    """Check the service's live connectors, concurrently."""
+    return list(
+        await asyncio.gather(
+            *(
+                check_connector(name, c.kind.value, c, clock=clock, timeout_s=timeout_s)
+                for name, c in sorted(connectors.items())
+            )
+        )
+    )
+
+
+async def check_configured(
+    settings: Settings,
+    *,
+    clock: Clock,
+    sites: Iterable[str] = (),
+    timeout_s: float = CHECK_TIMEOUT_S,
+) -> list[SiteCheck]:
+    """Build each configured site's connector (or those named), check it, close it."""
+    wanted = set(sites)
+    unknown = wanted - {s.name for s in settings.sites}
+    if unknown:
+        raise KeyError(f"no such site in the config: {', '.join(sorted(unknown))}")
+
+    async def one(site_name: str) -> SiteCheck:
+        site = next(s for s in settings.sites if s.name == site_name)
+        try:
+            connector = connector_class(site.kind).from_settings(
+                site=site, settings=settings, clock=clock
+            )
+        except ValidationError as exc:
+            return failed(site.name, site.kind.value, describe_invalid(exc).strip())
+        except (UnknownConnector, ConnectorError, ConfigError, OSError) as exc:
+            return failed(site.name, site.kind.value, str(exc))
+        try:
+            return await check_connector(
+                site.name, site.kind.value, connector, clock=clock, timeout_s=timeout_s
+            )
+        finally:
+            await connector.close()
+
+    def failed(site: str, kind: str, detail: str) -> SiteCheck:
+        return SiteCheck(
+            site=site,
+            kind=kind,
+            credentials="unknown",
+            lacks=(),
+            items=(CheckItem(name="configuration", ok=False, detail=detail),),
+            checked_at=clock.now(),
+        )
+
+    names = [s.name for s in settings.sites if not wanted or s.name in wanted]
+    return list(await asyncio.gather(*(one(n) for n in names)))

@@ -1,0 +1,5 @@
+from tests.connectors.contract import ConnectorContract
+
+
+class TestSimContract(ConnectorContract):
+    pass
