@@ -1,0 +1,1 @@
+"""The AWS connector's shipped price catalog (`prices.csv`) and the script that rebuilds it."""

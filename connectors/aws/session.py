@@ -1,0 +1,97 @@
+"""A botocore session per site, for the credential source the settings name.
+
+Credentials come by reference only: a named profile, a role to assume, or the default chain
+(environment, shared files, SSO, instance or task role). With `role_arn`, STS `AssumeRole`
+runs from the default chain on first use and again before the temporary credentials expire
+(botocore's deferred refreshable credentials), so a long-running broker never holds an
+expired session. https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRole.html
+
+The clients are botocore's (boto3's engine; boto3's own layer adds resources, which the
+connector does not use), created with retries off: the retry policy is the broker's.
+Everything here runs in the SDK thread pool and imports the SDK on first use.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from connectors.aws.settings import AwsSettings
+
+CONNECT_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 30.0
+
+
+def client_config(*, region: str, pool: int) -> Any:
+    """botocore's client settings: one attempt (the retry policy is ours), bounded waits."""
+    from botocore.config import Config
+
+    return Config(
+        region_name=region,
+        retries={"total_max_attempts": 1, "mode": "standard"},  # one try: the retries are ours
+        connect_timeout=CONNECT_TIMEOUT_S,
+        read_timeout=READ_TIMEOUT_S,
+        max_pool_connections=pool,
+        user_agent_appid="gpu-broker",
+    )
+
+
+def open_session(settings: AwsSettings, *, region: str) -> Any:
+    """A botocore session for the configured credential source (runs in the thread pool)."""
+    import botocore.session
+
+    session = botocore.session.Session(profile=settings.profile)
+    session.register_component("data_loader", _models())
+    if settings.role_arn is not None:
+        _assume_role(session, settings=settings, config=client_config(region=region, pool=1))
+    return session
+
+
+@functools.cache
+def _models() -> Any:
+    """One botocore model loader for the process: parsing the EC2 model takes most of a second
+    and megabytes of memory, and it is the same for every site's session."""
+    import botocore.loaders
+
+    return botocore.loaders.create_loader()
+
+
+class _FixedProvider:
+    """A credential provider that always answers with one (refreshable) credentials object."""
+
+    METHOD = "gpu-broker-assume-role"
+    CANONICAL_NAME = "custom-gpu-broker-assume-role"
+
+    def __init__(self, credentials: Any) -> None:
+        self._credentials = credentials
+
+    def load(self) -> Any:
+        return self._credentials
+
+
+def _assume_role(session: Any, *, settings: AwsSettings, config: Any) -> None:
+    """Make `session` use `AssumeRole` credentials, fetched from the default chain on first use
+    and refreshed before they expire."""
+    import botocore.session
+    from botocore.credentials import CredentialResolver, DeferredRefreshableCredentials
+
+    base = botocore.session.Session()
+    base.register_component("data_loader", _models())
+    sts = base.create_client("sts", endpoint_url=settings.endpoint_url, config=config)
+    request = {"RoleArn": settings.role_arn, "RoleSessionName": settings.session_name}
+    if settings.external_id is not None:
+        request["ExternalId"] = settings.external_id
+
+    def fetch() -> dict[str, str]:
+        creds = sts.assume_role(**request)["Credentials"]
+        return {
+            "access_key": creds["AccessKeyId"],
+            "secret_key": creds["SecretAccessKey"],
+            "token": creds["SessionToken"],
+            "expiry_time": creds["Expiration"].isoformat(),
+        }
+
+    credentials = DeferredRefreshableCredentials(refresh_using=fetch, method="assume-role")
+    session.register_component(
+        "credential_provider", CredentialResolver(providers=[_FixedProvider(credentials)])
+    )

@@ -1,0 +1,377 @@
+"""One cluster's API client: built from a kubeconfig or the pod's service account, the calls
+the connector makes, and the watch that runs on its own thread.
+
+Each connector owns its own `ApiClient` (never the module-global default configuration), so
+one process can drive several clusters. Calls ask for `_preload_content=False` and parse the
+wire JSON themselves: the mapping code then reads the documented fields
+(https://kubernetes.io/docs/reference/kubernetes-api/) and a newer server's unknown fields or
+values never trip the generated models' validation. Every call runs on the connector's
+`Blocking` pool and is retried on `TransientError` by `connectors.retry.retrying`; urllib3's
+own retries are off (`retries=False`), or it would silently honour Retry-After on GETs and
+stack its retries under ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from connectors.errors import AuthFailed, TransientError
+from connectors.kubernetes.errors import (
+    Expired,
+    Op,
+    from_api_exception,
+    from_connection_error,
+)
+from connectors.retry import Backoff, retrying
+from connectors.threads import Blocking
+
+JsonDict = dict[str, Any]
+Loader = Callable[[], Any]  # returns a kubernetes.client.ApiClient
+
+CONNECT_TIMEOUT_S = 10.0
+_MAX_PAGES = 10_000
+
+
+def kubeconfig_loader(path: Path, context: str | None) -> Loader:
+    def load() -> Any:
+        from kubernetes import client, config
+
+        if not path.is_file():  # the loader would say only "No configuration found"
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
+        cfg = client.Configuration()
+        cfg.retries = False
+        return config.new_client_from_config(
+            config_file=str(path), context=context, persist_config=False, client_configuration=cfg
+        )
+
+    return load
+
+
+def in_cluster_loader() -> Loader:
+    def load() -> Any:
+        from kubernetes import client, config
+
+        cfg = client.Configuration()
+        cfg.retries = False
+        config.load_incluster_config(client_configuration=cfg)
+        return client.ApiClient(configuration=cfg)
+
+    return load
+
+
+def _load_failure(exc: Exception) -> str:
+    """Why a kubeconfig could not be loaded, without echoing any of its content."""
+    from kubernetes.config import ConfigException
+
+    if isinstance(exc, ConfigException):
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        if first.startswith("exec:"):
+            return "the exec credential plugin failed"
+        return first[:200]
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    # YAML errors quote the offending line, which may hold a token: name the kind only.
+    return f"not a valid kubeconfig ({type(exc).__name__})"
+
+
+@dataclass(frozen=True, slots=True)
+class _Apis:
+    client: Any
+    core: Any
+    batch: Any
+    authz: Any
+    version: Any
+    host: str
+
+
+class WatchHandle:
+    """Lets the event loop stop a watch that blocks on another thread."""
+
+    def __init__(self, resource_version: str) -> None:
+        self.resource_version = resource_version  # advanced by the watch thread
+        self._stop = threading.Event()
+        self._watch: Any = None
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        """Ask the watch to end; shuts its socket down so a blocked read returns at once."""
+        self._stop.set()
+        watch = self._watch
+        if watch is not None:
+            watch.stop()
+
+
+class KubeClient:
+    """The calls the connector makes, on JSON, with errors translated and retried."""
+
+    def __init__(
+        self,
+        *,
+        site: str,
+        namespace: str,
+        loader: Loader,
+        source: str,
+        blocking: Blocking,
+        backoff: Backoff,
+        sleep: Callable[[float], Awaitable[None]],
+        request_timeout_s: float,
+        page_size: int = 500,
+    ) -> None:
+        self.site = site
+        self.namespace = namespace
+        self._loader = loader
+        self._source = source  # "kubeconfig <path> (context x)" or "in-cluster service account"
+        self._blocking = blocking
+        self._backoff = backoff
+        self._sleep = sleep
+        self._timeout = (CONNECT_TIMEOUT_S, request_timeout_s)
+        self._page_size = page_size
+        self._apis: _Apis | None = None
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        """Load the credentials and build the ApiClient (once; exec plugins may run here)."""
+        async with self._lock:
+            if self._apis is None:
+                self._apis = await self._blocking.run(self._build)
+
+    def _build(self) -> _Apis:
+        from kubernetes import client
+
+        try:
+            api = self._loader()
+        except Exception as exc:
+            raise AuthFailed(
+                f"cannot load credentials from {self._source}: {_load_failure(exc)}",
+                site=self.site,
+            ) from None
+        return _Apis(
+            client=api,
+            core=client.CoreV1Api(api),
+            batch=client.BatchV1Api(api),
+            authz=client.AuthorizationV1Api(api),
+            version=client.VersionApi(api),
+            host=str(api.configuration.host),
+        )
+
+    def close(self) -> None:
+        apis, self._apis = self._apis, None
+        if apis is not None:
+            apis.client.close()
+            apis.client.rest_client.pool_manager.clear()
+
+    # -- calls -------------------------------------------------------------------------
+
+    async def version(self) -> JsonDict:
+        return await self._call(Op("get", "/version"), lambda a: a.version.get_code(**self._opts()))
+
+    async def list_nodes(self) -> list[JsonDict]:
+        items, _ = await self._list(Op("list", "nodes"), lambda a, **kw: a.core.list_node(**kw))
+        return items
+
+    async def list_pods(
+        self, *, field_selector: str | None = None, label_selector: str | None = None
+    ) -> list[JsonDict]:
+        """Pods of every namespace matching the selectors."""
+        items, _ = await self._list(
+            Op("list", "pods"),
+            lambda a, **kw: a.core.list_pod_for_all_namespaces(
+                field_selector=field_selector, label_selector=label_selector, **kw
+            ),
+        )
+        return items
+
+    async def list_namespaced_pods(self, *, label_selector: str) -> list[JsonDict]:
+        items, _ = await self._list(
+            Op("list", "pods", self.namespace),
+            lambda a, **kw: a.core.list_namespaced_pod(
+                self.namespace, label_selector=label_selector, **kw
+            ),
+        )
+        return items
+
+    async def read_namespace(self) -> JsonDict:
+        return await self._call(
+            Op("get", "namespaces"),
+            lambda a: a.core.read_namespace(self.namespace, **self._opts()),
+        )
+
+    async def create_job(self, body: JsonDict) -> JsonDict:
+        return await self._call(
+            Op("create", "jobs.batch", self.namespace),
+            lambda a: a.batch.create_namespaced_job(self.namespace, body, **self._opts()),
+        )
+
+    async def read_job(self, name: str) -> JsonDict:
+        return await self._call(
+            Op("get", "jobs.batch", self.namespace),
+            lambda a: a.batch.read_namespaced_job(name, self.namespace, **self._opts()),
+        )
+
+    async def delete_job(self, name: str) -> None:
+        """Delete a Job and (in the background) its pods; NotFound is left to the caller."""
+        await self._call(
+            Op("delete", "jobs.batch", self.namespace),
+            lambda a: a.batch.delete_namespaced_job(
+                name, self.namespace, propagation_policy="Background", **self._opts()
+            ),
+        )
+
+    async def list_jobs(self, *, label_selector: str) -> tuple[list[JsonDict], str]:
+        """Jobs in the namespace and the list's resourceVersion (to watch from)."""
+        return await self._list(
+            Op("list", "jobs.batch", self.namespace),
+            lambda a, **kw: a.batch.list_namespaced_job(
+                self.namespace, label_selector=label_selector, **kw
+            ),
+        )
+
+    async def access_review(
+        self, *, verb: str, group: str, resource: str, everywhere: bool = False
+    ) -> JsonDict:
+        """The `status` of a SelfSubjectAccessReview: may these credentials do this (in the
+        namespace, or in every namespace)?"""
+        attributes = {"verb": verb, "group": group, "resource": resource}
+        if not everywhere:
+            attributes["namespace"] = self.namespace
+        body = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": attributes},
+        }
+        review = await self._call(
+            Op("create", "selfsubjectaccessreviews.authorization.k8s.io"),
+            lambda a: a.authz.create_self_subject_access_review(body, **self._opts()),
+        )
+        status: JsonDict = review.get("status") or {}
+        return status
+
+    # -- the watch (runs on the follower's own thread) ------------------------------------
+
+    def watch_jobs(
+        self,
+        handle: WatchHandle,
+        *,
+        label_selector: str,
+        timeout_s: int,
+        deliver: Callable[[str, JsonDict], None],
+    ) -> None:
+        """Stream Job events from `handle.resource_version` until the server ends the watch
+        (after `timeout_s`), the handle is stopped, or an error; blocking.
+
+        Each event goes to `deliver(type, object)` before `handle.resource_version` moves
+        past it; BOOKMARK events only move the version. A 410 raises `Expired`.
+        """
+        import urllib3
+        from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
+
+        apis = self._apis
+        op = Op("watch", "jobs.batch", self.namespace)
+        if apis is None or handle.stopped:
+            return
+        # return_type "object": events stay the wire's dicts (no model validation that a
+        # newer server's Job could trip, which would fail the same event on every resume).
+        stream = watch.Watch(return_type="object")
+        handle._watch = stream
+        try:
+            for event in stream.stream(
+                apis.batch.list_namespaced_job,
+                self.namespace,
+                label_selector=label_selector,
+                resource_version=handle.resource_version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=timeout_s,
+                _request_timeout=(CONNECT_TIMEOUT_S, timeout_s + 30),
+            ):
+                if handle.stopped:
+                    stream.stop()
+                    break
+                obj: JsonDict = event["raw_object"]
+                if event["type"] != "BOOKMARK":
+                    deliver(str(event["type"]), obj)
+                version = (obj.get("metadata") or {}).get("resourceVersion")
+                if version:
+                    handle.resource_version = str(version)
+        except ApiException as exc:
+            raise from_api_exception(exc, op=op, site=self.site) from exc
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            if handle.stopped:
+                return
+            raise from_connection_error(exc, op=op, site=self.site, host=apis.host) from exc
+        finally:
+            handle._watch = None
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _opts(self) -> dict[str, Any]:
+        return {"_preload_content": False, "_request_timeout": self._timeout}
+
+    async def _call(self, op: Op, fn: Callable[[_Apis], Any]) -> JsonDict:
+        await self.open()
+
+        async def once() -> JsonDict:
+            return await self._blocking.run(self._invoke, op, fn)
+
+        return await retrying(
+            once, backoff=self._backoff, what=f"{self.site}: {op}", sleep=self._sleep
+        )
+
+    def _invoke(self, op: Op, fn: Callable[[_Apis], Any]) -> JsonDict:
+        import urllib3
+        from kubernetes.client.exceptions import ApiException
+
+        apis = self._apis
+        if apis is None:
+            raise TransientError(f"{op}: the client is closed", site=self.site)
+        try:
+            resp = fn(apis)
+            try:
+                data = resp.data
+            finally:
+                resp.release_conn()
+        except ApiException as exc:
+            raise from_api_exception(exc, op=op, site=self.site) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise from_connection_error(exc, op=op, site=self.site, host=apis.host) from exc
+        try:
+            decoded = json.loads(data) if data else {}
+        except ValueError as exc:
+            raise TransientError(f"{op}: the API server sent invalid JSON", site=self.site) from exc
+        return decoded if isinstance(decoded, dict) else {}
+
+    async def _list(
+        self, op: Op, fn: Callable[..., Any], *, restarts: int = 3
+    ) -> tuple[list[JsonDict], str]:
+        """All pages of a list (limit/continue); restarts when a continue token expires."""
+        for attempt in range(restarts):
+            items: list[JsonDict] = []
+            version = ""
+            token: str | None = None
+            try:
+                for _ in range(_MAX_PAGES):
+                    page = await self._call(op, self._page(fn, token))
+                    items.extend(page.get("items") or [])
+                    meta = page.get("metadata") or {}
+                    version = version or str(meta.get("resourceVersion") or "")
+                    token = meta.get("continue") or None
+                    if token is None:
+                        return items, version
+            except Expired:
+                if attempt + 1 >= restarts:
+                    raise
+        raise TransientError(f"{op}: the list did not finish", site=self.site)
+
+    def _page(self, fn: Callable[..., Any], token: str | None) -> Callable[[_Apis], Any]:
+        return lambda a: fn(a, limit=self._page_size, _continue=token, **self._opts())

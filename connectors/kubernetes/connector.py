@@ -1,0 +1,275 @@
+"""The connector of a private Kubernetes cluster with NVIDIA GPUs.
+
+Inventory comes from Nodes and Pods (see `inventory`), a placed job becomes a `batch/v1` Job
+(see `manifest`), and its life is followed by list+watch (see `follow`). Dispatch is
+idempotent through the Job's deterministic name: a retried create that meets 409
+AlreadyExists adopts the Job when it carries the same job id. Gang jobs need Kueue to admit
+all their pods at once; without a `kueue_queue` the connector says it cannot run them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Self
+
+from broker.config import Settings, SiteSettings
+from broker.domain.clock import Clock
+from broker.domain.enums import SiteKind
+from broker.domain.fleet import GpuPool, Site
+from broker.domain.jobs import Job, Placement
+from broker.fleet_settings import site_from_settings
+from connectors.base import Ability, CheckItem, Connector, SiteInventory, StatusUpdate
+from connectors.errors import Conflict, ConnectorError, NotFound, TransientError, Unsupported
+from connectors.kubernetes import labels as L
+from connectors.kubernetes.client import KubeClient, Loader, in_cluster_loader, kubeconfig_loader
+from connectors.kubernetes.follow import JobFollower
+from connectors.kubernetes.inventory import build_inventory, gpu_node
+from connectors.kubernetes.manifest import build_job, job_id_of
+from connectors.kubernetes.settings import KubernetesSettings, parse
+from connectors.retry import Backoff
+from connectors.threads import Blocking, shared
+
+_CLOSED = object()
+# Pods that may hold GPUs: the API server filters these on `status.phase`.
+_LIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
+
+
+class KubernetesConnector(Connector):
+    kind = SiteKind.KUBERNETES
+    lacks = frozenset({Ability.PROVISION, Ability.SPOT})
+
+    def __init__(
+        self,
+        *,
+        site: Site,
+        settings: KubernetesSettings,
+        loader: Loader,
+        clock: Clock,
+        blocking: Blocking,
+        backoff: Backoff | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        page_size: int = 500,
+    ) -> None:
+        self._site = site
+        self._settings = settings
+        self._clock = clock
+        if settings.in_cluster:
+            self._source = "the in-cluster service account"
+        else:
+            context = f" (context {settings.context})" if settings.context else ""
+            self._source = f"kubeconfig {settings.kubeconfig}{context}"
+        self._client = KubeClient(
+            site=site.name,
+            namespace=settings.namespace,
+            loader=loader,
+            source=self._source,
+            blocking=blocking,
+            backoff=backoff or Backoff(),
+            sleep=sleep,
+            request_timeout_s=settings.request_timeout_s,
+            page_size=page_size,
+        )
+        self._owner_labels = {L.OWNER_LABEL: settings.owner}
+        self._updates: asyncio.Queue[StatusUpdate | object] = asyncio.Queue()
+        self._follower = JobFollower(
+            client=self._client,
+            owner_labels=self._owner_labels,
+            clock=clock,
+            backoff=backoff or Backoff(),
+            sleep=sleep,
+            watch_timeout_s=settings.watch_timeout_s,
+            emit=self._updates.put_nowait,
+        )
+        self._pools: dict[str, GpuPool] = {}
+        self._closed = False
+
+    @classmethod
+    def from_settings(cls, *, site: SiteSettings, settings: Settings, clock: Clock) -> Self:
+        parsed = parse(site, settings)
+        if parsed.in_cluster:
+            loader = in_cluster_loader()
+        else:
+            assert parsed.kubeconfig is not None
+            loader = kubeconfig_loader(parsed.kubeconfig, parsed.context)
+        return cls(
+            site=site_from_settings(site),
+            settings=parsed,
+            loader=loader,
+            clock=clock,
+            blocking=shared(),
+        )
+
+    @property
+    def site_name(self) -> str:
+        return self._site.name
+
+    def credentials(self) -> str:
+        return self._source
+
+    def supports(self, ability: Ability) -> bool:
+        if ability is Ability.GANG and not self._settings.kueue_queue:
+            return False  # without Kueue nothing admits a gang's pods all at once
+        return super().supports(ability)
+
+    async def start(self) -> None:
+        await self._client.open()
+        self._follower.start()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._follower.stop()
+        self._client.close()
+        self._updates.put_nowait(_CLOSED)
+
+    # -- inventory -----------------------------------------------------------------------
+
+    async def inventory(self) -> SiteInventory:
+        nodes = await self._client.list_nodes()
+        pods = await self._client.list_pods(field_selector=_LIVE_PODS)
+        inv = build_inventory(
+            site=self._site,
+            nodes=nodes,
+            pods=pods,
+            owner=self._settings.owner,
+            prices=self._settings.price_per_gpu_hour,
+            now=self._clock.now(),
+        )
+        self._pools = {pool.id: pool for pool in inv.pools}
+        return SiteInventory(site=inv.site, pools=inv.pools)
+
+    async def _pool(self, pool_id: str) -> GpuPool:
+        if pool_id not in self._pools:
+            await self.inventory()
+        pool = self._pools.get(pool_id)
+        if pool is None:
+            raise NotFound(f"pool {pool_id} is not in the cluster's inventory", site=self.site_name)
+        return pool
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    async def dispatch(self, *, job: Job, placement: Placement) -> str:
+        if job.spec.resources.nodes > 1 and not self.supports(Ability.GANG):
+            raise Unsupported(
+                "gang jobs need Kueue (set kueue_queue) to admit all their pods at once",
+                site=self.site_name,
+            )
+        pool = await self._pool(placement.pool_id)
+        name = L.job_name(job.id)
+        body = build_job(job=job, pool=pool, name=name, settings=self._settings)
+        try:
+            created = await self._client.create_job(body)
+        except Conflict:
+            created = await self._existing(job, name)
+        uid = (created.get("metadata") or {}).get("uid")
+        self._follower.track(job_id=job.id, name=name, uid=str(uid) if uid else None)
+        return name
+
+    async def _existing(self, job: Job, name: str) -> dict[str, object]:
+        """The Job a create collided with, when it is this job's (a retried dispatch)."""
+        try:
+            existing = await self._client.read_job(name)
+        except NotFound:
+            raise TransientError(
+                f"Job {name} was deleted while dispatching", site=self.site_name
+            ) from None
+        other = job_id_of(existing)
+        if other != job.id:
+            raise Conflict(
+                f"Job {name} already exists for another job ({other})", site=self.site_name
+            )
+        if (existing.get("metadata") or {}).get("deletionTimestamp"):
+            raise TransientError(
+                f"an earlier Job {name} is still being deleted", site=self.site_name
+            )
+        return existing
+
+    async def cancel(self, *, job_id: str, external_id: str | None, reason: str) -> None:
+        self._follower.cancelled(job_id)
+        with contextlib.suppress(NotFound):  # already gone is fine
+            await self._client.delete_job(external_id or L.job_name(job_id))
+
+    async def adopt(self, *, job: Job, placement: Placement) -> None:
+        name = placement.external_id or L.job_name(job.id)
+        try:
+            obj = await self._client.read_job(name)
+        except NotFound:
+            self._follower.vanished(job.id, name)
+            return
+        if job_id_of(obj) != job.id:
+            self._follower.vanished(job.id, name)
+            return
+        uid = (obj.get("metadata") or {}).get("uid")
+        self._follower.track(job_id=job.id, name=name, uid=str(uid) if uid else None)
+        await self._follower.observe(obj)
+
+    async def owned(self) -> dict[str, str]:
+        items, _ = await self._client.list_jobs(label_selector=L.selector(self._owner_labels))
+        found: dict[str, str] = {}
+        for obj in items:
+            job_id = job_id_of(obj)
+            if job_id is not None:
+                found[job_id] = str((obj.get("metadata") or {}).get("name", ""))
+        return found
+
+    async def updates(self) -> AsyncIterator[StatusUpdate]:
+        while True:
+            item = await self._updates.get()
+            if item is _CLOSED:
+                return
+            assert isinstance(item, StatusUpdate)
+            yield item
+
+    # -- check ---------------------------------------------------------------------------
+
+    async def check(self) -> tuple[CheckItem, ...]:
+        ns = self._settings.namespace
+        return (
+            await self._item("api", self._api_reachable()),
+            await self._item("list nodes", self._nodes_visible()),
+            await self._item("list pods", self._may("list", "", "pods", everywhere=True)),
+            await self._item(f"create jobs in {ns}", self._may("create", "batch", "jobs")),
+            await self._item(f"watch jobs in {ns}", self._may("watch", "batch", "jobs")),
+            await self._item(f"delete jobs in {ns}", self._may("delete", "batch", "jobs")),
+            await self._item(f"namespace {ns}", self._namespace_exists()),
+        )
+
+    async def _item(self, name: str, probe: Awaitable[tuple[bool, str]]) -> CheckItem:
+        try:
+            ok, detail = await probe
+        except ConnectorError as exc:
+            return CheckItem(name=name, ok=False, detail=str(exc))
+        return CheckItem(name=name, ok=ok, detail=detail)
+
+    async def _api_reachable(self) -> tuple[bool, str]:
+        version = await self._client.version()
+        return True, f"reachable, Kubernetes {version.get('gitVersion', '?')}"
+
+    async def _nodes_visible(self) -> tuple[bool, str]:
+        nodes = await self._client.list_nodes()
+        with_gpus = sum(1 for node in nodes if gpu_node(node) is not None)
+        return True, f"nodes visible: {len(nodes)}, with GPUs: {with_gpus}"
+
+    async def _may(
+        self, verb: str, group: str, resource: str, *, everywhere: bool = False
+    ) -> tuple[bool, str]:
+        status = await self._client.access_review(
+            verb=verb, group=group, resource=resource, everywhere=everywhere
+        )
+        what = f"{verb} {resource}{'.' + group if group else ''}"
+        if status.get("allowed"):
+            return True, f"allowed to {what}"
+        reason = f": {status['reason']}" if status.get("reason") else ""
+        return False, f"forbidden: the credentials lack permission for {what}{reason}"
+
+    async def _namespace_exists(self) -> tuple[bool, str]:
+        ns = self._settings.namespace
+        try:
+            obj = await self._client.read_namespace()
+        except NotFound:
+            return False, f"namespace {ns} does not exist"
+        phase = (obj.get("status") or {}).get("phase", "?")
+        return phase == "Active", f"namespace {ns} is {phase}"

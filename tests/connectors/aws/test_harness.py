@@ -1,0 +1,81 @@
+"""The `harness` fixture honours the contract suite's protocol (a smoke run of each hook)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import pytest
+
+from broker.config import Settings
+from broker.domain.clock import SystemClock
+from broker.domain.enums import JobKind, JobState, SiteKind, Tier
+from broker.domain.jobs import Job, JobSpec, Resources, Workload
+from connectors.aws.connector import AwsConnector
+from connectors.errors import AuthFailed, Unsupported
+from tests.conftest import REPO
+from tests.connectors.aws.conftest import SITE, AwsHarness, site_settings
+from tests.connectors.harness import Harness
+
+
+def job() -> Job:
+    now = datetime(2026, 1, 5, tzinfo=UTC)
+    spec = JobSpec(
+        name="train",
+        tier=Tier.P2,
+        kind=JobKind.TRAINING,
+        resources=Resources(gpus=1),
+        workload=Workload(image="nvcr.io/nvidia/pytorch:24.05-py3"),
+        estimated_duration_s=600,
+    )
+    return Job(
+        id="job-1", tenant="t", spec=spec, state=JobState.SCHEDULED, created_at=now, updated_at=now
+    )
+
+
+async def test_hooks(harness: AwsHarness) -> None:
+    typed: Harness = harness
+    connector = typed.connector
+    placement = await typed.placement(job())
+    assert placement.pool_id.startswith(f"{SITE}/") and placement.node_indices == (0,)
+    with pytest.raises(Unsupported):
+        await connector.dispatch(job=job(), placement=placement)
+    with pytest.raises(Unsupported):
+        await connector.adopt(job=job(), placement=placement)
+    with pytest.raises(NotImplementedError):
+        await typed.finish("i-0123", succeeded=True)
+
+    typed.throttle(2)
+    got = await connector.provision(gpu_model="A10G", count=2, spot=False, request_id="h-1")
+    assert await typed.remote_ids() == {i.id for i in got}
+    again = await connector.provision(gpu_model="A10G", count=2, spot=False, request_id="h-1")
+    assert {i.id for i in again} == {i.id for i in got}
+    await connector.release(instance_ids=[i.id for i in got])
+    await connector.release(instance_ids=[i.id for i in got])
+    assert await typed.remote_ids() == set() and await connector.instances() == []
+
+    typed.reject_credentials()
+    with pytest.raises(AuthFailed) as info:
+        await connector.inventory()
+    assert typed.secret not in str(info.value)
+
+
+def test_from_settings_uses_the_shared_pool() -> None:
+    connector = AwsConnector.from_settings(
+        site=site_settings(connector={"image_id": "ami-12c6146b", "user_data_file": "join.sh"}),
+        settings=Settings(),
+        clock=SystemClock(),
+    )
+    assert connector.site_name == SITE and connector.kind is SiteKind.AWS
+
+
+def test_importing_the_connector_loads_no_sdk() -> None:
+    code = (
+        "import sys, connectors.aws.connector; "
+        "print(sorted(m for m in ('boto3', 'botocore') if m in sys.modules))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert proc.stdout.strip() == "[]"

@@ -1,0 +1,5 @@
+from tests.connectors.contract import ConnectorContract
+
+
+class TestGcpContract(ConnectorContract):
+    pass

@@ -1,0 +1,279 @@
+"""The state of a fake Kubernetes cluster and the controllers that change it.
+
+Objects are stored as the API serves them (see `objects`); every write moves one
+resourceVersion counter, and each change to a Job is kept in a history and pushed to the
+open watches, so a watch can resume from any version not yet compacted away. Hooks play the
+actors around the API server: the Job controller (`add_job` defaults, `run_job`,
+`finish_job`), other users (`add_pod`, `delete_job_outside`), etcd compaction
+(`expire_versions`) and a flaky network (`drop_watches`). `fake_api` serves it over HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.connectors.kubernetes import objects as o
+from tests.connectors.kubernetes.selectors import Requirement, matches_labels
+
+JsonDict = dict[str, Any]
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+DROP = object()  # a watcher's cue to cut its connection
+END = object()  # a watcher's cue to end its response normally
+
+
+@dataclass(eq=False, slots=True)
+class Watcher:
+    """One open watch: which Jobs it wants and the lines waiting to be sent."""
+
+    namespace: str
+    selector: list[Requirement]
+    bookmarks: bool
+    queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+
+
+class FakeCluster:
+    """Nodes, pods, namespaces and Jobs, with the Job watch history."""
+
+    def __init__(self, namespaces: tuple[str, ...]) -> None:
+        self.nodes: dict[str, JsonDict] = {}
+        self.pods: dict[tuple[str, str], JsonDict] = {}
+        self.jobs: dict[tuple[str, str], JsonDict] = {}
+        self.namespaces = {
+            ns: {"metadata": {"name": ns}, "status": {"phase": "Active"}} for ns in namespaces
+        }
+        self._rv = 100
+        self._oldest_rv = 0
+        self._events: list[tuple[int, str, JsonDict]] = []  # Job watch history
+        self.watchers: set[Watcher] = set()
+
+    def add_node(self, node: JsonDict) -> None:
+        self._bump()
+        self.nodes[node["metadata"]["name"]] = node
+
+    def add_pod(self, pod: JsonDict) -> None:
+        self._bump()
+        meta = pod["metadata"]
+        self.pods[(meta["namespace"], meta["name"])] = pod
+
+    def job(self, name: str, namespace: str = "gpu-broker") -> JsonDict:
+        return self.jobs[(namespace, name)]
+
+    def job_pods(self, name: str, namespace: str = "gpu-broker") -> list[JsonDict]:
+        return [
+            p
+            for (ns, _), p in self.pods.items()
+            if ns == namespace and p["metadata"]["labels"].get("job-name") == name
+        ]
+
+    def run_job(self, name: str, namespace: str = "gpu-broker") -> None:
+        """The Job controller starts the Job's pods (Kueue would first unsuspend it)."""
+        job = self.job(name, namespace)
+        job["spec"]["suspend"] = False
+        pods = self.job_pods(name, namespace)
+        for index in range(len(pods), int(job["spec"].get("parallelism", 1))):
+            self.add_pod(o.job_pod(job, index=index, node=self._node_for(job)))
+        count = len(self.job_pods(name, namespace))
+        job["status"].update(active=count, ready=count, startTime=o.now())
+        self._job_changed("MODIFIED", job)
+
+    def finish_job(
+        self,
+        name: str,
+        namespace: str = "gpu-broker",
+        *,
+        succeeded: bool = True,
+        reason: str = "BackoffLimitExceeded",
+        exit_code: int = 137,
+        container_reason: str = "OOMKilled",
+        waiting: tuple[str, str] | None = None,
+    ) -> None:
+        """The pods end and the Job controller sets the terminal conditions.
+
+        A failure ends the pod with `container_reason`/`exit_code`, or leaves it waiting
+        with `waiting` = (reason, message), as an ImagePullBackOff pod is.
+        """
+        job = self.job(name, namespace)
+        if not self.job_pods(name, namespace):
+            self.add_pod(o.job_pod(job, index=0, node=self._node_for(job)))
+        pods = self.job_pods(name, namespace)
+        for p in pods:
+            if succeeded:
+                o.terminate(p, exit_code=0, reason="Completed")
+            elif waiting:
+                o.waiting(p, reason=waiting[0], message=waiting[1])
+            else:
+                o.terminate(p, exit_code=exit_code, reason=container_reason)
+            self._bump()
+        status = job["status"]
+        status.update(active=0, ready=0, terminating=0)
+        if succeeded:
+            status.update(succeeded=len(pods), completionTime=o.now())
+        else:
+            status["failed"] = len(pods)
+        status["conditions"] = o.job_conditions(succeeded=succeeded, reason=reason)
+        self._job_changed("MODIFIED", job)
+
+    def delete_job_outside(self, name: str, namespace: str = "gpu-broker") -> None:
+        """Someone else deletes the Job (kubectl delete)."""
+        self.remove_job(namespace, name, propagation="Background")
+
+    def touch(self, count: int = 1) -> None:
+        """Unrelated writes elsewhere in the cluster move the resourceVersion on."""
+        self._rv += count
+
+    def bookmark(self) -> None:
+        """Send a BOOKMARK with the current resourceVersion to watches that asked for them."""
+        line = self.event_line(
+            "BOOKMARK",
+            {
+                "kind": "Job",
+                "apiVersion": "batch/v1",
+                "metadata": {"resourceVersion": str(self._rv)},
+            },
+        )
+        for watcher in self.watchers:
+            if watcher.bookmarks:
+                watcher.queue.put_nowait(line)
+
+    def expire_versions(self, *, kick: bool = True) -> None:
+        """etcd compaction: every resourceVersion up to now is too old to watch from; live
+        watches (with `kick`) end with an ERROR 410 event as the API server sends it."""
+        self._rv += 1
+        self._oldest_rv = self._rv
+        if kick:
+            for watcher in list(self.watchers):
+                watcher.queue.put_nowait(self.expired_line("0"))
+                watcher.queue.put_nowait(END)
+
+    def drop_watches(self) -> None:
+        """Cut every watch connection without a goodbye."""
+        for watcher in list(self.watchers):
+            watcher.queue.put_nowait(DROP)
+
+    @property
+    def resource_version(self) -> str:
+        return str(self._rv)
+
+    @property
+    def oldest_version(self) -> int:
+        """The oldest resourceVersion a watch may start from (older ones get 410)."""
+        return self._oldest_rv
+
+    @property
+    def watch_count(self) -> int:
+        return len(self.watchers)
+
+    # -- the API server's own part of a create ---------------------------------------
+
+    def add_job(self, manifest: JsonDict, ns: str = "gpu-broker") -> tuple[JsonDict, int]:
+        """Create a Job as the API server does (defaults, selector, controller labels);
+        returns the answer body and status code."""
+        job = copy.deepcopy(manifest)
+        name = str((job.get("metadata") or {}).get("name", ""))
+        if ns not in self.namespaces:
+            return o.status(
+                404, "NotFound", f'namespaces "{ns}" not found', name=ns, kind="namespaces"
+            ), 404
+        restart = (
+            ((job.get("spec") or {}).get("template") or {}).get("spec", {}).get("restartPolicy")
+        )
+        if not _DNS_LABEL.match(name) or restart not in ("Never", "OnFailure"):
+            return o.status(
+                422,
+                "Invalid",
+                f'Job.batch "{name}" is invalid',
+                name=name,
+                group="batch",
+                kind="Job",
+            ), 422
+        if (ns, name) in self.jobs:
+            return o.status(
+                409,
+                "AlreadyExists",
+                f'jobs.batch "{name}" already exists',
+                name=name,
+                group="batch",
+                kind="jobs",
+            ), 409
+        uid = o.new_uid()
+        meta = job["metadata"]
+        meta.update(namespace=ns, uid=uid, generation=1, creationTimestamp=o.now())
+        spec = job["spec"]
+        spec.setdefault("completions", 1)
+        spec.setdefault("parallelism", 1)
+        spec.setdefault("completionMode", "NonIndexed")
+        spec.setdefault("suspend", False)
+        controller = {"batch.kubernetes.io/controller-uid": uid}
+        spec["selector"] = {"matchLabels": dict(controller)}
+        spec["template"].setdefault("metadata", {}).setdefault("labels", {}).update(
+            {
+                **controller,
+                "controller-uid": uid,
+                "batch.kubernetes.io/job-name": name,
+                "job-name": name,
+            }
+        )
+        job["status"] = {}
+        job.update(kind="Job", apiVersion="batch/v1")
+        self.jobs[(ns, name)] = job
+        self._job_changed("ADDED", job)
+        return copy.deepcopy(job), 201
+
+    # -- watch plumbing ------------------------------------------------------------------
+
+    def history_since(self, version: int, watcher: Watcher) -> list[bytes]:
+        """The watch lines of the Job changes after `version` that `watcher` wants."""
+        return [
+            self.event_line(kind, job)
+            for rv, kind, job in self._events
+            if rv > version and self.wants(watcher, job)
+        ]
+
+    def wants(self, watcher: Watcher, job: JsonDict) -> bool:
+        return job["metadata"]["namespace"] == watcher.namespace and matches_labels(
+            job, watcher.selector
+        )
+
+    def event_line(self, kind: str, obj: JsonDict) -> bytes:
+        return (json.dumps({"type": kind, "object": obj}) + "\n").encode()
+
+    def expired_line(self, since: str) -> bytes:
+        message = f"too old resource version: {since} ({self._oldest_rv})"
+        return self.event_line("ERROR", o.status(410, "Expired", message))
+
+    # -- state -----------------------------------------------------------------------------
+
+    def _bump(self) -> str:
+        self._rv += 1
+        return str(self._rv)
+
+    def _job_changed(self, kind: str, job: JsonDict) -> None:
+        job["metadata"]["resourceVersion"] = self._bump()
+        snapshot = copy.deepcopy(job)
+        self._events.append((self._rv, kind, snapshot))
+        line = self.event_line(kind, snapshot)
+        for watcher in self.watchers:
+            if self.wants(watcher, snapshot):
+                watcher.queue.put_nowait(line)
+
+    def remove_job(self, ns: str, name: str, *, propagation: str) -> None:
+        job = self.jobs.pop((ns, name))
+        self._job_changed("DELETED", job)
+        for p in self.job_pods(name, ns):
+            if propagation in ("Background", "Foreground"):
+                del self.pods[(ns, p["metadata"]["name"])]
+            else:
+                p["metadata"].pop("ownerReferences", None)
+
+    def _node_for(self, job: JsonDict) -> str | None:
+        wanted = job["spec"]["template"]["spec"].get("nodeSelector") or {}
+        for name, node in sorted(self.nodes.items()):
+            labels = node["metadata"].get("labels") or {}
+            if all(labels.get(k) == v for k, v in wanted.items()):
+                return name
+        return None
