@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from broker.domain.enums import Role, SiteKind, Tier
 from broker.domain.errors import BrokerError
+from carbon.settings import CarbonSettings
 
 REPO_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 DEFAULT_CONFIG = REPO_CONFIG_DIR / "demo.yaml"
@@ -149,6 +150,7 @@ class Settings(_Strict):
     scheduler: SchedulerSettings = SchedulerSettings()
     sim: SimSettings = SimSettings()
     latency: LatencySettings = LatencySettings()
+    carbon: CarbonSettings = CarbonSettings()
     sites: tuple[SiteSettings, ...] = ()
     config_dir: Path = Path(".")
 

@@ -1,4 +1,4 @@
-"""Service wiring: settings → database → connectors → scheduling loop → HTTP API.
+"""Service wiring: settings → database → connectors → carbon → scheduling loop → HTTP API.
 
 Each resource is opened and closed in an aiohttp cleanup context, in that order, and lives
 in a typed app key (`broker.api.keys`); nothing is global, so tests can run several brokers
@@ -13,11 +13,13 @@ import csv
 import logging
 from collections.abc import AsyncIterator
 
+import aiohttp
 from aiohttp import web
 
 from broker.api.app import add_api
 from broker.api.auth import TokenVerifier
 from broker.api.keys import (
+    CARBON,
     CLOCK,
     CONNECTORS,
     ENGINE,
@@ -35,7 +37,7 @@ from broker.domain.enums import Health
 from broker.domain.latency import LatencyMatrix
 from broker.metrics import Metrics
 from broker.scheduling.loop import SchedulingLoop
-from carbon.static import StaticTableSource
+from carbon.wiring import build_carbon
 from connectors.base import Connector
 from connectors.errors import ConnectorError
 from connectors.registry import connector_class
@@ -51,6 +53,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[VERIFIER] = TokenVerifier(settings.auth.tokens)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_fleet)
+    app.cleanup_ctx.append(_carbon)
     app.cleanup_ctx.append(_scheduler)
     add_api(app)
     return app
@@ -94,12 +97,34 @@ async def _fleet(app: web.Application) -> AsyncIterator[None]:
         await asyncio.gather(*(c.close() for c in connectors.values()), return_exceptions=True)
 
 
+async def _carbon(app: web.Application) -> AsyncIterator[None]:
+    """The carbon chain; one HTTP session for all live providers, only when any is set."""
+    settings, clock = app[SETTINGS], app[CLOCK]
+    live = any(
+        (
+            settings.carbon.electricitymaps,
+            settings.carbon.watttime,
+            settings.carbon.uk_carbon_intensity,
+        )
+    )
+    session = aiohttp.ClientSession() if live else None
+    try:
+        app[CARBON] = build_carbon(
+            settings.carbon, session=session, now=clock.now, config_dir=settings.config_dir
+        )
+        log.info("carbon intensity from %s", app[CARBON].description)
+        yield
+    finally:
+        if session is not None:
+            await session.close()
+
+
 async def _scheduler(app: web.Application) -> AsyncIterator[None]:
     connectors = app[CONNECTORS]
     loop = SchedulingLoop(
         store=app[STORE],
         connectors=connectors,
-        carbon=StaticTableSource.default(),
+        carbon=app[CARBON].source,
         latency=load_latency(app[SETTINGS]),
         settings=app[SETTINGS].scheduler,
         clock=app[CLOCK],

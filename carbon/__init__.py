@@ -1,5 +1,7 @@
 """Grid carbon intensity: sources, forecasts and accounting.
 
-This package is independent of the broker's service layers: it imports no aiohttp,
-SQLAlchemy or connector code, so the scheduler, the simulator and reports can all use it.
+The package knows nothing of the broker's service layers (no SQLAlchemy, API or connector
+code), so the scheduler, the simulator and the reports can all use it. Live sources talk
+HTTP through aiohttp (`carbon.live`); `carbon.wiring` builds the chain the broker uses from
+the `carbon:` settings. Method and sources: docs/carbon.md.
 """

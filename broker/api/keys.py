@@ -11,6 +11,7 @@ from broker.db.repository import Store
 from broker.domain.clock import Clock
 from broker.metrics import Metrics
 from broker.scheduling.loop import SchedulingLoop
+from carbon.wiring import CarbonSetup
 from connectors.base import Connector
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -21,3 +22,4 @@ ENGINE = web.AppKey("engine", AsyncEngine)
 STORE = web.AppKey("store", Store)
 CONNECTORS = web.AppKey("connectors", dict[str, Connector])
 LOOP = web.AppKey("loop", SchedulingLoop)
+CARBON = web.AppKey("carbon", CarbonSetup)

@@ -1,0 +1,59 @@
+"""The `carbon:` section of the broker's settings: which sources answer for which zone.
+
+With no section at all the broker uses the shipped static table (annual means, no account
+needed). Each live provider is switched on by giving its settings; keys only by reference
+(see `carbon.live.settings`). Per zone, the chain `carbon.wiring` builds is
+
+    live providers (in `order`) -> their cached answers -> replay (own forecast) -> static
+
+so a provider's outage degrades the numbers (marked stale or estimated) and never stops the
+scheduler. The broker's own forecaster runs over the replayed history and sits after the
+live providers, so it fills only the hours they leave open (the rule in
+`carbon.forecast.source`: a provider's forecast wins where there is one).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from carbon.live.settings import (
+    ElectricityMapsSettings,
+    UKCarbonIntensitySettings,
+    WattTimeSettings,
+)
+
+__all__ = ["CarbonSettings", "ProviderName", "ReplaySettings"]
+
+ProviderName = Literal["electricitymaps", "watttime", "uk_carbon_intensity"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
+class ReplaySettings(_Strict):
+    """Recorded hourly series (`carbon/data` format: zone,datetime_utc,gco2_per_kwh...).
+
+    For demos and staging: the series play as if they were live, looped over their length.
+    `forecast: own` hides the future from the scheduler and forecasts it with the broker's
+    own model (realistic error); `perfect` lets the scheduler see the recorded future.
+    """
+
+    files: Annotated[tuple[str, ...], Field(min_length=1)]  # relative to the config file
+    aliases: dict[str, str] = Field(default_factory=dict)  # site zone -> series region
+    forecast: Literal["own", "perfect"] = "own"
+
+
+class CarbonSettings(_Strict):
+    # Overrides the shipped table of annual means (zone,gco2_per_kwh,year,basis,source).
+    static_table: str | None = None
+    electricitymaps: ElectricityMapsSettings | None = None
+    watttime: WattTimeSettings | None = None
+    uk_carbon_intensity: UKCarbonIntensitySettings | None = None
+    # Which configured providers are asked first; unlisted configured ones follow.
+    order: tuple[ProviderName, ...] = ("uk_carbon_intensity", "watttime", "electricitymaps")
+    replay: ReplaySettings | None = None
+    # How far ahead the broker's own forecaster serves (replay with `forecast: own`).
+    forecast_horizon_h: Annotated[int, Field(ge=1, le=168)] = 48

@@ -1,0 +1,137 @@
+"""`carbon:` settings -> the chain the broker schedules on (carbon.wiring), against the fakes."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from broker.config import load_settings
+from carbon.settings import CarbonSettings
+from carbon.static import StaticTableSource
+from carbon.wiring import build_carbon
+from tests.carbon.live.conftest import EM_ENV, NOW, url
+from tests.carbon.live.fake_common import Reply, VirtualClock
+from tests.carbon.live.fake_electricitymaps import FakeElectricityMaps
+from tests.carbon.live.fake_uk import FakeUK
+from tests.conftest import DEMO_CONFIG
+
+SHARED_CARBON = Path(__file__).resolve().parents[4] / "shared" / "data" / "carbon" / "normalized"
+HOUR = timedelta(hours=1)
+
+
+def test_no_section_means_the_shipped_static_table(tmp_path: Path) -> None:
+    setup = build_carbon(None, session=None, now=lambda: NOW, config_dir=tmp_path)
+    assert isinstance(setup.source, StaticTableSource)
+    assert setup.description == "static" and not setup.live and not setup.skipped
+
+
+async def test_live_then_cached_then_static_through_an_outage(
+    em_server: TestServer,
+    em_fake: FakeElectricityMaps,
+    uk_server: TestServer,
+    uk_fake: FakeUK,
+    session: aiohttp.ClientSession,
+    clock: VirtualClock,
+    secrets_env: None,
+) -> None:
+    settings = CarbonSettings.model_validate(
+        {
+            "electricitymaps": {
+                "base_url": url(em_server, "/v3"),
+                "api_key_env": EM_ENV,
+                "max_attempts": 1,
+            },
+            "uk_carbon_intensity": {"base_url": url(uk_server), "max_attempts": 1},
+        }
+    )
+    setup = build_carbon(settings, session=session, now=clock, config_dir=Path("."))
+    assert setup.description == "uk_carbon_intensity -> electricitymaps -> static"
+
+    # GB is answered by the UK API (first in the default order), DE by Electricity Maps.
+    gb = await setup.source.current("GB", at=NOW)
+    de = await setup.source.current("DE", at=NOW)
+    assert gb is not None and gb.source == "carbonintensity-uk" and not gb.stale
+    assert de is not None and de.source == "electricitymaps" and not de.stale
+    summary = await setup.refresh(["DE", "GB"], now=NOW, hours=6)
+    assert summary.startswith("carbon outlook refreshed for 2 zone(s)")
+
+    # Outage past the TTL: the cached answers serve, marked stale...
+    em_fake.down = Reply(503, {"error": "down"})
+    clock.advance(settings.electricitymaps.cache_ttl_s + 60)  # type: ignore[union-attr]
+    stale = await setup.source.current("DE", at=clock())
+    assert stale is not None and stale.source == "electricitymaps" and stale.stale
+    # ...and a zone nobody fetched before falls to the static table: scheduling goes on.
+    fr = await setup.source.current("FR", at=clock())
+    static = StaticTableSource.default().entry("FR")
+    assert fr is not None and fr.source == "static" and static is not None
+    assert fr.gco2_per_kwh == static.gco2_per_kwh
+
+
+def test_a_key_that_cannot_be_read_turns_the_provider_off_and_says_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv(EM_ENV, raising=False)
+    settings = CarbonSettings.model_validate(
+        {"electricitymaps": {"api_key_env": EM_ENV}, "static_table": None}
+    )
+    caplog.set_level(logging.WARNING, logger="carbon.wiring")
+
+    async def build() -> None:
+        async with aiohttp.ClientSession() as session:
+            setup = build_carbon(settings, session=session, now=lambda: NOW, config_dir=tmp_path)
+            assert setup.description == "static"
+            assert EM_ENV in setup.skipped["electricitymaps"]
+
+    import asyncio
+
+    asyncio.run(build())
+    assert any(EM_ENV in r.getMessage() for r in caplog.records)
+
+
+def test_key_files_are_relative_to_the_config_and_never_inline(tmp_path: Path) -> None:
+    (tmp_path / "em.key").write_text("em-SECRET-4f1c\n", encoding="utf-8")
+    config = tmp_path / "broker.yaml"
+    demo = DEMO_CONFIG.read_text(encoding="utf-8")
+    config.write_text(demo + "\ncarbon:\n  electricitymaps: {api_key_file: em.key}\n", "utf-8")
+    settings = load_settings(config, env={})
+    em = settings.carbon.electricitymaps
+    assert em is not None and str(em.api_key_file) == "em.key"
+
+    inline = tmp_path / "inline.yaml"
+    inline.write_text(demo + "\ncarbon:\n  electricitymaps: {api_key: em-SECRET-4f1c}\n", "utf-8")
+    from broker.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        load_settings(inline, env={})
+    assert "inline secrets" in str(err.value) and "em-SECRET-4f1c" not in str(err.value)
+
+
+@pytest.mark.skipif(not SHARED_CARBON.is_dir(), reason="needs ../shared/data/carbon")
+async def test_replay_with_the_own_forecaster_hides_the_future(tmp_path: Path) -> None:
+    files = [str(SHARED_CARBON / "electricitymaps_hourly_2021_2022.csv")]
+    now = datetime(2022, 3, 1, 12, tzinfo=UTC)
+    own = build_carbon(
+        CarbonSettings.model_validate({"replay": {"files": files, "forecast": "own"}}),
+        session=None,
+        now=lambda: now,
+        config_dir=tmp_path,
+    )
+    perfect = build_carbon(
+        CarbonSettings.model_validate({"replay": {"files": files, "forecast": "perfect"}}),
+        session=None,
+        now=lambda: now,
+        config_dir=tmp_path,
+    )
+    ahead = await own.source.forecast("ES", start=now, end=now + 6 * HOUR)
+    seen = await perfect.source.forecast("ES", start=now, end=now + 6 * HOUR)
+    assert len(ahead) == len(seen) == 6
+    assert all(r.forecast and r.source == "broker-forecast" for r in ahead)
+    assert all(r.source == "replay" for r in seen)
+    # A forecast, not the recorded values: close on average, not identical.
+    errors = [abs(a.gco2_per_kwh - s.gco2_per_kwh) for a, s in zip(ahead, seen, strict=True)]
+    assert 0 < sum(errors) / len(errors) < 0.5 * sum(s.gco2_per_kwh for s in seen) / len(seen)
