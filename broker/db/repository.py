@@ -3,14 +3,16 @@
 One class for callers, assembled from its parts: `FleetStore` (sites, pools, running
 work), `JobQueries` (submission, reads, the queue), `JobTransitions` (every state
 change, each one atomic; see that module for the guarantees) and `BatchTransitions` (a
-scheduling pass's placements and deferrals, many in one transaction, the same guarantees)
-and `FootprintStore` (each run's energy and emissions, for the reports).
+scheduling pass's placements and deferrals, many in one transaction, the same guarantees),
+`FootprintStore` (each run's energy and emissions, for the reports) and `DemandStore`
+(job records for the demand forecaster).
 """
 
 from __future__ import annotations
 
 from broker.db.batch import BatchTransitions
 from broker.db.batch import Deferral as Deferral
+from broker.db.demand_store import DemandStore
 from broker.db.fleet_store import FleetStore
 from broker.db.footprints import FootprintStore
 from broker.db.job_queries import InvalidCursor as InvalidCursor
@@ -22,5 +24,5 @@ from broker.db.transitions import JobTransitions
 from broker.db.transitions import Released as Released
 
 
-class Store(FleetStore, JobTransitions, BatchTransitions, FootprintStore):
+class Store(FleetStore, JobTransitions, BatchTransitions, FootprintStore, DemandStore):
     """Fleet and job persistence over one session factory and clock."""
