@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from broker.domain.enums import Role, SiteKind, Tier
 from broker.domain.errors import BrokerError
+from broker.scheduled.settings import ScheduleSettings
 from carbon.settings import CarbonSettings
 
 REPO_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
@@ -151,6 +152,7 @@ class Settings(_Strict):
     sim: SimSettings = SimSettings()
     latency: LatencySettings = LatencySettings()
     carbon: CarbonSettings = CarbonSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
     sites: tuple[SiteSettings, ...] = ()
     config_dir: Path = Path(".")
 

@@ -1,4 +1,5 @@
-"""Service wiring: settings → database → connectors → carbon → scheduling loop → HTTP API.
+"""Service wiring: settings → database → connectors → carbon → scheduling loop → scheduled
+duties (leader only) → HTTP API.
 
 Each resource is opened and closed in an aiohttp cleanup context, in that order, and lives
 in a typed app key (`broker.api.keys`); nothing is global, so tests can run several brokers
@@ -22,7 +23,9 @@ from broker.api.keys import (
     CARBON,
     CLOCK,
     CONNECTORS,
+    DEMAND,
     ENGINE,
+    LEADER,
     LOOP,
     METRICS,
     SETTINGS,
@@ -36,6 +39,10 @@ from broker.domain.clock import Clock, SystemClock
 from broker.domain.enums import Health
 from broker.domain.latency import LatencyMatrix
 from broker.metrics import Metrics
+from broker.scheduled.leader import Leader
+from broker.scheduling.demand import DemandService
+from broker.scheduling.duties import BrokerDuties
+from broker.scheduling.inventory import refresh_inventory
 from broker.scheduling.loop import SchedulingLoop
 from carbon.wiring import build_carbon
 from connectors.base import Connector
@@ -55,6 +62,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.cleanup_ctx.append(_fleet)
     app.cleanup_ctx.append(_carbon)
     app.cleanup_ctx.append(_scheduler)
+    app.cleanup_ctx.append(_scheduled)
     add_api(app)
     return app
 
@@ -76,18 +84,19 @@ async def _fleet(app: web.Application) -> AsyncIterator[None]:
     connectors: dict[str, Connector] = {}
     try:
         for site in settings.sites:
-            connector = connector_class(site.kind).from_settings(
+            connectors[site.name] = connector_class(site.kind).from_settings(
                 site=site, settings=settings, clock=app[CLOCK]
             )
-            connectors[site.name] = connector
+        started: dict[str, Connector] = {}
+        for name, connector in connectors.items():
             try:
                 await connector.start()
-                inv = await connector.inventory()
             except ConnectorError as exc:
-                log.warning("site %s is unreachable at start-up: %s", site.name, exc)
-                await store.set_site_health(site.name, Health.UNREACHABLE, str(exc))
+                log.warning("site %s is unreachable at start-up: %s", name, exc)
+                await store.set_site_health(name, Health.UNREACHABLE, str(exc))
                 continue
-            await store.sync_site(inv.site, inv.pools)
+            started[name] = connector
+        log.info("inventory: %s", await refresh_inventory(store=store, connectors=started))
         for known in await store.sites():
             if known.name not in connectors:
                 await store.set_site_health(known.name, Health.UNREACHABLE, "not configured")
@@ -145,6 +154,28 @@ async def _scheduler(app: web.Application) -> AsyncIterator[None]:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def _scheduled(app: web.Application) -> AsyncIterator[None]:
+    """Periodic duties, run by whichever replica holds the lease (`broker.scheduled`)."""
+    settings, clock = app[SETTINGS], app[CLOCK]
+    connectors: dict[str, Connector] = app[CONNECTORS]
+    demand = DemandService(store=app[STORE], clock=clock)
+    duties = BrokerDuties(
+        store=app[STORE],
+        connectors=connectors,
+        carbon=app[CARBON],
+        demand=demand,
+        capacity=None,
+        clock=clock,
+    )
+    leader = Leader(engine=app[ENGINE], duties=duties, settings=settings.schedule, clock=clock)
+    app[DEMAND], app[LEADER] = demand, leader
+    await leader.start()
+    try:
+        yield
+    finally:
+        await leader.stop()
 
 
 def load_latency(settings: Settings) -> LatencyMatrix:

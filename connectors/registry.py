@@ -13,6 +13,9 @@ from connectors.base import Connector
 
 _CONNECTORS: Mapping[SiteKind, str] = {
     SiteKind.SIM: "connectors.sim.connector:SimConnector",
+    SiteKind.KUBERNETES: "connectors.kubernetes.connector:KubernetesConnector",
+    SiteKind.AWS: "connectors.aws.connector:AwsConnector",
+    SiteKind.GCP: "connectors.gcp.connector:GcpConnector",
 }
 
 

@@ -164,7 +164,7 @@ def _leaked_tasks() -> list[asyncio.Task[Any]]:
         for t in asyncio.all_tasks()
         if t is not me
         and not t.done()
-        and t.get_name().startswith(("sim:", "follow:", "scheduling-loop"))
+        and t.get_name().startswith(("sim:", "follow:", "scheduling-loop", "scheduled-leader"))
     ]
 
 

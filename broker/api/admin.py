@@ -6,8 +6,16 @@ from aiohttp import web
 
 from broker.api.auth import require
 from broker.api.context import principal
-from broker.api.keys import CLOCK, CONNECTORS, SETTINGS
-from broker.api.schemas import CheckItemOut, ProviderListOut, ProviderOut, TokenListOut, TokenOut
+from broker.api.keys import CLOCK, CONNECTORS, LEADER, SETTINGS
+from broker.api.schemas import (
+    CheckItemOut,
+    ProviderListOut,
+    ProviderOut,
+    ScheduledJobOut,
+    ScheduleOut,
+    TokenListOut,
+    TokenOut,
+)
 from broker.domain.enums import Role
 from broker.providers import check_running
 from connectors.base import Connector
@@ -45,5 +53,36 @@ async def check_providers(request: web.Request) -> web.Response:
             )
             for r in results
         ]
+    )
+    return web.json_response(text=out.model_dump_json())
+
+
+@routes.get("/v1/admin/schedule")
+async def schedule(request: web.Request) -> web.Response:
+    """The scheduled duties: which replica leads, and each duty's last run as seen here."""
+    require(principal(request), Role.ADMIN)
+    leader = request.app[LEADER]
+    status = leader.status()
+    runs = leader.last_runs()
+    out = ScheduleOut(
+        replica=status.replica,
+        is_leader=status.is_leader,
+        leader=status.holder,
+        leader_since=status.since,
+        lease_expires_at=status.expires_at,
+        last_error=status.last_error,
+        jobs=[
+            ScheduledJobOut(
+                job=name,
+                last_started_at=r.last_started_at,
+                last_finished_at=r.last_finished_at,
+                outcome=None if r.outcome is None else r.outcome.value,
+                summary=r.summary,
+                next_run_at=r.next_run_at,
+                runs=r.runs,
+                failures=r.failures,
+            )
+            for name, r in sorted(runs.items())
+        ],
     )
     return web.json_response(text=out.model_dump_json())

@@ -10,6 +10,8 @@ from broker.config import Settings
 from broker.db.repository import Store
 from broker.domain.clock import Clock
 from broker.metrics import Metrics
+from broker.scheduled.leader import Leader
+from broker.scheduling.demand import DemandService
 from broker.scheduling.loop import SchedulingLoop
 from carbon.wiring import CarbonSetup
 from connectors.base import Connector
@@ -23,3 +25,5 @@ STORE = web.AppKey("store", Store)
 CONNECTORS = web.AppKey("connectors", dict[str, Connector])
 LOOP = web.AppKey("loop", SchedulingLoop)
 CARBON = web.AppKey("carbon", CarbonSetup)
+DEMAND = web.AppKey("demand", DemandService)
+LEADER = web.AppKey("leader", Leader)

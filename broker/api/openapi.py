@@ -24,6 +24,7 @@ from broker.api.schemas import (
     JobPageOut,
     Problem,
     ProviderListOut,
+    ScheduleOut,
     SiteListOut,
     TokenListOut,
 )
@@ -159,6 +160,15 @@ OPERATIONS: tuple[Op, ...] = (
     ),
     Op(
         "get",
+        "/v1/admin/schedule",
+        "Scheduled duties: the leading replica and each duty's last run (admin)",
+        200,
+        ScheduleOut,
+        None,
+        (401, 403),
+    ),
+    Op(
+        "get",
         "/v1/reports/sustainability",
         "Energy, emissions, avoided emissions and cost of the runs that ended in a period "
         "(your tenant's; every tenant's for operators); also text/csv and text/html",
@@ -211,6 +221,7 @@ _MODELS: tuple[type[BaseModel], ...] = (
     HealthOut,
     Problem,
     ProviderListOut,
+    ScheduleOut,
 )
 
 

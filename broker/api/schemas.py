@@ -279,3 +279,26 @@ class ProviderOut(_Response):
 
 class ProviderListOut(_Response):
     items: list[ProviderOut]
+
+
+class ScheduledJobOut(_Response):
+    job: str
+    last_started_at: datetime | None
+    last_finished_at: datetime | None
+    outcome: str | None  # running, ok, failed, cancelled
+    summary: str
+    next_run_at: datetime | None
+    runs: int
+    failures: int
+
+
+class ScheduleOut(_Response):
+    """Who runs the scheduled duties, and how they went on this replica."""
+
+    replica: str
+    is_leader: bool
+    leader: str | None
+    leader_since: datetime | None
+    lease_expires_at: datetime | None
+    last_error: str | None
+    jobs: list[ScheduledJobOut]

@@ -54,6 +54,13 @@ class FleetStore(StoreBase):
                     for i in range(pool.nodes)
                     if i not in have
                 )
+            # A pool the site no longer reports (its nodes left or were reclaimed) keeps its
+            # row, which placements refer to, but offers no nodes.
+            await s.execute(
+                update(PoolRow)
+                .where(PoolRow.site == site.name, PoolRow.id.not_in([p.id for p in pools]))
+                .values(nodes=0, updated_at=now)
+            )
 
     async def set_site_health(self, name: str, health: Health, reason: str = "") -> None:
         async with self._sessions.begin() as s:

@@ -57,23 +57,15 @@ async def test_upgrade_is_idempotent_and_builds_every_table(database_url: str) -
 
 async def test_upgrade_from_0001_moves_allocations_onto_nodes(database_url: str) -> None:
     """A database with running work at revision 0001 keeps its allocation per node."""
-    from sqlalchemy import text
+    from sqlalchemy import MetaData, text
 
     engine = create_engine(database_url)
     try:
         # The test databases are already at head; start this one over at 0001.
         def reset(conn: Connection) -> None:
-            for table in (
-                "footprints",
-                "job_events",
-                "placements",
-                "pool_nodes",
-                "jobs",
-                "gpu_pools",
-                "sites",
-                "alembic_version",
-            ):
-                conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
+            existing = MetaData()
+            existing.reflect(conn)  # every table, whatever later revisions added
+            existing.drop_all(conn)
 
         async with engine.begin() as conn:
             await conn.run_sync(reset)

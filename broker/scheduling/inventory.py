@@ -1,0 +1,41 @@
+"""Re-read every site's GPU pools and health from its connector into the store.
+
+Run at start-up and then on a schedule (`refresh_inventory`), so capacity that joins a
+cluster (burst nodes once Ready) or leaves it (reclaimed, cordoned) reaches the engine. A
+site that cannot be read is marked, with the reason the connector gave; its ledger is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+
+from broker.db.repository import Store
+from broker.domain.enums import Health
+from connectors.base import Connector, SiteInventory
+from connectors.errors import AuthFailed, ConnectorError
+
+log = logging.getLogger(__name__)
+
+
+async def refresh_inventory(*, store: Store, connectors: Mapping[str, Connector]) -> str:
+    """Sync each site; returns a one-line summary ("5 sites: 4 read, 1 unreachable")."""
+    names = list(connectors)
+    results = await asyncio.gather(
+        *(connectors[n].inventory() for n in names), return_exceptions=True
+    )
+    read, failed = 0, []
+    for name, result in zip(names, results, strict=True):
+        if isinstance(result, SiteInventory):
+            await store.sync_site(result.site, result.pools)
+            read += 1
+        elif isinstance(result, ConnectorError):
+            health = Health.AUTH_FAILED if isinstance(result, AuthFailed) else Health.UNREACHABLE
+            log.warning("site %s: inventory failed: %s", name, result)
+            await store.set_site_health(name, health, str(result))
+            failed.append(f"{name} {health.value}")
+        elif isinstance(result, BaseException):
+            raise result
+    summary = f"{len(names)} site(s): {read} read"
+    return summary + (f", {', '.join(failed)}" if failed else "")
