@@ -9,6 +9,7 @@ facts (an account id, a service-account email, a context name).
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +24,57 @@ from connectors.errors import ConnectorError
 from connectors.registry import UnknownConnector, connector_class
 
 CHECK_TIMEOUT_S = 30.0
+
+# What a failed item's detail says -> what to do; first match wins (docs/connectors.md).
+_HINTS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), hint)
+    for pattern, hint in (
+        (
+            r"invalid .*settings|inline (secret|credential)",
+            "the site's connector: settings do not validate; the message names each field",
+        ),
+        (
+            r"unauthorized|401",
+            "the credentials were rejected: issue a new token or re-run the exec plugin's "
+            "login (kubectl create token ...), then check again",
+        ),
+        (
+            r"forbidden|403|permission denied|UnauthorizedOperation|AccessDenied",
+            "the credentials lack a permission: grant the verbs or IAM actions listed in "
+            "docs/connectors.md to the broker's identity",
+        ),
+        (
+            r"cannot load credentials|kubeconfig|No such file",
+            "the credentials file or context is wrong: fix the path (relative paths are from "
+            "the config file) or the context name, or put the exec plugin on PATH",
+        ),
+        (
+            r"ProfileNotFound|NoCredentials|could not find|default credentials",
+            "no credentials found: create the profile in the shared files the broker's user "
+            "reads, or set up application-default credentials",
+        ),
+        (
+            r"InvalidClientTokenId|ExpiredToken|invalid_grant|expired",
+            "the key or session is no longer valid: refresh it (aws sso login, a new key, a "
+            "re-enabled service-account key) and check the machine's clock",
+        ),
+        (
+            r"no answer|timed out|timeout|unreachable|connect",
+            "the endpoint did not answer: check the URL, DNS, proxy and firewall from the "
+            "broker's host",
+        ),
+    )
+)
+
+
+def hint_for(item: CheckItem) -> str:
+    """A fix for a failed check item, from what its detail says; empty when none fits."""
+    if item.ok:
+        return ""
+    for pattern, hint in _HINTS:
+        if pattern.search(item.detail):
+            return hint
+    return ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

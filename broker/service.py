@@ -13,6 +13,7 @@ import contextlib
 import csv
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import aiohttp
 from aiohttp import web
@@ -38,6 +39,7 @@ from broker.db.repository import Store
 from broker.domain.clock import Clock, SystemClock
 from broker.domain.enums import Health
 from broker.domain.latency import LatencyMatrix
+from broker.fleet_settings import site_from_settings
 from broker.metrics import Metrics
 from broker.scheduled.leader import Leader
 from broker.scheduling.demand import DemandService
@@ -86,6 +88,14 @@ async def _fleet(app: web.Application) -> AsyncIterator[None]:
         for site in settings.sites:
             connectors[site.name] = connector_class(site.kind).from_settings(
                 site=site, settings=settings, clock=app[CLOCK]
+            )
+        for site in settings.sites:
+            await store.ensure_site(
+                replace(
+                    site_from_settings(site),
+                    health=Health.UNREACHABLE,
+                    health_reason="not read yet",
+                )
             )
         started: dict[str, Connector] = {}
         for name, connector in connectors.items():

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from broker.api.auth import TokenVerifier, hash_token
 from broker.config import ConfigError, load_settings, normalise_database_url
-from broker.domain.enums import Role, Tier
+from broker.domain.enums import Role, SiteKind, Tier
 from broker.service import load_latency
 from tests.conftest import DEMO_CONFIG
 
@@ -86,3 +87,47 @@ def test_example_config_loads_and_fills_missing_tier_weights(tmp_path: Path) -> 
     w = load_settings(path, env={}).scheduler.weights
     assert set(w) == {Tier.P1, Tier.P2, Tier.P3}
     assert w[Tier.P1].latency == 0
+
+
+def _site_block(text: str, name: str) -> str:
+    """The lines of one site's entry in a config file, comments included."""
+    start = text.index(f"  - name: {name}\n")
+    end = text.find("\n  - name: ", start + 1)
+    return text[start : end if end >= 0 else len(text)]
+
+
+def test_example_real_sites_pass_their_connectors_settings_and_show_every_field() -> None:
+    """The example's kubernetes, aws and gcp sites stay valid for their connectors, and each
+    shows every field its connector accepts (set, or as a commented alternative)."""
+    from pydantic import BaseModel
+
+    from connectors.aws.settings import AwsSettings, parse_settings
+    from connectors.gcp.settings import GcpConnectorSettings
+    from connectors.gcp.settings import parse as parse_gcp
+    from connectors.kubernetes.settings import KubernetesConnectorSettings
+    from connectors.kubernetes.settings import parse as parse_kubernetes
+
+    path = DEMO_CONFIG.parent / "example.yaml"
+    text = path.read_text(encoding="utf-8")
+    s = load_settings(path, env={})
+    models: dict[SiteKind, type[BaseModel]] = {
+        SiteKind.KUBERNETES: KubernetesConnectorSettings,
+        SiteKind.AWS: AwsSettings,
+        SiteKind.GCP: GcpConnectorSettings,
+    }
+    real = [site for site in s.sites if site.kind in models]
+    assert sorted(site.kind for site in real) == sorted(models)
+    for site in real:
+        if site.kind is SiteKind.KUBERNETES:
+            assert parse_kubernetes(site, s).kueue_queue == "broker"
+        elif site.kind is SiteKind.AWS:
+            assert parse_settings(site.connector, site=site).launch_template is not None
+        else:
+            assert parse_gcp(site, s).credentials_file == s.resolve("secrets/gpu-broker-sa.json")
+        block = _site_block(text, site.name)
+        missing = [
+            f
+            for f in models[site.kind].model_fields
+            if not re.search(rf"^\s*(#\s*)?{f}:", block, re.MULTILINE)
+        ]
+        assert not missing, f"{site.name} does not show {missing}"

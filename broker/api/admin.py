@@ -17,7 +17,7 @@ from broker.api.schemas import (
     TokenOut,
 )
 from broker.domain.enums import Role
-from broker.providers import check_running
+from broker.providers import check_running, hint_for
 from connectors.base import Connector
 
 routes = web.RouteTableDef()
@@ -48,7 +48,10 @@ async def check_providers(request: web.Request) -> web.Response:
                 credentials=r.credentials,
                 lacks=[a.value for a in r.lacks],
                 ok=r.ok,
-                checks=[CheckItemOut(name=i.name, ok=i.ok, detail=i.detail) for i in r.items],
+                checks=[
+                    CheckItemOut(name=i.name, ok=i.ok, detail=i.detail, hint=hint_for(i))
+                    for i in r.items
+                ],
                 checked_at=r.checked_at,
             )
             for r in results

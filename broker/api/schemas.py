@@ -265,6 +265,7 @@ class CheckItemOut(_Response):
     name: str
     ok: bool
     detail: str
+    hint: str = ""  # what to do about a failed item
 
 
 class ProviderOut(_Response):

@@ -16,7 +16,7 @@ from broker.api.auth import hash_token, new_token
 from broker.config import load_settings
 from broker.db.engine import create_engine, current_revision, upgrade
 from broker.domain.clock import SystemClock
-from broker.providers import SiteCheck, check_configured
+from broker.providers import SiteCheck, check_configured, hint_for
 from broker.service import create_app
 
 
@@ -87,6 +87,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"{r.site} ({r.kind}, credentials: {r.credentials}{lacks})")
             for item in r.items:
                 print(f"  {'ok  ' if item.ok else 'FAIL'} {item.name}: {item.detail}")
+                if hint := hint_for(item):
+                    print(f"       fix: {hint}")
     return 0 if all(r.ok for r in results) else 1
 
 
@@ -97,7 +99,9 @@ def _check_json(r: SiteCheck) -> dict[str, object]:
         "credentials": r.credentials,
         "lacks": [a.value for a in r.lacks],
         "ok": r.ok,
-        "checks": [{"name": i.name, "ok": i.ok, "detail": i.detail} for i in r.items],
+        "checks": [
+            {"name": i.name, "ok": i.ok, "detail": i.detail, "hint": hint_for(i)} for i in r.items
+        ],
         "checked_at": r.checked_at.isoformat(),
     }
 

@@ -62,6 +62,26 @@ class FleetStore(StoreBase):
                 .values(nodes=0, updated_at=now)
             )
 
+    async def ensure_site(self, site: Site) -> None:
+        """Record a configured site if the store has never seen it (so a site that fails
+        from its first start still shows, with its health); a known site is left as is."""
+        async with self._sessions.begin() as s:
+            if await s.get(SiteRow, site.name) is None:
+                s.add(
+                    SiteRow(
+                        name=site.name,
+                        kind=site.kind.value,
+                        region=site.region,
+                        location=site.location,
+                        grid_zone=site.grid_zone,
+                        private=site.private,
+                        pue=site.pue,
+                        health=site.health.value,
+                        health_reason=site.health_reason,
+                        updated_at=self._clock.now(),
+                    )
+                )
+
     async def set_site_health(self, name: str, health: Health, reason: str = "") -> None:
         async with self._sessions.begin() as s:
             await s.execute(

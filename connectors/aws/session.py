@@ -14,12 +14,34 @@ Everything here runs in the SDK thread pool and imports the SDK on first use.
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any
 
 from connectors.aws.settings import AwsSettings
 
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 30.0
+
+# botocore's DEBUG records dump wire traffic: signed request headers with the session token
+# (auth, endpoint) and response bodies with AssumeRole's temporary keys (parsers). Drop
+# those records whatever level an operator sets, so no credential can reach a log.
+_WIRE_LOGGERS = (
+    "botocore.auth",
+    "botocore.endpoint",
+    "botocore.parsers",
+    "botocore.httpsession",
+    "botocore.credentials",
+    "botocore.hooks",
+)
+
+
+class _NoWireDumps(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.DEBUG
+
+
+for _name in _WIRE_LOGGERS:
+    logging.getLogger(_name).addFilter(_NoWireDumps())
 
 
 def client_config(*, region: str, pool: int) -> Any:
