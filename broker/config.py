@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from broker.burst.settings import BurstSettings
 from broker.domain.enums import Role, SiteKind, Tier
 from broker.domain.errors import BrokerError
 from broker.scheduled.settings import ScheduleSettings
@@ -153,6 +154,7 @@ class Settings(_Strict):
     latency: LatencySettings = LatencySettings()
     carbon: CarbonSettings = CarbonSettings()
     schedule: ScheduleSettings = ScheduleSettings()
+    burst: BurstSettings = BurstSettings()
     sites: tuple[SiteSettings, ...] = ()
     config_dir: Path = Path(".")
 
@@ -161,6 +163,12 @@ class Settings(_Strict):
         names = [s.name for s in self.sites]
         if len(names) != len(set(names)):
             raise ValueError("site names must be unique")
+        kinds = {s.name: s.kind for s in self.sites}
+        for t in self.burst.targets:
+            if kinds.get(t.provider) not in (SiteKind.AWS, SiteKind.GCP):
+                raise ValueError(f"burst target provider {t.provider!r} is not an aws or gcp site")
+            if kinds.get(t.joins) is not SiteKind.KUBERNETES:
+                raise ValueError(f"burst target joins {t.joins!r}, which is not a kubernetes site")
         return self
 
     def resolve(self, path: str) -> Path:

@@ -21,6 +21,8 @@ from aiohttp import web
 from broker.api.app import add_api
 from broker.api.auth import TokenVerifier
 from broker.api.keys import (
+    BURSTER,
+    CAPACITY,
     CARBON,
     CLOCK,
     CONNECTORS,
@@ -33,7 +35,9 @@ from broker.api.keys import (
     STORE,
     VERIFIER,
 )
+from broker.burst.burster import Burster
 from broker.config import Settings
+from broker.db.capacity import CapacityStore
 from broker.db.engine import create_engine, current_revision, session_factory, upgrade
 from broker.db.repository import Store
 from broker.domain.clock import Clock, SystemClock
@@ -167,20 +171,41 @@ async def _scheduler(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _scheduled(app: web.Application) -> AsyncIterator[None]:
-    """Periodic duties, run by whichever replica holds the lease (`broker.scheduled`)."""
-    settings, clock = app[SETTINGS], app[CLOCK]
+    """Periodic duties, run by whichever replica holds the lease (`broker.scheduled`), and
+    the burster they drive when bursting is configured."""
+    settings, clock, store, loop = app[SETTINGS], app[CLOCK], app[STORE], app[LOOP]
     connectors: dict[str, Connector] = app[CONNECTORS]
-    demand = DemandService(store=app[STORE], clock=clock)
+    demand = DemandService(store=store, clock=clock, quantile=settings.burst.forecast_quantile)
+    capacity = CapacityStore(sessions=session_factory(app[ENGINE]), clock=clock)
+    burster: Burster | None = None
+    if settings.burst.targets:
+        burster = Burster(
+            settings=settings.burst,
+            store=store,
+            capacity=capacity,
+            connectors=connectors,
+            engine=loop.engine,
+            latency=loop.latency,
+            carbon=loop.carbon,
+            clock=clock,
+            forecast=demand,
+            on_capacity=lambda: loop.wake(capacity_changed=True),
+        )
+        # Start-up read every inventory unfiltered; hold back burst nodes not yet handed out.
+        await refresh_inventory(store=store, connectors=connectors, visible=burster.visible)
     duties = BrokerDuties(
-        store=app[STORE],
+        store=store,
         connectors=connectors,
         carbon=app[CARBON],
         demand=demand,
-        capacity=None,
+        capacity=burster,
         clock=clock,
+        visible=None if burster is None else burster.visible,
     )
     leader = Leader(engine=app[ENGINE], duties=duties, settings=settings.schedule, clock=clock)
-    app[DEMAND], app[LEADER] = demand, leader
+    app[DEMAND], app[LEADER], app[CAPACITY] = demand, leader, capacity
+    if burster is not None:
+        app[BURSTER] = burster
     await leader.start()
     try:
         yield

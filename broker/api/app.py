@@ -6,7 +6,7 @@ import time
 
 from aiohttp import web
 
-from broker.api import admin, fleet, jobs, ops, reports
+from broker.api import admin, capacity, fleet, jobs, ops, reports
 from broker.api.auth import authenticate
 from broker.api.context import set_principal
 from broker.api.keys import METRICS, VERIFIER
@@ -45,3 +45,4 @@ def add_api(app: web.Application) -> None:
     app.add_routes(ops.routes)
     app.add_routes(admin.routes)
     app.add_routes(reports.routes)
+    app.add_routes(capacity.routes)

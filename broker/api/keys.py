@@ -6,7 +6,9 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.api.auth import TokenVerifier
+from broker.burst.burster import Burster
 from broker.config import Settings
+from broker.db.capacity import CapacityStore
 from broker.db.repository import Store
 from broker.domain.clock import Clock
 from broker.metrics import Metrics
@@ -27,3 +29,5 @@ LOOP = web.AppKey("loop", SchedulingLoop)
 CARBON = web.AppKey("carbon", CarbonSetup)
 DEMAND = web.AppKey("demand", DemandService)
 LEADER = web.AppKey("leader", Leader)
+CAPACITY = web.AppKey("capacity", CapacityStore)
+BURSTER = web.AppKey("burster", Burster)  # only when burst targets are configured

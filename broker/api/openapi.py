@@ -187,6 +187,32 @@ OPERATIONS: tuple[Op, ...] = (
             _q("format", "output", {"type": "string", "enum": ["json", "csv", "html"]}),
         ),
     ),
+    Op(
+        "get",
+        "/v1/forecasts/capacity",
+        "Forecast GPU demand against private capacity per model and hour, the burst the "
+        "planner would start now, and its reasoning (operator)",
+        200,
+        None,
+        None,
+        (401, 403, 422),
+        params=(_q("horizon", "hours ahead, 1 to 48 (e.g. 24h)", {"type": "string"}),),
+    ),
+    Op(
+        "get",
+        "/v1/capacity/actions",
+        "Bursts and reclaims requested in a period, with the period's cloud cost and carbon "
+        "(operator)",
+        200,
+        None,
+        None,
+        (401, 403, 422),
+        params=(
+            _q("from", "start, RFC 3339 (default: `to` minus 7 days)", {"type": "string"}),
+            _q("to", "end, exclusive, RFC 3339 (default: now)", {"type": "string"}),
+            _q("kind", "burst or reclaim", {"type": "string", "enum": ["burst", "reclaim"]}),
+        ),
+    ),
     Op("get", "/healthz", "Liveness", 200, HealthOut, auth=False),
     Op(
         "get",

@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 from aiohttp import web
 
 from broker.api.context import principal
-from broker.api.keys import CLOCK, STORE
+from broker.api.keys import CAPACITY, CLOCK, STORE
 from broker.api.problems import ApiProblem, validation_problem
 from broker.api.schemas import ProblemField
+from broker.burst.report import totals
 from broker.reports.html import to_html
 from broker.reports.sustainability import GroupBy, build, to_csv
 
@@ -26,7 +27,7 @@ def _bad(field: str, kind: str, message: str) -> ApiProblem:
     return validation_problem([ProblemField(field=field, type=kind, message=message)])
 
 
-def _moment(request: web.Request, name: str) -> datetime | None:
+def moment(request: web.Request, name: str) -> datetime | None:
     raw = request.query.get(name)
     if raw is None:
         return None
@@ -51,8 +52,8 @@ async def sustainability(request: web.Request) -> web.StreamResponse:
             ]
         )
     now = request.app[CLOCK].now()
-    end = _moment(request, "to") or now
-    start = _moment(request, "from") or end - DEFAULT_SPAN
+    end = moment(request, "to") or now
+    start = moment(request, "from") or end - DEFAULT_SPAN
     if start >= end:
         raise _bad("from", "range", "must be before `to`")
     if end - start > MAX_SPAN:
@@ -71,8 +72,20 @@ async def sustainability(request: web.Request) -> web.StreamResponse:
     report = build(runs, start=start, end=end, group_by=group_by)
     if fmt == "csv":
         return web.Response(text=to_csv(report), content_type="text/csv", charset="utf-8")
+    # Burst capacity is fleet-wide (one instance serves several tenants): operators only.
+    capacity = None
+    if who.sees_all_tenants():
+        store, until = request.app[CAPACITY], max(start, min(end, now))
+        capacity = totals(
+            actions=await store.actions(start=start, end=end),
+            instances=await store.instances_between(start=start, end=until),
+            start=start,
+            end=until,
+        ).as_dict()
     if fmt == "html":
-        return web.Response(
-            text=to_html(report, generated_at=now), content_type="text/html", charset="utf-8"
-        )
-    return web.json_response(report.as_dict())
+        page = to_html(report, generated_at=now, capacity=capacity)
+        return web.Response(text=page, content_type="text/html", charset="utf-8")
+    body = report.as_dict()
+    if capacity is not None:
+        body["cloud_capacity"] = capacity
+    return web.json_response(body)

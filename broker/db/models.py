@@ -14,14 +14,18 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Column,
     DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
+    Table,
     Text,
+    Unicode,
     UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
@@ -210,3 +214,84 @@ class FootprintRow(Base):
     cost_usd: Mapped[float] = mapped_column(Float)
     gpu_hours: Mapped[float] = mapped_column(Float)
     recorded_at: Mapped[datetime]
+
+
+class LeaseRow(Base):
+    """A named lease: the replica in `holder` may act for the group until `expires_at`.
+
+    broker/scheduled/lease.py takes and renews it in one conditional upsert.
+    """
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(255))
+    expires_at: Mapped[datetime]
+    acquired_at: Mapped[datetime]  # when the current holder took it over
+    renewed_at: Mapped[datetime]
+
+
+# APScheduler 3's SQLAlchemyJobStore table, declared here only so that the migrations own it
+# and `tests/db/test_migrations.py` sees it; the job store reads and writes it itself. The
+# columns copy apscheduler/jobstores/sqlalchemy.py exactly.
+apscheduler_jobs = Table(
+    "apscheduler_jobs",
+    Base.metadata,
+    Column("id", Unicode(191), primary_key=True),
+    Column("next_run_time", Float(25), index=True),
+    Column("job_state", LargeBinary, nullable=False),
+)
+
+
+class CapacityActionRow(Base):
+    """A burst or reclaim of cloud capacity, with why, what it costs and emits (broker/burst)."""
+
+    __tablename__ = "capacity_actions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))  # burst, reclaim
+    provider_site: Mapped[str] = mapped_column(String(64))
+    joins_site: Mapped[str] = mapped_column(String(64))
+    gpu_model: Mapped[str] = mapped_column(String(64))
+    count: Mapped[int] = mapped_column(Integer)
+    spot: Mapped[bool] = mapped_column(Boolean)
+    instance_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    reason: Mapped[str] = mapped_column(Text)
+    for_jobs: Mapped[list[str]] = mapped_column(JSON, default=list)
+    tenants: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # tenant → cost share
+    requested_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    ready_at: Mapped[datetime | None]
+    released_at: Mapped[datetime | None]
+    usd_per_hour: Mapped[float] = mapped_column(Float)
+    gco2e_per_hour: Mapped[float | None] = mapped_column(Float)
+    cost_usd: Mapped[float | None] = mapped_column(Float)
+    gco2e: Mapped[float | None] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(12), index=True)
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class BurstInstanceRow(Base):
+    """One instance a burst started: joined when its node showed up, idle since when, and
+    when and why it was released. Cost and carbon are counted from these rows."""
+
+    __tablename__ = "burst_instances"
+
+    provider_site: Mapped[str] = mapped_column(String(64), primary_key=True)
+    instance_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    action_id: Mapped[str] = mapped_column(
+        ForeignKey("capacity_actions.id", ondelete="CASCADE"), index=True
+    )
+    gpu_model: Mapped[str] = mapped_column(String(64))
+    gpus: Mapped[int] = mapped_column(Integer)
+    zone: Mapped[str] = mapped_column(String(64))
+    spot: Mapped[bool] = mapped_column(Boolean)
+    usd_per_hour: Mapped[float] = mapped_column(Float)
+    gco2e_per_hour: Mapped[float | None] = mapped_column(Float)
+    launched_at: Mapped[datetime]
+    provider_id: Mapped[str] = mapped_column(String(255), default="")
+    node: Mapped[str | None] = mapped_column(String(255))
+    joined_at: Mapped[datetime | None]
+    idle_since: Mapped[datetime | None]
+    released_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), index=True)
+    release_reason: Mapped[str] = mapped_column(Text, default="")
+    reclaim_id: Mapped[str | None] = mapped_column(String(64))

@@ -32,6 +32,12 @@ class Health(enum.StrEnum):
     UNREACHABLE = "unreachable"
     AUTH_FAILED = "auth_failed"
 
+    @property
+    def takes_work(self) -> bool:
+        """Whether new work may be placed: a degraded site's pools already leave out its
+        cordoned, NotReady or tainted nodes (e.g. a burst node still booting)."""
+        return self in (Health.HEALTHY, Health.DEGRADED)
+
 
 class Tier(enum.StrEnum):
     """Priority tiers; the lower the rank, the more urgent."""

@@ -16,7 +16,6 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from broker.domain.enums import Health
 from broker.domain.fleet import MILLI_PER_GPU, GpuPool, Site
 from broker.domain.jobs import JobSpec
 from broker.domain.objective import Weights
@@ -205,7 +204,7 @@ def evaluate(
         cond = conditions.get(pool.site)
         if cond is None:
             continue
-        if cond.site.health is not Health.HEALTHY and not ignore_capacity:
+        if not cond.site.health.takes_work and not ignore_capacity:
             if explain:
                 rejections.append(
                     Rejection(

@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from broker.domain.enums import Health
 from broker.domain.fleet import MILLI_PER_GPU, GpuPool, Site
 from broker.domain.jobs import JobSpec
 from broker.domain.latency import LatencyMatrix
@@ -134,7 +133,7 @@ class FleetIndex:
         self._power_pue = arr(
             [_POWER_KW.get(p.gpu_model, 0.0) * site_by_name[p.site].pue for p in kept]
         )
-        self._healthy_site = np.asarray([s.health is Health.HEALTHY for s in self.sites])
+        self._healthy_site = np.asarray([s.health.takes_work for s in self.sites])
         self._healthy_pool = self._healthy_site[self._site]
         self._lacking = any(s.lacks for s in self.sites)
         self._spot_price = np.where(np.isnan(self._spot), self._on_demand, self._spot)

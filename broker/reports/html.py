@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import html
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from broker.reports.sustainability import METHOD, Report
 
@@ -157,7 +159,29 @@ def heat_map(report: Report) -> str:
     return "".join(parts)
 
 
-def to_html(report: Report, *, generated_at: datetime) -> str:
+def capacity_section(capacity: Mapping[str, Any] | None) -> str:
+    """Cloud burst capacity of the period: beside the runs, never added to them."""
+    if capacity is None:
+        return ""
+    rows = "".join(
+        f"<tr><td>{_esc(site)}</td><td>{v['instance_hours']:.2f}</td>"
+        f"<td>{v['cost_usd']:.2f}</td><td>{v['kgco2e']:.3f}</td></tr>"
+        for site, v in capacity["by_provider"].items()
+    )
+    return (
+        "<h2>Burst cloud capacity</h2>"
+        f"<p>{capacity['bursts']} bursts ({capacity['failed_bursts']} failed), "
+        f"{capacity['reclaims']} reclaims, {capacity['instances']} instances, "
+        f"${capacity['cost_usd']:.2f}, at most {capacity['kgco2e']:.3f} kgCO2e (whole "
+        "instances, idle time included; it overlaps the runs above, so it is not added to "
+        "them)</p><table><tr><th>provider site</th><th>instance-hours</th><th>cost USD</th>"
+        f"<th>kgCO2e (bound)</th></tr>{rows}</table>"
+    )
+
+
+def to_html(
+    report: Report, *, generated_at: datetime, capacity: Mapping[str, Any] | None = None
+) -> str:
     t = report.total.as_dict()
     rows = "".join(
         "<tr>"
@@ -200,6 +224,7 @@ generated {_esc(generated_at.isoformat())}</p>
 <table><tr><th>{report.group_by.value}</th><th>runs</th><th>kWh</th><th>kgCO2e</th>
 <th>avoided kgCO2e</th><th>added kgCO2e</th><th>cost USD</th><th>GPU-hours</th>
 <th>gCO2e/kWh</th></tr>{rows}</table>
+{capacity_section(capacity)}
 <h2>Method</h2><p class="method">{_esc(METHOD)}</p>
 </body></html>
 """

@@ -31,7 +31,6 @@ from broker.demand import (
     shortfalls,
 )
 from broker.domain.clock import Clock
-from broker.domain.enums import Health
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +141,8 @@ class DemandService:
         """Whole GPUs per model on reachable private sites (MIG and shared pools included).
 
         A degraded site's pools already leave out its cordoned or NotReady nodes."""
-        up = (Health.HEALTHY, Health.DEGRADED)
-        private = {s.name for s in await self._store.sites() if s.private and s.health in up}
+        sites = await self._store.sites()
+        private = {s.name for s in sites if s.private and s.health.takes_work}
         out: dict[str, float] = {}
         for p in await self._store.pools():
             if p.site in private:

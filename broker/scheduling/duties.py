@@ -13,7 +13,7 @@ from typing import Protocol
 from broker.db.repository import Store
 from broker.domain.clock import Clock
 from broker.scheduling.demand import DemandService
-from broker.scheduling.inventory import refresh_inventory
+from broker.scheduling.inventory import Visible, refresh_inventory
 from carbon.wiring import CarbonSetup
 from connectors.base import Connector
 
@@ -36,6 +36,7 @@ class BrokerDuties:
         demand: DemandService,
         capacity: Capacity | None,
         clock: Clock,
+        visible: Visible | None = None,
         outlook_hours: int = 24,
     ) -> None:
         self._store = store
@@ -45,6 +46,7 @@ class BrokerDuties:
         self._capacity = capacity
         self._clock = clock
         self._outlook_hours = outlook_hours
+        self._visible = visible
 
     async def retrain_forecast(self) -> str:
         return await self._demand.retrain()
@@ -64,7 +66,9 @@ class BrokerDuties:
         return await self._carbon.refresh(zones, now=self._clock.now())
 
     async def refresh_inventory(self) -> str:
-        return await refresh_inventory(store=self._store, connectors=self._connectors)
+        return await refresh_inventory(
+            store=self._store, connectors=self._connectors, visible=self._visible
+        )
 
     async def reclaim_idle(self) -> str:
         if self._capacity is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from broker.db.repository import Store
 from broker.domain.enums import Health
@@ -19,8 +19,17 @@ from connectors.errors import AuthFailed, ConnectorError
 log = logging.getLogger(__name__)
 
 
-async def refresh_inventory(*, store: Store, connectors: Mapping[str, Connector]) -> str:
-    """Sync each site; returns a one-line summary ("5 sites: 4 read, 1 unreachable")."""
+Visible = Callable[[SiteInventory], Awaitable[SiteInventory]]
+
+
+async def refresh_inventory(
+    *, store: Store, connectors: Mapping[str, Connector], visible: Visible | None = None
+) -> str:
+    """Sync each site; returns a one-line summary ("5 sites: 4 read, 1 unreachable").
+
+    `visible` filters an inventory before it reaches the ledger: the burster's, which
+    holds back burst nodes until it hands them to the jobs they were bought for and drops
+    nodes of released instances that still linger in the cluster."""
     names = list(connectors)
     results = await asyncio.gather(
         *(connectors[n].inventory() for n in names), return_exceptions=True
@@ -28,7 +37,8 @@ async def refresh_inventory(*, store: Store, connectors: Mapping[str, Connector]
     read, failed = 0, []
     for name, result in zip(names, results, strict=True):
         if isinstance(result, SiteInventory):
-            await store.sync_site(result.site, result.pools)
+            inv = result if visible is None else await visible(result)
+            await store.sync_site(inv.site, inv.pools)
             read += 1
         elif isinstance(result, ConnectorError):
             health = Health.AUTH_FAILED if isinstance(result, AuthFailed) else Health.UNREACHABLE

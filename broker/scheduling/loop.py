@@ -102,6 +102,14 @@ class SchedulingLoop:
     def engine(self) -> Engine:
         return self._engine
 
+    @property
+    def latency(self) -> LatencyMatrix:
+        return self._latency
+
+    @property
+    def carbon(self) -> CarbonSource:
+        return self._carbon
+
     def wake(self, *, capacity_changed: bool = False) -> None:
         """Ask for a pass soon: a job was submitted, or capacity came back."""
         if capacity_changed:

@@ -121,12 +121,13 @@ def cloud_instance(
     model = known.gpu_model if known else tags.get(TAG_MODEL, "unknown")
     gpus = known.gpus if known else _int(tags.get(TAG_GPUS, "0"))
     launched = raw.get("LaunchTime")
+    zone = str(raw.get("Placement", {}).get("AvailabilityZone", ""))
     return CloudInstance(
         id=str(raw["InstanceId"]),
         pool_id=tags.get(TAG_POOL, f"{site}/{instance_type}"),
         gpu_model=model,
         gpus=gpus,
-        zone=str(raw.get("Placement", {}).get("AvailabilityZone", "")),
+        zone=zone,
         spot=is_spot(raw),
         state=STATES.get(str(raw.get("State", {}).get("Name", "")), InstanceState.PENDING),
         launched_at=launched.astimezone(UTC) if isinstance(launched, datetime) else None,
@@ -134,8 +135,15 @@ def cloud_instance(
             "instance_type": instance_type,
             "request": tags.get(TAG_REQUEST, ""),
             "state": str(raw.get("State", {}).get("Name", "")),
+            "provider_id": provider_id(zone, str(raw["InstanceId"])),
         },
     )
+
+
+def provider_id(zone: str, instance_id: str) -> str:
+    """The `spec.providerID` the AWS cloud provider gives the instance's Kubernetes node.
+    https://github.com/kubernetes/cloud-provider-aws (`aws:///<zone>/<instance id>`)"""
+    return f"aws:///{zone}/{instance_id}"
 
 
 def _int(text: str) -> int:

@@ -199,5 +199,17 @@ def cloud_instance(inst: compute_v1.Instance, *, site: str) -> CloudInstance:
             "accelerator_type": accel,
             "status": inst.status,
             "request": labels.get(REQUEST_LABEL, ""),
+            "provider_id": provider_id(inst.zone, inst.name),
         },
     )
+
+
+def provider_id(zone_url: str, name: str) -> str:
+    """The `spec.providerID` the GCE cloud provider gives the VM's Kubernetes node,
+    `gce://<project>/<zone>/<name>`, from the instance's zone URL
+    (`.../projects/<project>/zones/<zone>`); empty when the URL names no project."""
+    parts = zone_url.rstrip("/").split("/")
+    if "projects" not in parts or parts.index("projects") + 1 >= len(parts):
+        return ""
+    project = parts[parts.index("projects") + 1]
+    return f"gce://{project}/{last_segment(zone_url)}/{name}"

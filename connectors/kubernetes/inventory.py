@@ -4,7 +4,8 @@ A pool is the set of ready, schedulable GPU nodes that share a model, memory, GP
 MIG layout and sharing mode; its id `<site>/<model>-<gpus>x` (plus `-mig-<profiles>` or
 `-shared`, and the memory when two pools would still collide) depends only on that key,
 so it is stable while nodes come and go. Nodes are ordered by name: index i of
-`node_allocated` is the i-th name in `extra["nodes"]`.
+`node_allocated` is the i-th name in `extra["nodes"]`, and of `extra["provider_ids"]` (the
+nodes' `spec.providerID`, present when some node has one: burst instances are found by it).
 
 A node is left out (and the site reported DEGRADED) when it is cordoned, not Ready, or has
 a NoSchedule/NoExecute taint other than `nvidia.com/gpu`, which the broker's pods tolerate.
@@ -60,6 +61,7 @@ class GpuNode:
     count_label: str | None
     cpu: float
     host_memory_gb: float
+    provider_id: str = ""  # spec.providerID: the cloud instance behind the node, if any
 
     @property
     def key(self) -> tuple[str, float, int, tuple[str, ...], bool]:
@@ -120,6 +122,7 @@ def gpu_node(node: JsonDict) -> GpuNode | None:
         count_label=count_label,
         cpu=float(quantity(alloc.get("cpu", 0))),
         host_memory_gb=float(quantity(alloc.get("memory", 0)) / 2**30),
+        provider_id=str((node.get("spec") or {}).get("providerID") or ""),
     )
 
 
@@ -276,6 +279,9 @@ def _pool(
     products = sorted({g.product for g in members})
     counts = {g.count_label for g in members}
     extra = {"nodes": ",".join(g.name for g in members), "product": ",".join(products)}
+    if any(g.provider_id for g in members):
+        # aligned with "nodes": how the burster finds the node a cloud instance became
+        extra["provider_ids"] = ",".join(g.provider_id for g in members)
     if len(counts) == 1 and first.count_label:
         extra["gpu_count"] = first.count_label
     if first.shared_units:

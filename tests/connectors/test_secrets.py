@@ -420,9 +420,9 @@ async def test_the_search_finds_each_planted_value(
     assert leaks({"a log line": header}, planted.by_label()) == {
         "aws session token": ["a log line"]
     }
-    await asyncio.to_thread(logging.getLogger("botocore.endpoint").debug, "sent %s", header)
+    await asyncio.to_thread(logging.getLogger("urllib3.connectionpool").debug, "sent %s", header)
     assert leaks(log_texts(logs), planted.by_label()) == {
-        "aws session token": ["log botocore.endpoint"]
+        "aws session token": ["log urllib3.connectionpool"]
     }
 
 
@@ -484,7 +484,8 @@ async def test_no_secret_surfaces_anywhere(
     shown |= log_texts(logs)
 
     # What was captured is the real thing: every SDK spoke, the job reached the database.
-    assert {"log botocore.endpoint", "log urllib3.connectionpool"} <= set(shown)
+    assert "log urllib3.connectionpool" in shown
+    assert any(name.startswith("log botocore.") for name in shown)  # heard, minus wire dumps
     assert any(name.startswith("log google") for name in shown), sorted(shown)
     assert job_id in shown["database"] and "oslo-k8s" in shown["database"]
     assert gcp.auth.tokens and gcp.auth.bearers  # the key minted credentials, searched too
