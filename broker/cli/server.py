@@ -37,6 +37,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)  # we log the revision ourselves
+    # each duty logs its own outcome; APScheduler's "Running job ... executed" lines are noise
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     # The access log format names no header, so the Authorization header never reaches it.
     app = create_app(settings)
     print(
