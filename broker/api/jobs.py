@@ -10,7 +10,7 @@ from aiohttp import web
 
 from broker.api.context import principal
 from broker.api.convert import explain_out, job_out, spec_from_api
-from broker.api.keys import CLOCK, LOOP, STORE
+from broker.api.keys import BURSTER, CLOCK, LOOP, STORE
 from broker.api.problems import ApiProblem, not_found, read_model, validation_problem
 from broker.api.schemas import JobIn, JobPageOut, ProblemField
 from broker.db.repository import InvalidCursor
@@ -110,7 +110,13 @@ async def submit_job(request: web.Request) -> web.Response:
     spec = spec_from_api(body)
     _check_submission(request, spec, await _known_models(request))
     loop = request.app[LOOP]
-    _check_satisfiable(await loop.evaluate(_draft(spec, who.tenant, request), ignore_capacity=True))
+    draft = _draft(spec, who.tenant, request)
+    ev = await loop.evaluate(draft, ignore_capacity=True)
+    if not ev.candidates and BURSTER in request.app:
+        if not await request.app[BURSTER].could_serve(draft):
+            _check_satisfiable(ev)  # no private site nor any burst target: refused
+    else:
+        _check_satisfiable(ev)
     digest = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
     try:
         job, created = await request.app[STORE].create_job(

@@ -26,7 +26,13 @@ from datetime import datetime, timedelta
 
 from broker.burst import planner
 from broker.burst.accounting import day_start, fleet_state
-from broker.burst.gather import ShortfallSource, offers_of, peak_shortfall, waiting_jobs
+from broker.burst.gather import (
+    ShortfallSource,
+    could_run,
+    offers_of,
+    peak_shortfall,
+    waiting_jobs,
+)
 from broker.burst.keeper import Keeper
 from broker.burst.model import BurstAction, Fleet, Offer, OfferKey, Plan, WaitingJob
 from broker.burst.records import ActionKind, ActionState, BurstInstance, CapacityAction
@@ -36,6 +42,7 @@ from broker.db.repository import Store
 from broker.domain.clock import Clock
 from broker.domain.engine import Engine
 from broker.domain.fleet import GpuPool
+from broker.domain.jobs import Job
 from broker.domain.latency import LatencyMatrix
 from broker.scheduling.conditions import read_hourly
 from broker.scheduling.loop import lacks
@@ -132,6 +139,24 @@ class Burster:
         notes += [f"skipped ({s.reason.value}) {s.detail}" for s in plan.skipped]
         notes += [f"{site} unreachable: {why}" for site, why in sorted(unreachable.items())]
         return "; ".join(notes) or "no burst needed"
+
+    async def could_serve(self, job: Job) -> bool:
+        """Whether a burst target could run `job` once its instances joined: a job too big
+        for every private pool is accepted when bursting can serve it (submission check)."""
+        if not self._settings.enabled:
+            return False
+        offers, shapes, _ = await self._offers(self._clock.now())
+        sites = {
+            s.name: replace(s, lacks=lacks(self._connectors[s.name]))
+            for s in await self._store.sites()
+            if s.name in self._connectors
+        }
+        return any(
+            o.joins_site in sites
+            and o.pool_id in shapes
+            and could_run(job, shapes[o.pool_id], joined=sites[o.joins_site], latency=self._latency)
+            for o in offers
+        )
 
     async def preview(self) -> tuple[Plan, dict[str, str]]:
         """What `plan_capacity` would start now, without starting or recording anything

@@ -137,7 +137,7 @@ def waiting_jobs(
             for o in offers
             if o.joins_site in by_name
             and o.pool_id in shapes
-            and _could_run(job, shapes[o.pool_id], joined=by_name[o.joins_site], latency=latency)
+            and could_run(job, shapes[o.pool_id], joined=by_name[o.joins_site], latency=latency)
         )
         res = spec.resources
         out.append(
@@ -158,7 +158,7 @@ def waiting_jobs(
     return out
 
 
-def _could_run(job: Job, shape: GpuPool, *, joined: Site, latency: LatencyMatrix) -> bool:
+def could_run(job: Job, shape: GpuPool, *, joined: Site, latency: LatencyMatrix) -> bool:
     """Whether the job could run on instances of `shape` once they joined `joined`."""
     spec = job.spec
     pool = replace(shape, site=joined.name, nodes=max(shape.nodes, spec.resources.nodes))

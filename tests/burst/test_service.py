@@ -14,11 +14,20 @@ from broker.api.auth import hash_token
 from broker.config import load_settings
 from broker.service import create_app
 from tests.burst.world import aws_site, oslo_site
+from tests.connectors.aws.conftest import owned_ids, raw_ec2
 from tests.connectors.aws.fakes import StubProxy
 from tests.connectors.kubernetes import objects as o
 from tests.connectors.kubernetes.fake_api import FakeKubernetes, write_kubeconfig
 
 TOKEN = "ops-token-for-the-burst-service-test"
+BIG = {
+    "name": "big",
+    "priority": "P1",
+    "kind": "training",
+    "resources": {"gpus": 8, "nodes": 2, "gpu_models": ["H100"]},
+    "workload": {"image": "img"},
+    "estimated_duration_s": 3600,
+}
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -27,6 +36,7 @@ def _config(tmp_path: Path, *, kube: FakeKubernetes, endpoint_url: str, user_dat
     oslo = oslo_site().model_dump(mode="json", exclude_none=True)
     oslo["connector"] = {
         "kubeconfig": "oslo.kubeconfig",
+        "kueue_queue": "gpu-broker",  # Kueue admits a gang's pods together
         "price_per_gpu_hour": {"H100": 2.0},
         "watch_timeout_s": 5,
         "request_timeout_s": 5.0,
@@ -60,7 +70,7 @@ def _config(tmp_path: Path, *, kube: FakeKubernetes, endpoint_url: str, user_dat
 
 
 async def test_the_service_plans_bursts_through_its_duties(
-    tmp_path: Path, kube: FakeKubernetes, proxy: StubProxy, user_data: Path
+    tmp_path: Path, kube: FakeKubernetes, proxy: StubProxy, moto_url: str, user_data: Path
 ) -> None:
     kube.add_node(o.gpu_node("gpu-a"))
     path = _config(tmp_path, kube=kube, endpoint_url=proxy.url, user_data=user_data)
@@ -90,3 +100,21 @@ async def test_the_service_plans_bursts_through_its_duties(
         assert [m["gpu_model"] for m in forecast["models"]] == []
         # The EC2 site answered the burster's inventory reads through the proxy.
         assert proxy.calls("DescribeInstanceTypes")
+
+        # A P1 gang job bigger than the private cluster is accepted because a burst can
+        # serve it, and the next planning pass starts two p5 instances for it.
+        resp = await client.post("/v1/jobs", json=BIG, headers=ADMIN)
+        assert resp.status == 201, await resp.text()
+        job_id = (await resp.json())["id"]
+        items: list[dict[str, Any]] = []
+        for _ in range(100):
+            resp = await client.get("/v1/capacity/actions", headers=ADMIN)
+            items = (await resp.json())["items"]
+            if items and items[0]["instance_ids"]:  # recorded first, then provisioned
+                break
+            await asyncio.sleep(0.1)
+        (burst,) = items
+        assert (burst["kind"], burst["for_jobs"], burst["count"]) == ("burst", [job_id], 2)
+        assert burst["provider_site"] == "aws-east" and burst["joins_site"] == "oslo"
+        running = owned_ids(raw_ec2(moto_url), site="aws-east", states=("pending", "running"))
+        assert running == set(burst["instance_ids"]) and len(running) == 2
