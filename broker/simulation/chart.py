@@ -63,6 +63,35 @@ def _downsample(
     return [s[int(i * step)] for i in range(limit)] + [s[-1]]
 
 
+def _burst_table(summary: Mapping[str, Any]) -> str:
+    """The broker without and with bursting, when the replay burst."""
+    comparison = summary.get("burst", {}).get("comparison")
+    if not comparison:
+        return ""
+
+    def cells(f: Mapping[str, Any]) -> list[str]:
+        waits = [f["wait_s"][t][q] for t in ("P1", "P2") for q in ("mean", "p95", "p99")]
+        return [
+            f"{f['cloud_spend_usd']:,.0f}",
+            f"{f['idle_spend_usd']:,.0f}",
+            str(f["instances_started"]),
+            f"{f['kgco2e']:,.1f}",
+            str(f["deadline_misses"]),
+        ] + ["-" if w is None else f"{w:,.0f}" for w in waits]
+
+    names = ["cloud spend USD", "idle spend USD", "instances started", "kgCO2e (jobs)"]
+    names += ["deadline misses"]
+    names += [f"{t} wait {q} s" for t in ("P1", "P2") for q in ("mean", "p95", "p99")]
+    rows = zip(names, cells(comparison["without"]), cells(comparison["with"]), strict=True)
+    body = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{a}</td><td>{b}</td></tr>" for name, a, b in rows
+    )
+    return (
+        "<h2>Bursting</h2><table><tr><th></th><th>broker, no burst</th>"
+        f"<th>broker, burst</th></tr>{body}</table>"
+    )
+
+
 def render(
     *,
     summary: Mapping[str, Any],
@@ -99,6 +128,7 @@ text-align:right}}td:first-child,th:first-child{{text-align:left}}</style></head
 <code>{html.escape(summary["fleet"])}</code>, carbon <code>{html.escape(summary["carbon"])}</code>.
 {summary["jobs"]} jobs.</p>
 {table}
+{_burst_table(summary)}
 {_line_chart("GPU allocation", "GPUs in use", allocation)}
 {_line_chart("Emissions", "kgCO2e per hour", emissions)}
 <details><summary>Summary JSON</summary><pre>{html.escape(json.dumps(summary, indent=2))}</pre>

@@ -216,3 +216,28 @@ def _peak(steps: list[tuple[datetime, float]]) -> float:
         level += delta
         peak = max(peak, level)
     return peak
+
+
+def burst_comparison(without: dict[str, Any], with_burst: dict[str, Any]) -> dict[str, Any]:
+    """The broker without and with bursting, side by side: spend, waits, emissions."""
+
+    def figures(s: dict[str, Any]) -> dict[str, Any]:
+        burst = s.get("burst", {})
+        waits = {
+            tier: {q: s["wait_s"][tier][q] for q in ("mean", "p95", "p99", "max")}
+            for tier in ("P1", "P2")
+        }
+        return {
+            "cloud_spend_usd": burst.get("cloud_spend_usd", 0.0),
+            "idle_spend_usd": burst.get("idle_spend_usd", 0.0),
+            "instances_started": burst.get("instances_started", 0),
+            "instances_alive_at_end": burst.get("instances_alive_at_end", 0),
+            "wait_s": waits,
+            "kgco2e": s["kgco2e"],
+            "job_cost_usd": s["cost_usd"],
+            "deadline_misses": s["deadline_misses"],
+            "unfinished": s["unfinished"],
+            "makespan_h": s["makespan_h"],
+        }
+
+    return {"without": figures(without), "with": figures(with_burst)}

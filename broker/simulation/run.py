@@ -3,6 +3,10 @@
 One run replays the same trace through the broker's engine and through the FIFO first-fit
 carbon-blind baseline, computes the offline lower bound on emissions, and writes
 `summary.json` and `report.html` (charts of GPU allocation and emissions over time).
+
+When the fleet file's `burst:` section is enabled, its cloud sites are burst capacity
+(`broker.simulation.burst`): every policy sees them empty, and the broker runs twice, without
+bursting (`broker`) and with it (`broker-burst`), so one command compares the two.
 """
 
 from __future__ import annotations
@@ -20,15 +24,28 @@ from broker.domain.engine import Engine
 from broker.fleet_settings import pools_from_settings, site_from_settings
 from broker.scheduling.loop import engine_settings
 from broker.service import load_latency
+from broker.simulation.burst import (
+    BurstOptions,
+    CloudBurst,
+    burst_sites,
+    elastic,
+    settings_figures,
+)
 from broker.simulation.chart import render
 from broker.simulation.oracle import ReplayOracle
-from broker.simulation.report import emissions_by_hour, offline_lower_bound, summarize
+from broker.simulation.report import (
+    burst_comparison,
+    emissions_by_hour,
+    offline_lower_bound,
+    summarize,
+)
 from broker.simulation.simulator import Simulation
 from broker.simulation.traces import read_trace
 from carbon.replay import ReplaySource
 from carbon.static import StaticTableSource
 
 POLICIES = ("broker", "fifo")  # "all" runs both
+BURST_RUN = "broker-burst"
 
 
 def _progress(label: str) -> Any:
@@ -70,26 +87,43 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     engine = Engine(engine_settings(settings.scheduler))
     util = settings.scheduler.gpu_utilisation
     policies = POLICIES if args.policy == "all" else (args.policy,)
+    bursting = burst_sites(sites, settings.burst)
+    options = BurstOptions(settings=settings.burst, sites=bursting) if bursting else None
+    runs: list[tuple[str, str, CloudBurst | None]] = [(p, p, None) for p in policies]
+    if options is not None and "broker" in policies:
+        burst = CloudBurst(
+            options=options,
+            limits=pools,
+            sites=sites,
+            engine=engine,
+            latency=latency,
+            carbon=carbon,
+        )
+        runs.insert(policies.index("broker") + 1, (BURST_RUN, "broker", burst))
     summaries: dict[str, Any] = {}
     allocation: dict[str, Any] = {}
     emissions: dict[str, Any] = {}
     outcome = None
-    for policy in policies:
+    for label, policy, burster in runs:
         sim = Simulation(
             trace=trace,
             sites=sites,
-            pools=pools,
+            pools=elastic(pools, sites=bursting),
             latency=latency,
             carbon=carbon,
             engine=engine,
             start=start,
             policy=policy,
-            progress=None if args.quiet else _progress(policy),
+            progress=None if args.quiet else _progress(label),
+            burst=burster,
+            label=label,
         )
         outcome = sim.run()
-        summaries[policy] = summarize(outcome, carbon=carbon, utilisation=util)
-        allocation[policy] = outcome.allocation
-        emissions[policy] = emissions_by_hour(outcome, carbon=carbon, utilisation=util)
+        summaries[label] = summarize(outcome, carbon=carbon, utilisation=util)
+        if burster is not None:
+            summaries[label]["burst"] = burster.summary(end=outcome.end)
+        allocation[label] = outcome.allocation
+        emissions[label] = emissions_by_hour(outcome, carbon=carbon, utilisation=util)
     assert outcome is not None
     lower = offline_lower_bound(
         outcome.jobs, sites=sites, pools=pools, latency=latency, carbon=carbon, engine=engine
@@ -110,6 +144,22 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             "carbon forecasts are perfect (replayed actuals)",
         ],
     }
+    if options is not None:
+        summary["assumptions"] += [
+            "cloud sites are burst capacity: empty at first, each pool grows by started "
+            "instances up to its configured nodes; fifo and broker never burst",
+            f"a burst instance is billed from launch and usable {options.boot_delay_s:.0f} s "
+            "later; bursts answer waiting work only (no demand forecast); spot is never "
+            "reclaimed; an idle node's own power is not counted",
+        ]
+        summary["burst"] = {
+            "settings": settings_figures(options),
+            **(
+                {"comparison": burst_comparison(summaries["broker"], summaries[BURST_RUN])}
+                if BURST_RUN in summaries
+                else {}
+            ),
+        }
     if "broker" in summaries and "fifo" in summaries:
         b, f = summaries["broker"], summaries["fifo"]
         summary["comparison"] = {
@@ -144,6 +194,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                     k: lower[k] for k in ("kgco2e", "infeasible_jobs", "over_capacity_share")
                 },
                 "comparison": summary.get("comparison"),
+                "burst": summary.get("burst", {}).get("comparison"),
             },
             indent=2,
         )

@@ -30,6 +30,7 @@ from broker.domain.jobs import Job, JobSpec, Resources, Workload
 from broker.domain.latency import LatencyMatrix
 from broker.domain.placement import Candidate, static_rejection, unit_price
 from broker.domain.work import RunningWork, placed_work
+from broker.simulation.burst import CloudBurst
 from broker.simulation.traces import TraceJob
 from carbon.power import GPU_MODELS, gpu_energy_kwh
 
@@ -112,46 +113,71 @@ class Simulation:
         start: datetime,
         policy: str,
         progress: Progress | None = None,
+        burst: CloudBurst | None = None,
+        label: str | None = None,
     ) -> None:
+        """`burst`: cloud bursting (broker policy only); its sites' pools in `pools` should
+        start empty (`broker.simulation.burst.elastic`). `label` names the outcome."""
         if policy not in ("broker", "fifo"):
             raise ValueError(f"unknown policy {policy!r}")
+        if burst is not None and policy != "broker":
+            raise ValueError("only the broker policy bursts")
         self.policy = policy
+        self.label = label or policy
+        self.burst = burst
         self.engine = engine
         self.sites = list(sites)
         self.site_by_name = {s.name: s for s in sites}
         self.pools = {p.id: p for p in pools}
         self.pool_order = [p.id for p in pools]
+        # what the policy could hold: burst pools count at their limit
+        limits = burst.limits.values() if burst is not None else ()
+        self.capacity = float(sum(p.total_gpus for p in (*pools, *limits)))
         self.latency = latency
         self.carbon = carbon
         self.start = start
         self.progress = progress
         self.jobs = {t.job_id: SimJob(trace=t, job=to_job(t, start=start)) for t in trace}
         self.pending: dict[str, SimJob] = {}
+        self.pending_since: dict[str, datetime] = {}  # when each last became pending
         self.deferred: dict[str, SimJob] = {}
         self.running: dict[str, RunningWork] = {}
         self.stuck: set[str] = set()
         self.events: list[tuple[datetime, int, str, str, int]] = []
         self.seq = itertools.count()
         self.allocation: list[tuple[datetime, float]] = [(start, 0.0)]
+        self.job_events = 0  # job events in the heap; burst ticks alone end nothing
+        self.reviewing = False  # an idle review is scheduled
         for sj in self.jobs.values():
             self._push(sj.job.created_at, "arrive", sj.job.id)
+        if burst is not None:
+            self._push(start, "plan", "")
 
     def _push(self, at: datetime, kind: str, job_id: str, token: int = 0) -> None:
+        self.job_events += kind in _JOB_EVENTS
         heapq.heappush(self.events, (at, next(self.seq), kind, job_id, token))
 
     def run(self) -> Outcome:
         done = 0
         total = len(self.jobs)
-        now = self.start
+        now = last = self.start
         while self.events:
             now = self.events[0][0]
+            ticks: list[str] = []
             while self.events and self.events[0][0] == now:
                 _, _, kind, job_id, token = heapq.heappop(self.events)
+                if kind not in _JOB_EVENTS:
+                    ticks += self._burst_event(kind, job_id, now)
+                    continue
+                self.job_events -= 1
+                last = now
                 sj = self.jobs[job_id]
                 if kind == "arrive":
                     self.pending[job_id] = sj
+                    self.pending_since[job_id] = now
                 elif kind == "release" and job_id in self.deferred:
                     self.pending[job_id] = self.deferred.pop(job_id)
+                    self.pending_since[job_id] = now
                 elif kind == "finish" and token == sj.token and job_id in self.running:
                     self._end_run(sj, now, preempted=False)
                     sj.finish = now
@@ -161,14 +187,56 @@ class Simulation:
                         self.progress(done, total)
             if self.pending:
                 self._pass(now)
-        end = max([now, *(sj.finish for sj in self.jobs.values() if sj.finish)])
+            for tick in ticks:  # after the pass: it may have put idle nodes to work
+                self._burst_tick(tick, now)
+        end = max([last, *(sj.finish for sj in self.jobs.values() if sj.finish)])
         return Outcome(
-            policy=self.policy,
+            policy=self.label,
             jobs=list(self.jobs.values()),
             allocation=self.allocation,
-            total_gpus=sum(p.total_gpus for p in self.pools.values()),
+            total_gpus=self.capacity,
             start=self.start,
             end=end,
+        )
+
+    # ---- bursting -------------------------------------------------------------------------
+
+    def _burst_event(self, kind: str, key: str, now: datetime) -> list[str]:
+        """A node joins now; planning and the idle review wait for the instant's pass."""
+        assert self.burst is not None
+        if kind == "join":
+            self.burst.join(key, now=now, pools=self.pools)
+            self.stuck.clear()
+            return []
+        return [kind]
+
+    def _burst_tick(self, kind: str, now: datetime) -> None:
+        assert self.burst is not None
+        step = self.burst.options
+        if kind == "review":
+            self.reviewing = False
+            self.burst.reclaim(now=now, pools=self.pools)
+        else:
+            pending = [(sj.job, self.pending_since[i]) for i, sj in self.pending.items()]
+            started = self.burst.plan(now=now, pending=pending, pools=list(self.pools.values()))
+            for inst in started:
+                self._push(inst.ready_at, "join", inst.record.instance_id)
+            if self._keep_planning(now):
+                self._push(now + timedelta(seconds=step.plan_interval_s), "plan", "")
+        if self.burst.alive() and not self.reviewing:
+            self.reviewing = True
+            self._push(now + timedelta(seconds=step.review_interval_s), "review", "")
+
+    def _keep_planning(self, now: datetime) -> bool:
+        """Whether a later pass could start anything: jobs still to arrive or end, capacity
+        alive, or a pending job whose tier's wait target is still ahead."""
+        if self.job_events or (self.burst is not None and self.burst.alive()):
+            return True
+        targets = self.burst.options.settings.wait_target_s if self.burst else {}
+        return any(
+            sj.job.spec.tier in targets
+            and (now - self.pending_since[i]).total_seconds() < targets[sj.job.spec.tier]
+            for i, sj in self.pending.items()
         )
 
     # ---- one scheduling pass --------------------------------------------------------------
@@ -253,6 +321,8 @@ class Simulation:
         self.pools[pool.id] = pool.allocate(cand.nodes, spec.resources.milli_per_node)
         site = self.site_by_name[pool.site]
         self.pending.pop(sj.job.id, None)
+        if self.burst is not None:
+            self.burst.occupy(pool.id, cand.nodes, now=now, delta=1)
         self.running[sj.job.id] = placed_work(
             sj.job,
             pool_id=pool.id,
@@ -285,11 +355,14 @@ class Simulation:
         sj.preemptions += 1
         sj.token += 1
         self.pending[sj.job.id] = sj
+        self.pending_since[sj.job.id] = now
 
     def _end_run(self, sj: SimJob, now: datetime, *, preempted: bool) -> None:
         work = self.running.pop(sj.job.id)
         pool = self.pools[work.pool_id]
         self.pools[pool.id] = pool.allocate(work.node_indices, -work.milli_per_node)
+        if self.burst is not None:
+            self.burst.occupy(pool.id, work.node_indices, now=now, delta=-1)
         run = sj.runs[-1]
         run.end = now
         run.preempted = preempted
@@ -298,6 +371,9 @@ class Simulation:
     def _record(self, now: datetime) -> None:
         used = sum(p.allocated_milli for p in self.pools.values()) / MILLI_PER_GPU
         self.allocation.append((now, used))
+
+
+_JOB_EVENTS = frozenset({"arrive", "release", "finish"})
 
 
 class _NoCarbon:
