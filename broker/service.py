@@ -38,6 +38,7 @@ from broker.api.keys import (
 from broker.burst.burster import Burster
 from broker.config import Settings
 from broker.db.capacity import CapacityStore
+from broker.db.carbon_history import CarbonHistoryStore
 from broker.db.engine import create_engine, current_revision, session_factory, upgrade
 from broker.db.repository import Store
 from broker.domain.clock import Clock, SystemClock
@@ -50,6 +51,7 @@ from broker.scheduling.demand import DemandService
 from broker.scheduling.duties import BrokerDuties
 from broker.scheduling.inventory import refresh_inventory
 from broker.scheduling.loop import SchedulingLoop
+from carbon.recorded import RECORDED_KEEP
 from carbon.wiring import build_carbon
 from connectors.base import Connector
 from connectors.errors import ConnectorError
@@ -132,10 +134,15 @@ async def _carbon(app: web.Application) -> AsyncIterator[None]:
     )
     session = aiohttp.ClientSession() if live else None
     try:
-        app[CARBON] = build_carbon(
+        setup = build_carbon(
             settings.carbon, session=session, now=clock.now, config_dir=settings.config_dir
         )
-        log.info("carbon intensity from %s", app[CARBON].description)
+        if setup.recorded is not None:  # what earlier runs observed, for the own forecaster
+            history = CarbonHistoryStore(sessions=session_factory(app[ENGINE]), clock=clock)
+            since = clock.now() - RECORDED_KEEP
+            setup.recorded.add(await history.readings_since(since))
+        app[CARBON] = setup
+        log.info("carbon intensity from %s", setup.description)
         yield
     finally:
         if session is not None:
@@ -195,6 +202,7 @@ async def _scheduled(app: web.Application) -> AsyncIterator[None]:
         await refresh_inventory(store=store, connectors=connectors, visible=burster.visible)
     duties = BrokerDuties(
         store=store,
+        carbon_history=CarbonHistoryStore(sessions=session_factory(app[ENGINE]), clock=clock),
         connectors=connectors,
         carbon=app[CARBON],
         demand=demand,

@@ -4,7 +4,8 @@ With no section at all the broker uses the shipped static table (annual means, n
 needed). Each live provider is switched on by giving its settings; keys only by reference
 (see `carbon.live.settings`). Per zone, the chain `carbon.wiring` builds is
 
-    live providers (in `order`) -> their cached answers -> replay (own forecast) -> static
+    live providers (in `order`) -> their cached answers -> own forecast from the hours they
+    reported -> replay (own forecast) -> static
 
 so a provider's outage degrades the numbers (marked stale or estimated) and never stops the
 scheduler. The broker's own forecaster runs over the replayed history and sits after the
@@ -55,5 +56,8 @@ class CarbonSettings(_Strict):
     # Which configured providers are asked first; unlisted configured ones follow.
     order: tuple[ProviderName, ...] = ("uk_carbon_intensity", "watttime", "electricitymaps")
     replay: ReplaySettings | None = None
-    # How far ahead the broker's own forecaster serves (replay with `forecast: own`).
+    # With live providers: learn each zone from the hours they reported and forecast the
+    # hours none of them forecasts (after them in the chain, before the static table).
+    own_forecast: bool = True
+    # How far ahead the broker's own forecaster serves.
     forecast_horizon_h: Annotated[int, Field(ge=1, le=168)] = 48

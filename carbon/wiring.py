@@ -33,6 +33,7 @@ from carbon.live.settings import (
 )
 from carbon.live.uk import UKCarbonIntensitySource
 from carbon.live.watttime import WattTimeSource
+from carbon.recorded import Observed, RecordedHistory, observed
 from carbon.replay import ReplaySource
 from carbon.settings import CarbonSettings, ProviderName
 from carbon.static import StaticTableSource
@@ -40,6 +41,8 @@ from carbon.static import StaticTableSource
 __all__ = ["CarbonSetup", "build_carbon"]
 
 log = logging.getLogger(__name__)
+
+_DAY = timedelta(hours=24)
 
 
 class _Clock:
@@ -56,27 +59,47 @@ class CarbonSetup:
     source: CarbonSource
     live: dict[str, LiveSource] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # provider -> why it is off
-    forecaster: ForecastingSource | None = None
+    forecaster: ForecastingSource | None = None  # over replayed history
+    recorded: RecordedHistory | None = None  # what the live providers reported
+    _observed: list[Observed] = field(default_factory=list)
 
     @property
     def description(self) -> str:
-        parts = [*self.live, *(["replay"] if self.forecaster else []), "static"]
+        parts = [
+            *self.live,
+            *(["own forecast"] if self.recorded is not None else []),
+            *(["replay"] if self.forecaster else []),
+            "static",
+        ]
         return " -> ".join(parts)
 
     async def refresh(self, zones: Iterable[str], *, now: datetime, hours: int = 24) -> str:
-        """Fetch the next `hours` of every zone through the chain; a one-line summary."""
-        answered, failed = 0, []
+        """Fetch the next `hours` of every zone through the chain, and record the past day's
+        observed hours for the own forecaster (`take_observed`); a one-line summary."""
+        answered, learned, failed = 0, 0, []
         for zone in sorted(set(zones)):
             try:
                 readings = await self.source.forecast(
                     zone, start=now, end=now + timedelta(hours=hours)
                 )
+                if self.recorded is not None:
+                    past = await self.source.forecast(zone, start=now - _DAY, end=now)
+                    seen = observed(past, before=now)
+                    learned += self.recorded.add(seen)
+                    self._observed += seen
             except SourceError as exc:
                 failed.append(f"{zone} ({exc})")
                 continue
             answered += bool(readings)
         summary = f"carbon outlook refreshed for {answered} zone(s) via {self.description}"
+        if self.recorded is not None:
+            summary += f", {learned} observed hour(s) recorded"
         return summary + (f"; no answer for {', '.join(failed)}" if failed else "")
+
+    def take_observed(self) -> list[Observed]:
+        """The observations recorded since the last call, for the owner to persist."""
+        taken, self._observed = self._observed, []
+        return taken
 
 
 def build_carbon(
@@ -110,9 +133,17 @@ def build_carbon(
         else:
             history.append(replay)
     chain: list[CarbonSource] = [*live.values(), *(s.cached() for s in live.values())]
+    recorded: RecordedHistory | None = None
+    if live and settings.own_forecast:
+        recorded = RecordedHistory()
+        chain.append(
+            ForecastingSource(recorded, clock=_Clock(now), horizon_h=settings.forecast_horizon_h)
+        )
     chain += [*history, static]
     source = FallbackSource({}, default=chain) if len(chain) > 1 else static
-    return CarbonSetup(source=source, live=live, skipped=skipped, forecaster=forecaster)
+    return CarbonSetup(
+        source=source, live=live, skipped=skipped, forecaster=forecaster, recorded=recorded
+    )
 
 
 def _live_sources(

@@ -295,3 +295,15 @@ class BurstInstanceRow(Base):
     released_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), index=True)
     release_reason: Mapped[str] = mapped_column(Text, default="")
     reclaim_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class CarbonReadingRow(Base):
+    """One observed (not forecast) hourly grid intensity, kept so the broker's own carbon
+    forecaster can learn a zone's pattern where no provider forecasts (carbon.recorded)."""
+
+    __tablename__ = "carbon_readings"
+
+    zone: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(UtcDateTime(), primary_key=True)
+    gco2_per_kwh: Mapped[float] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(String(64))

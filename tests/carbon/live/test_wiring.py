@@ -50,7 +50,7 @@ async def test_live_then_cached_then_static_through_an_outage(
         }
     )
     setup = build_carbon(settings, session=session, now=clock, config_dir=Path("."))
-    assert setup.description == "uk_carbon_intensity -> electricitymaps -> static"
+    assert setup.description == "uk_carbon_intensity -> electricitymaps -> own forecast -> static"
 
     # GB is answered by the UK API (first in the default order), DE by Electricity Maps.
     gb = await setup.source.current("GB", at=NOW)
@@ -59,6 +59,9 @@ async def test_live_then_cached_then_static_through_an_outage(
     assert de is not None and de.source == "electricitymaps" and not de.stale
     summary = await setup.refresh(["DE", "GB"], now=NOW, hours=6)
     assert summary.startswith("carbon outlook refreshed for 2 zone(s)")
+    taken = setup.take_observed()  # the past day as the providers measured it, for the DB
+    assert {o.zone for o in taken} == {"DE", "GB"} and setup.take_observed() == []
+    assert all(not o.source.startswith("broker") and o.hour < NOW for o in taken)
 
     # Outage past the TTL: the cached answers serve, marked stale...
     em_fake.down = Reply(503, {"error": "down"})
@@ -135,3 +138,41 @@ async def test_replay_with_the_own_forecaster_hides_the_future(tmp_path: Path) -
     # A forecast, not the recorded values: close on average, not identical.
     errors = [abs(a.gco2_per_kwh - s.gco2_per_kwh) for a, s in zip(ahead, seen, strict=True)]
     assert 0 < sum(errors) / len(errors) < 0.5 * sum(s.gco2_per_kwh for s in seen) / len(seen)
+
+
+async def test_the_own_forecaster_learns_what_the_provider_reported(
+    em_server: TestServer,
+    em_fake: FakeElectricityMaps,
+    session: aiohttp.ClientSession,
+    clock: VirtualClock,
+    secrets_env: None,
+) -> None:
+    """When the provider and its cache have nothing for an hour, the broker's forecast from
+    the hours the provider reported fills it, before the flat annual table."""
+    settings = CarbonSettings.model_validate(
+        {
+            "electricitymaps": {
+                "base_url": url(em_server, "/v3"),
+                "api_key_env": EM_ENV,
+                "max_attempts": 1,
+                "cache_ttl_s": 0,
+                "stale_keep_s": 0,
+            }
+        }
+    )
+    setup = build_carbon(settings, session=session, now=clock, config_dir=Path("."))
+    summary = await setup.refresh(["DE"], now=NOW)
+    assert setup.recorded is not None and setup.recorded.hours("DE") >= 20
+    assert "observed hour(s) recorded" in summary
+
+    em_fake.down = Reply(503, {"error": "down"})
+    clock.advance(60)
+    nxt = clock().replace(minute=0, second=0, microsecond=0) + HOUR
+    ahead = await setup.source.forecast("DE", start=nxt, end=nxt + 3 * HOUR)
+    assert [r.source for r in ahead] == ["broker-forecast"] * 3
+    assert all(r.forecast and r.estimated for r in ahead)  # a baseline until it can train
+    # Under a day of history the baseline is persistence: the last hour the provider reported.
+    recorded = setup.recorded.hourly("DE", start=NOW - 25 * HOUR, end=NOW)
+    assert [r.gco2_per_kwh for r in ahead] == [recorded[-1][1]] * 3
+    static = StaticTableSource.default().entry("DE")
+    assert static is not None and recorded[-1][1] != static.gco2_per_kwh
