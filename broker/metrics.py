@@ -48,6 +48,35 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.burst_instances = Gauge(
+            "broker_burst_instances",
+            "Burst cloud instances alive (asked for, booting or joined), by provider site.",
+            ["site"],
+            registry=self.registry,
+        )
+        self.burst_usd_per_hour = Gauge(
+            "broker_burst_usd_per_hour",
+            "What the alive burst instances cost per hour, by provider site.",
+            ["site"],
+            registry=self.registry,
+        )
+        self._burst_sites: set[str] = set()
+        self.leader = Gauge(
+            "broker_scheduled_leader",
+            "1 when this replica runs the scheduled duties, else 0.",
+            registry=self.registry,
+        )
+
+    def set_burst(self, alive: dict[str, tuple[int, float]]) -> None:
+        """Per provider site: instances alive and their USD per hour (sites gone drop to 0)."""
+        for site in self._burst_sites - set(alive):
+            self.burst_instances.labels(site=site).set(0)
+            self.burst_usd_per_hour.labels(site=site).set(0)
+        self._burst_sites |= set(alive)
+        for site, (count, usd) in alive.items():
+            self.burst_instances.labels(site=site).set(count)
+            self.burst_usd_per_hour.labels(site=site).set(usd)
+
     def set_job_counts(self, counts: dict[JobState, int]) -> None:
         for state, n in counts.items():
             self.jobs.labels(state=state.value).set(n)

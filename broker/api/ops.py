@@ -8,7 +8,7 @@ from aiohttp import web
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from broker.api.keys import ENGINE, METRICS, STORE
+from broker.api.keys import CAPACITY, ENGINE, LEADER, METRICS, STORE
 from broker.api.openapi import DOCS_HTML, openapi_document
 from broker.api.schemas import HealthOut
 from broker.db.engine import current_revision, head_revision
@@ -43,6 +43,12 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     m = request.app[METRICS]
     m.set_job_counts(await request.app[STORE].count_by_state())
+    alive: dict[str, tuple[int, float]] = {}
+    for inst in await request.app[CAPACITY].alive_instances():
+        count, usd = alive.get(inst.provider_site, (0, 0.0))
+        alive[inst.provider_site] = (count + 1, usd + inst.usd_per_hour)
+    m.set_burst(alive)
+    m.leader.set(1 if request.app[LEADER].is_leader else 0)
     return web.Response(body=m.render(), headers={"Content-Type": "text/plain; version=0.0.4"})
 
 

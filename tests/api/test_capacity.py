@@ -92,6 +92,10 @@ async def test_bursts_and_reclaims_show_in_the_api_and_the_report(
     assert totals["instance_hours"] == pytest.approx(3.0, abs=0.01)
     assert totals["cost_usd"] == pytest.approx(294.0, abs=1.0)  # 3 h x $98
     assert totals["kgco2e"] == pytest.approx(6.0, abs=0.02)  # 3 h x 2 kg
+    metrics = await (await client.get("/metrics")).text()
+    assert 'broker_burst_instances{site="aws-us-east-1"} 1.0' in metrics
+    assert 'broker_burst_usd_per_hour{site="aws-us-east-1"} 98.0' in metrics
+    assert "broker_scheduled_leader " in metrics
     resp = await client.get("/v1/capacity/actions?kind=reclaim", headers=ADMIN)
     assert (await resp.json())["items"] == []
     resp = await client.get("/v1/capacity/actions?kind=scale", headers=ADMIN)
