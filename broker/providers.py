@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import aiohttp
 from pydantic import ValidationError
 
 from broker.config import ConfigError, Settings, describe_invalid
 from broker.domain.clock import Clock
 from broker.domain.enums import Ability
+from carbon.live.errors import SourceError
+from carbon.settings import CarbonSettings
+from carbon.wiring import CarbonSetup, build_carbon
 from connectors.base import CheckItem, Connector
 from connectors.errors import ConnectorError
 from connectors.registry import UnknownConnector, connector_class
@@ -32,6 +36,11 @@ _HINTS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (
             r"invalid .*settings|inline (secret|credential)",
             "the site's connector: settings do not validate; the message names each field",
+        ),
+        (
+            r"environment variable \S+ is not set|secret file",
+            "put the key where the carbon settings name it (the variable in the broker's "
+            "environment, or the file, readable by the broker's user)",
         ),
         (
             r"unauthorized|401",
@@ -165,4 +174,75 @@ async def check_configured(
         )
 
     names = [s.name for s in settings.sites if not wanted or s.name in wanted]
-    return list(await asyncio.gather(*(one(n) for n in names)))
+    results = list(await asyncio.gather(*(one(n) for n in names)))
+    live = (
+        settings.carbon.electricitymaps,
+        settings.carbon.watttime,
+        settings.carbon.uk_carbon_intensity,
+    )
+    if wanted or not any(live):
+        return results
+    async with aiohttp.ClientSession() as session:
+        setup = build_carbon(
+            settings.carbon, session=session, now=clock.now, config_dir=settings.config_dir
+        )
+        zones = [s.grid_zone for s in settings.sites]
+        results += await check_carbon(
+            setup, settings.carbon, zones=zones, clock=clock, timeout_s=timeout_s
+        )
+    return results
+
+
+def carbon_credentials(settings: CarbonSettings, provider: str) -> str:
+    """Where a carbon provider's key comes from, by reference."""
+    em, wt = settings.electricitymaps, settings.watttime
+    if provider == "electricitymaps" and em is not None:
+        return f"env {em.api_key_env}" if em.api_key_env else f"key file {em.api_key_file}"
+    if provider == "watttime" and wt is not None:
+        where = f"env {wt.password_env}" if wt.password_env else f"file {wt.password_file}"
+        return f"user {wt.username}, password from {where}"
+    return "none"
+
+
+async def check_carbon(
+    setup: CarbonSetup,
+    settings: CarbonSettings,
+    *,
+    zones: Sequence[str],
+    clock: Clock,
+    timeout_s: float = CHECK_TIMEOUT_S,
+) -> list[SiteCheck]:
+    """Each configured live carbon provider: its key, and one reading for the sites' zones."""
+    now = clock.now()
+
+    def result(name: str, items: tuple[CheckItem, ...]) -> SiteCheck:
+        return SiteCheck(
+            site=f"carbon:{name}",
+            kind="carbon",
+            credentials=carbon_credentials(settings, name),
+            lacks=(),
+            items=items,
+            checked_at=now,
+        )
+
+    out = [
+        result(name, (CheckItem(name="key", ok=False, detail=why),))
+        for name, why in sorted(setup.skipped.items())
+    ]
+    for name, source in setup.live.items():
+        item = CheckItem(name="reading", ok=True, detail="covers none of the sites' zones")
+        for zone in sorted(set(zones)):
+            try:
+                reading = await asyncio.wait_for(source.current(zone, at=now), timeout_s)
+            except TimeoutError:
+                item = CheckItem(name="reading", ok=False, detail=f"no answer in {timeout_s:g}s")
+                break
+            except SourceError as exc:
+                item = CheckItem(name="reading", ok=False, detail=str(exc))
+                break
+            if reading is not None:
+                detail = f"{zone}: {reading.gco2_per_kwh:.0f} gCO2e/kWh at {reading.at:%H:%M} UTC"
+                item = CheckItem(name="reading", ok=True, detail=detail)
+                break
+        out.append(result(name, (item,)))
+    return out

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from broker.api.auth import require
 from broker.api.context import principal
-from broker.api.keys import CLOCK, CONNECTORS, LEADER, SETTINGS
+from broker.api.keys import CARBON, CLOCK, CONNECTORS, LEADER, SETTINGS, STORE
 from broker.api.schemas import (
     CheckItemOut,
     ProviderListOut,
@@ -17,7 +17,7 @@ from broker.api.schemas import (
     TokenOut,
 )
 from broker.domain.enums import Role
-from broker.providers import check_running, hint_for
+from broker.providers import check_carbon, check_running, hint_for
 from connectors.base import Connector
 
 routes = web.RouteTableDef()
@@ -40,6 +40,10 @@ async def check_providers(request: web.Request) -> web.Response:
     require(principal(request), Role.ADMIN)
     connectors: dict[str, Connector] = request.app[CONNECTORS]
     results = await check_running(connectors, clock=request.app[CLOCK])
+    zones = [s.grid_zone for s in await request.app[STORE].sites() if s.name in connectors]
+    results += await check_carbon(
+        request.app[CARBON], request.app[SETTINGS].carbon, zones=zones, clock=request.app[CLOCK]
+    )
     out = ProviderListOut(
         items=[
             ProviderOut(

@@ -176,3 +176,37 @@ async def test_the_own_forecaster_learns_what_the_provider_reported(
     assert [r.gco2_per_kwh for r in ahead] == [recorded[-1][1]] * 3
     static = StaticTableSource.default().entry("DE")
     assert static is not None and recorded[-1][1] != static.gco2_per_kwh
+
+
+async def test_broker_check_covers_the_carbon_providers(
+    tmp_path: Path,
+    em_server: TestServer,
+    em_fake: FakeElectricityMaps,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from broker.domain.clock import ManualClock
+    from broker.providers import check_configured, hint_for
+    from tests.carbon.live import fake_electricitymaps
+
+    demo = DEMO_CONFIG.read_text(encoding="utf-8")
+    config = tmp_path / "broker.yaml"
+    config.write_text(
+        demo + f"\ncarbon:\n  electricitymaps: {{api_key_env: {EM_ENV}, "
+        f"base_url: '{url(em_server, '/v3')}', max_attempts: 1}}\n",
+        encoding="utf-8",
+    )
+    settings = load_settings(config, env={})
+    em_fake.zones["NO"] = 30.0  # the demo's Oslo site
+    monkeypatch.setenv(EM_ENV, fake_electricitymaps.TOKEN)
+    results = await check_configured(settings, clock=ManualClock(NOW))
+    (em,) = [r for r in results if r.kind == "carbon"]
+    assert (em.site, em.credentials, em.ok) == ("carbon:electricitymaps", f"env {EM_ENV}", True)
+    assert em.items[0].detail.startswith("NO: ") and "gCO2e/kWh" in em.items[0].detail
+
+    monkeypatch.delenv(EM_ENV)
+    results = await check_configured(settings, clock=ManualClock(NOW))
+    (em,) = [r for r in results if r.kind == "carbon"]
+    assert not em.ok and em.items[0].name == "key"
+    assert f"environment variable {EM_ENV} is not set" in em.items[0].detail
+    assert hint_for(em.items[0]).startswith("put the key where the carbon settings name it")
+    assert fake_electricitymaps.TOKEN not in repr(results)
