@@ -43,6 +43,11 @@ _HINTS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
             "environment, or the file, readable by the broker's user)",
         ),
         (
+            r"TLS certificate is not trusted|certificate verify",
+            "the server's certificate is not signed by the CA the credentials name: set the "
+            "kubeconfig cluster's certificate-authority(-data) to the cluster's CA",
+        ),
+        (
             r"unauthorized|401",
             "the credentials were rejected: issue a new token or re-run the exec plugin's "
             "login (kubectl create token ...), then check again",

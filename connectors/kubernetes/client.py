@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from connectors.errors import AuthFailed, TransientError
+from connectors.errors import AuthFailed, ConnectorError, TransientError
 from connectors.kubernetes.errors import (
     Expired,
     Op,
@@ -310,6 +310,11 @@ class KubeClient:
             if handle.stopped:
                 return
             raise from_connection_error(exc, op=op, site=self.site, host=apis.host) from exc
+        except AttributeError as exc:
+            translated = _masked(exc, op=op, site=self.site)
+            if translated is None:
+                raise
+            raise translated from exc
         finally:
             handle._watch = None
 
@@ -345,6 +350,11 @@ class KubeClient:
             raise from_api_exception(exc, op=op, site=self.site) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise from_connection_error(exc, op=op, site=self.site, host=apis.host) from exc
+        except AttributeError as exc:
+            translated = _masked(exc, op=op, site=self.site)
+            if translated is None:
+                raise
+            raise translated from exc
         try:
             decoded = json.loads(data) if data else {}
         except ValueError as exc:
@@ -375,3 +385,15 @@ class KubeClient:
 
     def _page(self, fn: Callable[..., Any], token: str | None) -> Callable[[_Apis], Any]:
         return lambda a: fn(a, limit=self._page_size, _continue=token, **self._opts())
+
+
+def _masked(exc: AttributeError, *, op: Op, site: str) -> ConnectorError | None:
+    """kubernetes-client turns a TLS failure into an ApiException with status 0 and no body,
+    then fails on `e.body.decode` (api_client.py): the AttributeError hides the ApiException,
+    which is its context. Translate that one; any other AttributeError is a bug (None)."""
+    from kubernetes.client.exceptions import ApiException
+
+    context = exc.__context__
+    if isinstance(context, ApiException) and not context.status:
+        return from_api_exception(context, op=op, site=site)
+    return None

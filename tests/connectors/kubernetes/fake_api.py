@@ -17,6 +17,7 @@ import asyncio
 import base64
 import copy
 import json
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -57,12 +58,14 @@ class FakeKubernetes(FakeCluster):
         self._rejecting = False
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self.ssl_context: ssl.SSLContext | None = None  # set before start: serve HTTPS
 
     # -- server ------------------------------------------------------------------------
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
         app = web.Application(middlewares=[self._gate])
@@ -82,7 +85,7 @@ class FakeKubernetes(FakeCluster):
             app, shutdown_timeout=0.5, access_log=None, handler_cancellation=True
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
         self.port = self._runner.addresses[0][1]
 
@@ -339,14 +342,27 @@ def _verb_resource(request: web.Request) -> tuple[str, str]:
     return ("get" if named else "list"), resource
 
 
-def write_kubeconfig(path: Any, clusters: dict[str, tuple[str, str]], *, current: str) -> None:
-    """A kubeconfig with one context per entry: context name → (server URL, bearer token)."""
+def write_kubeconfig(
+    path: Any,
+    clusters: dict[str, tuple[str, str]],
+    *,
+    current: str,
+    certificate_authority: str | None = None,
+) -> None:
+    """A kubeconfig with one context per entry: context name → (server URL, bearer token);
+    `certificate_authority` (a CA file's path) makes every cluster verify against it."""
     import yaml
+
+    def cluster(url: str) -> dict[str, str]:
+        out = {"server": url}
+        if certificate_authority is not None:
+            out["certificate-authority"] = certificate_authority
+        return out
 
     doc = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": n, "cluster": {"server": url}} for n, (url, _) in clusters.items()],
+        "clusters": [{"name": n, "cluster": cluster(url)} for n, (url, _) in clusters.items()],
         "users": [
             {"name": f"{n}-broker", "user": {"token": tok}} for n, (_, tok) in clusters.items()
         ],
