@@ -18,7 +18,7 @@ import errno
 import json
 import os
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,13 +55,30 @@ def kubeconfig_loader(path: Path, context: str | None) -> Loader:
     return load
 
 
-def in_cluster_loader() -> Loader:
+SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+def in_cluster_loader(
+    *,
+    token_file: Path = SERVICE_ACCOUNT / "token",
+    ca_file: Path = SERVICE_ACCOUNT / "ca.crt",
+    environ: Mapping[str, str] | None = None,
+) -> Loader:
+    """The pod's service account: KUBERNETES_SERVICE_HOST/PORT, its token (re-read as the
+    kubelet rotates it) and the cluster CA. The paths and environment are the standard ones;
+    tests point them at a fake cluster."""
+
     def load() -> Any:
-        from kubernetes import client, config
+        from kubernetes import client
+        from kubernetes.config.incluster_config import InClusterConfigLoader
 
         cfg = client.Configuration()
         cfg.retries = False
-        config.load_incluster_config(client_configuration=cfg)
+        InClusterConfigLoader(
+            token_filename=str(token_file),
+            cert_filename=str(ca_file),
+            environ=os.environ if environ is None else environ,
+        ).load_and_set(cfg)
         return client.ApiClient(configuration=cfg)
 
     return load

@@ -124,7 +124,10 @@ class FakeKubernetes(FakeCluster):
     async def _gate(self, request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
         body = await request.json() if request.can_read_body else None
         self.requests.append(Recorded(request.method, request.path, dict(request.query), body))
-        if self._rejecting or request.headers.get("Authorization") != f"Bearer {self.token}":
+        # The scheme is case-insensitive, as the API server's bearer authenticator has it
+        # (in-cluster config sends "bearer <token>").
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if self._rejecting or scheme.lower() != "bearer" or given != self.token:
             return _status(o.status(401, "Unauthorized", "Unauthorized"))
         if self._throttled > 0:
             self._throttled -= 1

@@ -19,13 +19,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from broker.domain.clock import ManualClock
 from broker.providers import hint_for
 from connectors.base import CheckItem
 from connectors.errors import AuthFailed, ConnectorError
+from connectors.kubernetes.client import in_cluster_loader
+from connectors.kubernetes.connector import KubernetesConnector
+from connectors.kubernetes.settings import KubernetesSettings
+from connectors.threads import Blocking
 from tests.connectors.kubernetes import objects as o
 from tests.connectors.kubernetes.conftest import MakeConnector
 from tests.connectors.kubernetes.fake_api import FakeKubernetes, write_kubeconfig
-from tests.connectors.kubernetes.helpers import new_token
+from tests.connectors.kubernetes.helpers import new_token, no_sleep, site
 
 
 def _name(cn: str) -> x509.Name:
@@ -149,3 +154,29 @@ async def test_a_certificate_from_another_ca_is_refused(
     assert "certificate-authority" in hint_for(item)
     assert server.token not in str(info.value)
     assert server.requests == []  # nothing reached the handler: the handshake failed
+
+
+async def test_in_cluster_config_reaches_the_api_over_tls(
+    tls_server: tuple[FakeKubernetes, Path], tmp_path: Path, blocking: Blocking, clock: ManualClock
+) -> None:
+    """A broker running in a pod: the service host and port from the environment, the
+    service account's token and the cluster CA from their files."""
+    server, ca_file = tls_server
+    token_file = tmp_path / "serviceaccount" / "token"
+    token_file.parent.mkdir()
+    token_file.write_text(server.token, encoding="utf-8")
+    environ = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(server.port)}
+    connector = KubernetesConnector(
+        site=site("in-cluster"),
+        settings=KubernetesSettings(kubeconfig=None, context=None, in_cluster=True),
+        loader=in_cluster_loader(token_file=token_file, ca_file=ca_file, environ=environ),
+        clock=clock,
+        blocking=blocking,
+        sleep=no_sleep,
+    )
+    try:
+        inv = await connector.inventory()
+        assert [(p.gpu_model, p.nodes) for p in inv.pools] == [("H100", 1)]
+        assert connector.credentials() == "the in-cluster service account"
+    finally:
+        await connector.close()
