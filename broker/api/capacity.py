@@ -13,12 +13,10 @@ from aiohttp import web
 from broker.api.auth import require
 from broker.api.context import principal
 from broker.api.keys import BURSTER, CAPACITY, CLOCK, DEMAND, SETTINGS
-from broker.api.problems import ApiProblem, validation_problem
-from broker.api.reports import MAX_SPAN, moment
-from broker.api.schemas import ProblemField
+from broker.api.query import field_problem, period, reject_unknown
 from broker.burst.model import BurstAction, Plan, Skipped
 from broker.burst.records import ActionKind
-from broker.burst.report import action_json, totals
+from broker.burst.report import action_json
 from broker.domain.enums import Role
 from broker.scheduling.demand import CapacityOutlook
 
@@ -28,27 +26,12 @@ _HORIZON = re.compile(r"^(\d{1,3})h?$")
 MAX_HORIZON_H = 48
 
 
-def _bad(field: str, kind: str, message: str) -> ApiProblem:
-    return validation_problem([ProblemField(field=field, type=kind, message=message)])
-
-
-def _unknown(request: web.Request, allowed: set[str]) -> None:
-    unknown = sorted(set(request.query) - allowed)
-    if unknown:
-        raise validation_problem(
-            [
-                ProblemField(field=n, type="unknown_parameter", message="unknown query parameter")
-                for n in unknown
-            ]
-        )
-
-
 def _horizon(request: web.Request) -> int:
     raw = request.query.get("horizon", "24h")
     match = _HORIZON.match(raw)
     hours = int(match.group(1)) if match else 0
     if not 1 <= hours <= MAX_HORIZON_H:
-        raise _bad("horizon", "range", f"hours from 1 to {MAX_HORIZON_H}, e.g. 24h")
+        raise field_problem("horizon", "range", f"hours from 1 to {MAX_HORIZON_H}, e.g. 24h")
     return hours
 
 
@@ -56,7 +39,7 @@ def _horizon(request: web.Request) -> int:
 async def capacity_forecast(request: web.Request) -> web.Response:
     """Per GPU model: forecast demand vs private GPUs per hour, the burst planned, and why."""
     require(principal(request), Role.OPERATOR)
-    _unknown(request, {"horizon"})
+    reject_unknown(request, {"horizon"})
     hours = _horizon(request)
     outlook = await request.app[DEMAND].outlook(hours=hours)
     burst = request.app[SETTINGS].burst
@@ -163,34 +146,26 @@ def _reasoning(outlook: CapacityOutlook, plan: Plan | None, *, enabled: bool) ->
 async def capacity_actions(request: web.Request) -> web.Response:
     """Bursts and reclaims requested in a period, with the period's cloud cost and carbon."""
     require(principal(request), Role.OPERATOR)
-    _unknown(request, {"from", "to", "kind"})
+    reject_unknown(request, {"from", "to", "kind"})
     now = request.app[CLOCK].now()
-    end = moment(request, "to") or now
-    start = moment(request, "from") or end - timedelta(days=7)
-    if start >= end:
-        raise _bad("from", "range", "must be before `to`")
-    if end - start > MAX_SPAN:
-        raise _bad("from", "range", "a period spans at most 366 days")
+    start, end = period(
+        request, now=now, default_span=timedelta(days=7), too_long="a period spans at most 366 days"
+    )
     kind: ActionKind | None = None
     if "kind" in request.query:
         try:
             kind = ActionKind(request.query["kind"])
         except ValueError:
             allowed = ", ".join(k.value for k in ActionKind)
-            raise _bad("kind", "enum", f"must be among: {allowed}") from None
-    store, until = request.app[CAPACITY], max(start, min(end, now))
+            raise field_problem("kind", "enum", f"must be among: {allowed}") from None
+    store = request.app[CAPACITY]
     actions = await store.actions(start=start, end=end, kind=kind)
-    period = totals(
-        actions=await store.actions(start=start, end=end),
-        instances=await store.instances_between(start=start, end=until),
-        start=start,
-        end=until,
-    )
+    spent = await store.period_totals(start=start, end=end, now=now)
     return web.json_response(
         {
             "from": start.isoformat(),
             "to": end.isoformat(),
-            "totals": period.as_dict(),
+            "totals": spent.as_dict(),
             "items": [action_json(a) for a in actions],
         }
     )

@@ -12,6 +12,7 @@ from broker.api.context import principal
 from broker.api.convert import explain_out, job_out, spec_from_api
 from broker.api.keys import BURSTER, CLOCK, LOOP, STORE
 from broker.api.problems import ApiProblem, not_found, read_model, validation_problem
+from broker.api.query import reject_unknown
 from broker.api.schemas import JobIn, JobPageOut, ProblemField
 from broker.db.repository import InvalidCursor
 from broker.domain.enums import JobKind, JobState, Tier
@@ -154,16 +155,7 @@ def _enum_list(request: web.Request, name: str, enum: type[E]) -> list[E]:
 @routes.get("/v1/jobs")
 async def list_jobs(request: web.Request) -> web.Response:
     who = principal(request)
-    unknown = set(request.query) - LIST_PARAMS
-    if unknown:
-        raise validation_problem(
-            [
-                ProblemField(
-                    field=name, type="unknown_parameter", message="unknown query parameter"
-                )
-                for name in sorted(unknown)
-            ]
-        )
+    reject_unknown(request, LIST_PARAMS)
     raw_limit = request.query.get("limit", "50")
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 500:
         raise validation_problem(

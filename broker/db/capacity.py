@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from broker.burst.records import ActionKind, ActionState, BurstInstance, CapacityAction
+from broker.burst.report import CapacityTotals, totals
 from broker.db.models import BurstInstanceRow, CapacityActionRow, PlacementRow
 from broker.db.store_base import StoreBase
 
@@ -292,6 +293,19 @@ class CapacityStore(StoreBase):
         )
         async with self._sessions() as s:
             return [_instance(r) for r in await s.scalars(q)]
+
+    async def period_totals(
+        self, *, start: datetime, end: datetime, now: datetime
+    ) -> CapacityTotals:
+        """Bursts and reclaims asked for in [start, end), and what instances cost in it up to
+        `now` (a period not over yet is counted to now)."""
+        until = max(start, min(end, now))
+        return totals(
+            actions=await self.actions(start=start, end=end),
+            instances=await self.instances_between(start=start, end=until),
+            start=start,
+            end=until,
+        )
 
     async def ended_work(
         self, pool_ids: Iterable[str], *, since: datetime
