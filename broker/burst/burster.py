@@ -21,7 +21,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from broker.burst import planner
@@ -45,12 +45,23 @@ from broker.domain.fleet import GpuPool
 from broker.domain.jobs import Job
 from broker.domain.latency import LatencyMatrix
 from broker.scheduling.conditions import read_hourly
-from broker.scheduling.loop import lacks
+from broker.scheduling.loop import driven_sites
 from carbon.base import CarbonSource
 from connectors.base import Connector, SiteInventory
 from connectors.errors import CapacityUnavailable, ConnectorError, TransientError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Inputs:
+    """What a planning pass reads: the targets' offers, the waiting work, the forecast."""
+
+    offers: list[Offer]
+    unreachable: dict[str, str]  # target -> why its inventory could not be read
+    waiting: list[WaitingJob]
+    short_gpus: dict[str, float]
+    short_any_gpus: float
 
 
 class Burster:
@@ -106,27 +117,16 @@ class Burster:
             notes = [n for n in [await self.keeper.refresh()] if n]
             notes += await self._resume()
             now = self._clock.now()
-            offers, shapes, unreachable = await self._offers(now)
-            waiting = await self._waiting(now, offers=offers, shapes=shapes)
-            short, short_any = await self._shortfall(now)
+            inputs = await self._inputs(now)
             plan = Plan()
             refused: set[OfferKey] = set()  # this pass, whatever the failure memory's length
-            for _ in range(len(offers) + 1):  # each refusal takes an offer out
-                fleet = await self._fleet(now, offers)
+            for _ in range(len(inputs.offers) + 1):  # each refusal takes an offer out
+                fleet = await self._fleet(now, inputs.offers)
                 later = now + timedelta(microseconds=1)
                 fleet = replace(
                     fleet, failed_until={**fleet.failed_until, **dict.fromkeys(refused, later)}
                 )
-                plan = planner.plan(
-                    now=now,
-                    waiting=waiting,
-                    offers=offers,
-                    fleet=fleet,
-                    settings=self._settings,
-                    latency=self._latency,
-                    short_gpus=short,
-                    short_any_gpus=short_any,
-                )
+                plan = self._plan(now, inputs, fleet)
                 again = False
                 for action in plan.actions:
                     outcome, again = await self._start(action, now=now)
@@ -137,7 +137,7 @@ class Burster:
                 if not again:
                     break
         notes += [f"skipped ({s.reason.value}) {s.detail}" for s in plan.skipped]
-        notes += [f"{site} unreachable: {why}" for site, why in sorted(unreachable.items())]
+        notes += [f"{site} unreachable: {why}" for site, why in sorted(inputs.unreachable.items())]
         return "; ".join(notes) or "no burst needed"
 
     async def could_serve(self, job: Job) -> bool:
@@ -146,11 +146,7 @@ class Burster:
         if not self._settings.enabled:
             return False
         offers, shapes, _ = await self._offers(self._clock.now())
-        sites = {
-            s.name: replace(s, lacks=lacks(self._connectors[s.name]))
-            for s in await self._store.sites()
-            if s.name in self._connectors
-        }
+        sites = {s.name: s for s in await driven_sites(self._store, self._connectors)}
         return any(
             o.joins_site in sites
             and o.pool_id in shapes
@@ -162,20 +158,9 @@ class Burster:
         """What `plan_capacity` would start now, without starting or recording anything
         (for `GET /v1/forecasts/capacity`); plus the targets that did not answer."""
         now = self._clock.now()
-        offers, shapes, unreachable = await self._offers(now)
-        waiting = await self._waiting(now, offers=offers, shapes=shapes)
-        short, short_any = await self._shortfall(now)
-        plan = planner.plan(
-            now=now,
-            waiting=waiting,
-            offers=offers,
-            fleet=await self._fleet(now, offers),
-            settings=self._settings,
-            latency=self._latency,
-            short_gpus=short,
-            short_any_gpus=short_any,
-        )
-        return plan, unreachable
+        inputs = await self._inputs(now)
+        plan = self._plan(now, inputs, await self._fleet(now, inputs.offers))
+        return plan, inputs.unreachable
 
     async def refresh(self) -> str:
         """Match instances to nodes; new capacity goes to the ledger and its jobs first."""
@@ -286,6 +271,30 @@ class Burster:
 
     # -- inputs -------------------------------------------------------------------------
 
+    async def _inputs(self, now: datetime) -> _Inputs:
+        offers, shapes, unreachable = await self._offers(now)
+        waiting = await self._waiting(now, offers=offers, shapes=shapes)
+        short, short_any = await self._shortfall(now)
+        return _Inputs(
+            offers=offers,
+            unreachable=unreachable,
+            waiting=waiting,
+            short_gpus=short,
+            short_any_gpus=short_any,
+        )
+
+    def _plan(self, now: datetime, inputs: _Inputs, fleet: Fleet) -> Plan:
+        return planner.plan(
+            now=now,
+            waiting=inputs.waiting,
+            offers=inputs.offers,
+            fleet=fleet,
+            settings=self._settings,
+            latency=self._latency,
+            short_gpus=inputs.short_gpus,
+            short_any_gpus=inputs.short_any_gpus,
+        )
+
     async def _offers(
         self, now: datetime
     ) -> tuple[list[Offer], dict[str, GpuPool], dict[str, str]]:
@@ -311,11 +320,7 @@ class Burster:
         jobs = await self._store.queued_jobs(limit=self._settings.queue_limit)
         if not jobs:
             return []
-        sites = [
-            replace(s, lacks=lacks(self._connectors[s.name]))
-            for s in await self._store.sites()
-            if s.name in self._connectors
-        ]
+        sites = await driven_sites(self._store, self._connectors)
         longest_h = max(j.spec.estimated_duration_s for j in jobs) // 3600 + 1
         table = await read_hourly(
             self._carbon, {s.grid_zone for s in sites}, start=now, hours=int(longest_h)

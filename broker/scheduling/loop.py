@@ -165,11 +165,7 @@ class SchedulingLoop:
         """Sites, carbon outlook and pools, re-read when older than one scheduler interval."""
         now = time.monotonic()
         if fresh or self._cached is None or now - self._cached[0] > self._settings.interval_s:
-            sites = [
-                replace(s, lacks=lacks(self._connectors[s.name]))
-                for s in await self._store.sites()
-                if s.name in self._connectors
-            ]
+            sites = await driven_sites(self._store, self._connectors)
             at = self._clock.now()
             carbon = await read_hourly(
                 self._carbon,
@@ -443,3 +439,12 @@ class SchedulingLoop:
 def lacks(connector: Connector) -> frozenset[Ability]:
     """The abilities a site's connector declares it lacks, as the engine sees them."""
     return frozenset(a for a in Ability if not connector.supports(a))
+
+
+async def driven_sites(store: Store, connectors: Mapping[str, Connector]) -> list[Site]:
+    """The stored sites a connector drives, each with the abilities its connector lacks."""
+    return [
+        replace(s, lacks=lacks(connectors[s.name]))
+        for s in await store.sites()
+        if s.name in connectors
+    ]
