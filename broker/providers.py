@@ -180,12 +180,7 @@ async def check_configured(
 
     names = [s.name for s in settings.sites if not wanted or s.name in wanted]
     results = list(await asyncio.gather(*(one(n) for n in names)))
-    live = (
-        settings.carbon.electricitymaps,
-        settings.carbon.watttime,
-        settings.carbon.uk_carbon_intensity,
-    )
-    if wanted or not any(live):
+    if wanted or not settings.carbon.live_configured:
         return results
     async with aiohttp.ClientSession() as session:
         setup = build_carbon(

@@ -38,7 +38,6 @@ from broker.api.keys import (
 from broker.burst.burster import Burster
 from broker.config import Settings
 from broker.db.capacity import CapacityStore
-from broker.db.carbon_history import CarbonHistoryStore
 from broker.db.engine import create_engine, current_revision, session_factory, upgrade
 from broker.db.repository import Store
 from broker.domain.clock import Clock, SystemClock
@@ -125,22 +124,14 @@ async def _fleet(app: web.Application) -> AsyncIterator[None]:
 async def _carbon(app: web.Application) -> AsyncIterator[None]:
     """The carbon chain; one HTTP session for all live providers, only when any is set."""
     settings, clock = app[SETTINGS], app[CLOCK]
-    live = any(
-        (
-            settings.carbon.electricitymaps,
-            settings.carbon.watttime,
-            settings.carbon.uk_carbon_intensity,
-        )
-    )
-    session = aiohttp.ClientSession() if live else None
+    session = aiohttp.ClientSession() if settings.carbon.live_configured else None
     try:
         setup = build_carbon(
             settings.carbon, session=session, now=clock.now, config_dir=settings.config_dir
         )
         if setup.recorded is not None:  # what earlier runs observed, for the own forecaster
-            history = CarbonHistoryStore(sessions=session_factory(app[ENGINE]), clock=clock)
             since = clock.now() - RECORDED_KEEP
-            setup.recorded.add(await history.readings_since(since))
+            setup.recorded.add(await app[STORE].readings_since(since))
         app[CARBON] = setup
         log.info("carbon intensity from %s", setup.description)
         yield
@@ -202,7 +193,6 @@ async def _scheduled(app: web.Application) -> AsyncIterator[None]:
         await refresh_inventory(store=store, connectors=connectors, visible=burster.visible)
     duties = BrokerDuties(
         store=store,
-        carbon_history=CarbonHistoryStore(sessions=session_factory(app[ENGINE]), clock=clock),
         connectors=connectors,
         carbon=app[CARBON],
         demand=demand,

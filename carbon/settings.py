@@ -61,3 +61,8 @@ class CarbonSettings(_Strict):
     own_forecast: bool = True
     # How far ahead the broker's own forecaster serves.
     forecast_horizon_h: Annotated[int, Field(ge=1, le=168)] = 48
+
+    @property
+    def live_configured(self) -> bool:
+        """Whether any live provider is set (and so an HTTP session is needed)."""
+        return any((self.electricitymaps, self.watttime, self.uk_carbon_intensity))

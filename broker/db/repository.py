@@ -4,14 +4,16 @@ One class for callers, assembled from its parts: `FleetStore` (sites, pools, run
 work), `JobQueries` (submission, reads, the queue), `JobTransitions` (every state
 change, each one atomic; see that module for the guarantees) and `BatchTransitions` (a
 scheduling pass's placements and deferrals, many in one transaction, the same guarantees),
-`FootprintStore` (each run's energy and emissions, for the reports) and `DemandStore`
-(job records for the demand forecaster).
+`FootprintStore` (each run's energy and emissions, for the reports), `DemandStore`
+(job records for the demand forecaster) and `CarbonHistoryStore` (observed grid intensity,
+for the own carbon forecaster).
 """
 
 from __future__ import annotations
 
 from broker.db.batch import BatchTransitions
 from broker.db.batch import Deferral as Deferral
+from broker.db.carbon_history import CarbonHistoryStore
 from broker.db.demand_store import DemandStore
 from broker.db.fleet_store import FleetStore
 from broker.db.footprints import FootprintStore
@@ -24,5 +26,7 @@ from broker.db.transitions import JobTransitions
 from broker.db.transitions import Released as Released
 
 
-class Store(FleetStore, JobTransitions, BatchTransitions, FootprintStore, DemandStore):
+class Store(
+    FleetStore, JobTransitions, BatchTransitions, FootprintStore, DemandStore, CarbonHistoryStore
+):
     """Fleet and job persistence over one session factory and clock."""

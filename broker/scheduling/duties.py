@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
-from broker.db.carbon_history import CarbonHistoryStore
 from broker.db.repository import Store
 from broker.domain.clock import Clock
 from broker.scheduling.demand import DemandService
@@ -32,7 +31,6 @@ class BrokerDuties:
         self,
         *,
         store: Store,
-        carbon_history: CarbonHistoryStore,
         connectors: Mapping[str, Connector],
         carbon: CarbonSetup,
         demand: DemandService,
@@ -42,7 +40,6 @@ class BrokerDuties:
         outlook_hours: int = 24,
     ) -> None:
         self._store = store
-        self._carbon_history = carbon_history
         self._connectors = connectors
         self._carbon = carbon
         self._demand = demand
@@ -67,7 +64,7 @@ class BrokerDuties:
     async def refresh_carbon(self) -> str:
         zones = [s.grid_zone for s in await self._store.sites() if s.name in self._connectors]
         summary = await self._carbon.refresh(zones, now=self._clock.now())
-        await self._carbon_history.save_readings(self._carbon.take_observed())
+        await self._store.save_readings(self._carbon.take_observed())
         return summary
 
     async def refresh_inventory(self) -> str:
