@@ -111,7 +111,8 @@ async def _fleet(app: web.Application) -> AsyncIterator[None]:
                 await store.set_site_health(name, Health.UNREACHABLE, str(exc))
                 continue
             started[name] = connector
-        log.info("inventory: %s", await refresh_inventory(store=store, connectors=started))
+        if not settings.burst.targets:  # else `_scheduled` reads it through the burster
+            log.info("inventory: %s", await refresh_inventory(store=store, connectors=started))
         for known in await store.sites():
             if known.name not in connectors:
                 await store.set_site_health(known.name, Health.UNREACHABLE, "not configured")
@@ -189,8 +190,12 @@ async def _scheduled(app: web.Application) -> AsyncIterator[None]:
             forecast=demand,
             on_capacity=lambda: loop.wake(capacity_changed=True),
         )
-        # Start-up read every inventory unfiltered; hold back burst nodes not yet handed out.
-        await refresh_inventory(store=store, connectors=connectors, visible=burster.visible)
+        # The first inventory read goes through the burster, so burst nodes it has not yet
+        # handed to their jobs never reach the ledger.
+        summary = await refresh_inventory(
+            store=store, connectors=connectors, visible=burster.visible
+        )
+        log.info("inventory: %s", summary)
     duties = BrokerDuties(
         store=store,
         connectors=connectors,
