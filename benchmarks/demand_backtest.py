@@ -27,8 +27,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from broker.demand.backtest import METHODS, BacktestResult, rolling_origin
-from broker.demand.history import HOUR, Grouping, build_table, floor_hour, records_from_trace
+from broker.demand.history import HOUR, Grouping, build_table, floor_hour
 from broker.simulation import convert
+from broker.simulation.traces import records_from_trace
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"

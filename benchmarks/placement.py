@@ -42,18 +42,19 @@ from typing import Any, ClassVar, Literal, Self
 
 from pgtemp import HOST, pg_database, postgres_unreachable
 
-from broker.config import SchedulerSettings, Settings, SiteSettings
-from broker.domain.clock import Clock, ManualClock
+from broker.domain.clock import ManualClock
 from broker.domain.engine import Decision, Defer, Engine, Place, Wait
 from broker.domain.enums import JobKind, JobState, SiteKind, Tier
 from broker.domain.fleet import GpuPool, Site
 from broker.domain.jobs import Job, JobSpec, Placement, Resources, Workload
 from broker.domain.latency import LatencyMatrix
 from broker.scheduling.conditions import HourlyTable
-from broker.scheduling.loop import SchedulingLoop, engine_settings
+from broker.scheduling.loop import SchedulingLoop
+from broker.scheduling.settings import SchedulerSettings, engine_settings
 from carbon.base import IntensityReading
 from carbon.power import GPU_MODELS
-from connectors.base import Connector, SiteInventory, StatusUpdate
+from connectors.base import BuildContext, Connector, SiteInventory, StatusUpdate
+from connectors.settings import SiteSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 LATENCY_CSV = ROOT / "config" / "latency.csv"
@@ -468,7 +469,7 @@ class InstantConnector(Connector):
         self._name = name
 
     @classmethod
-    def from_settings(cls, *, site: SiteSettings, settings: Settings, clock: Clock) -> Self:
+    def from_settings(cls, *, site: SiteSettings, context: BuildContext) -> Self:
         return cls(site.name)
 
     @property
@@ -619,7 +620,7 @@ async def insert_jobs(sessions: Any, jobs: Sequence[Job]) -> None:
 async def measure_loop(
     backend: Backend, url: str, sc: Scenario, args: argparse.Namespace
 ) -> LoopRun:
-    from broker.db.engine import create_engine, session_factory, upgrade
+    from broker.db.connection import create_engine, session_factory, upgrade
     from broker.db.repository import Store
     from broker.metrics import Metrics
 

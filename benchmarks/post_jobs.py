@@ -10,7 +10,7 @@ database (a temp SQLite file, or a throwaway PostgreSQL database dropped afterwa
   insert, metrics, the scheduling loop and the simulated fleet).
 - bare: one aiohttp handler that `json.loads` the body and inserts one row into a table
   with the broker's `jobs` schema (the `JobRow` table: same columns and indexes) with a
-  SQLAlchemy Core insert, on an engine from `broker.db.engine.create_engine`, so it has
+  SQLAlchemy Core insert, on an engine from `broker.db.connection.create_engine`, so it has
   the same driver, pool and pragmas (on SQLite: WAL, BEGIN IMMEDIATE).
 
 Run `python benchmarks/post_jobs.py --help`; benchmarks/README.md explains the figures.
@@ -88,7 +88,7 @@ def _broker_app(database_url: str) -> web.Application:
 
 
 def _bare_app(database_url: str) -> web.Application:
-    from broker.db.engine import create_engine
+    from broker.db.connection import create_engine
     from broker.db.models import Base
 
     jobs = Base.metadata.tables["jobs"]  # the broker's jobs table: same columns and indexes

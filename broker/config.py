@@ -1,33 +1,36 @@
 """The one settings tree: loaded once from a YAML file plus a few environment variables.
 
-Every field is documented here; `config/example.yaml` shows them in use. Secrets are never
-values in this tree: API tokens appear only as salted hashes, cloud credentials only by
-reference (a profile name, a file path), so the loaded settings are safe to log.
+Every field is documented here or in the module whose code reads it (sites and pools in
+`connectors.settings`, bursting in `broker.burst.settings`...); `config/example.yaml` shows
+them in use. Secrets are never values in this tree: API tokens appear only as salted hashes,
+cloud credentials only by reference (a profile name, a file path), so the loaded settings
+are safe to log.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from broker.burst.settings import BurstSettings
-from broker.domain.enums import Role, SiteKind, Tier
-from broker.domain.errors import BrokerError
-from broker.scheduled.settings import ScheduleSettings
+from broker.db.connection import DEFAULT_DATABASE_URL
+from broker.domain.enums import Role, SiteKind
+from broker.domain.errors import ConfigError
+from broker.domain.latency import LatencyMatrix
+from broker.duties.settings import ScheduleSettings
+from broker.scheduling.settings import SchedulerSettings
 from carbon.settings import CarbonSettings
+from connectors.settings import SimSettings, SiteSettings
+from connectors.threads import DEFAULT_THREADS
 
 REPO_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 DEFAULT_CONFIG = REPO_CONFIG_DIR / "demo.yaml"
-DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///broker.db"
-
-
-class ConfigError(BrokerError):
-    """The configuration file is missing, malformed or invalid."""
 
 
 class _Strict(BaseModel):
@@ -61,84 +64,6 @@ class AuthSettings(_Strict):
         return v
 
 
-class WeightSettings(_Strict):
-    cost: Annotated[float, Field(ge=0)] = 1.0
-    latency: Annotated[float, Field(ge=0)] = 1.0
-    carbon: Annotated[float, Field(ge=0)] = 1.0
-
-
-def _default_weights() -> dict[Tier, WeightSettings]:
-    return {
-        Tier.P1: WeightSettings(cost=0.2, latency=0.6, carbon=0.2),
-        # Batch and experiments lean on carbon: on the Philly sample replay this cut
-        # emissions by a third against FIFO at a quarter less cost (see the issue notes).
-        Tier.P2: WeightSettings(cost=0.2, latency=0.0, carbon=0.8),
-        Tier.P3: WeightSettings(cost=0.2, latency=0.0, carbon=0.8),
-    }
-
-
-class SchedulerSettings(_Strict):
-    interval_s: Annotated[float, Field(gt=0)] = 2.0  # periodic pass besides event wake-ups
-    batch_size: Annotated[int, Field(gt=0)] = 200  # pending jobs considered per pass
-    gpu_utilisation: Annotated[float, Field(gt=0, le=1)] = 0.8  # for energy estimates
-    weights: dict[Tier, WeightSettings] = Field(default_factory=_default_weights)
-    preemption: bool = True  # P1 (and quota owners) may preempt lower-tier preemptible work
-    min_runtime_s: Annotated[float, Field(ge=0)] = 300.0  # no preemption before this runtime
-    aging_per_hour: Annotated[float, Field(ge=0)] = 0.05  # fair-share credit per hour waited
-    # a job whose slack to its deadline is below this goes ahead of fair-share order
-    urgent_slack_s: Annotated[float, Field(ge=0)] = 6 * 3600.0
-    deferral: bool = True  # hold jobs with a deadline for a cleaner window
-    deferral_min_saving: Annotated[float, Field(ge=0, lt=1)] = 0.1  # fraction of gCO2e
-    deferral_margin_s: Annotated[float, Field(ge=0)] = 1800.0  # slack kept before deadlines
-    deferral_horizon_h: Annotated[int, Field(ge=1, le=168)] = 48  # furthest look-ahead
-    # Guaranteed GPUs per tenant and tier; beyond it a tenant may borrow idle GPUs, which
-    # the owner reclaims by preemption when it needs them.
-    quotas: dict[str, dict[Tier, Annotated[float, Field(ge=0)]]] = Field(default_factory=dict)
-    borrowing: bool = True
-
-    @field_validator("weights")
-    @classmethod
-    def _every_tier(cls, v: dict[Tier, WeightSettings]) -> dict[Tier, WeightSettings]:
-        """Tiers left out of the file keep their defaults."""
-        return {**_default_weights(), **v}
-
-
-class SimSettings(_Strict):
-    """The demo fleet's simulator: jobs run `estimated_duration_s / speed` wall seconds."""
-
-    speed: Annotated[float, Field(gt=0)] = 60.0
-    start_delay_s: Annotated[float, Field(ge=0)] = 1.0  # image pull + container start
-
-
-class PoolSettings(_Strict):
-    gpu_model: Annotated[str, Field(min_length=1)]
-    gpu_memory_gb: Annotated[float, Field(gt=0)]
-    gpus_per_node: Annotated[int, Field(gt=0)]
-    nodes: Annotated[int, Field(gt=0)]
-    price_on_demand: Annotated[float, Field(ge=0)]
-    price_spot: Annotated[float, Field(ge=0)] | None = None
-    mig_profiles: tuple[str, ...] = ()
-    cpu_per_node: Annotated[float, Field(gt=0)] = 96.0
-    memory_gb_per_node: Annotated[float, Field(gt=0)] = 1024.0
-
-
-class SiteSettings(_Strict):
-    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")]
-    kind: SiteKind
-    region: Annotated[str, Field(min_length=1)]
-    location: str | None = None  # latency-matrix key; default "<kind>:<region>"
-    grid_zone: Annotated[str, Field(min_length=1)]
-    private: bool = False
-    pue: Annotated[float, Field(ge=1.0, le=3.0)] = 1.2
-    pools: tuple[PoolSettings, ...] = ()
-    # Connector-specific settings (kubeconfig path, AWS profile...), by reference only.
-    connector: dict[str, Any] = Field(default_factory=dict)
-
-    @property
-    def latency_key(self) -> str:
-        return self.location or f"{self.kind.value}:{self.region}"
-
-
 class LatencySettings(_Strict):
     """A CSV of measured round-trip times `src,dst,rtt_ms`; relative paths are from the config."""
 
@@ -155,7 +80,11 @@ class Settings(_Strict):
     carbon: CarbonSettings = CarbonSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     burst: BurstSettings = BurstSettings()
-    sites: tuple[SiteSettings, ...] = ()
+    sites: tuple[SiteSettings, ...] = ()  # fields documented in `connectors.settings`
+    # Threads for blocking provider-SDK calls (Kubernetes, boto3, google-cloud-compute),
+    # one pool shared by every connector: it bounds how many such calls run at once, so a
+    # slow provider queues its own calls instead of starving the event loop or the host.
+    sdk_threads: Annotated[int, Field(ge=1, le=256)] = DEFAULT_THREADS
     config_dir: Path = Path(".")
 
     @model_validator(mode="after")
@@ -228,16 +157,12 @@ def _set(tree: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
     tree[keys[-1]] = value
 
 
-Backend = Literal["sqlite", "postgresql"]
-
-
-def normalise_database_url(url: str) -> str:
-    """Accept plain `postgresql://` and `sqlite:///` URLs and pick the async drivers."""
-    for plain, driver in (
-        ("postgresql://", "postgresql+asyncpg://"),
-        ("postgres://", "postgresql+asyncpg://"),
-        ("sqlite://", "sqlite+aiosqlite://"),
-    ):
-        if url.startswith(plain):
-            return driver + url[len(plain) :]
-    return url
+def load_latency(settings: Settings) -> LatencyMatrix:
+    """The configured RTT table (`src,dst,rtt_ms` CSV), or an empty one."""
+    if settings.latency.file is None:
+        return LatencyMatrix({})
+    path = settings.resolve(settings.latency.file)
+    with path.open(newline="", encoding="utf-8") as fh:
+        return LatencyMatrix.from_rows(
+            (row["src"], row["dst"], float(row["rtt_ms"])) for row in csv.DictReader(fh)
+        )

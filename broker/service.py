@@ -1,16 +1,16 @@
-"""Service wiring: settings → database → connectors → carbon → scheduling loop → scheduled
-duties (leader only) → HTTP API.
+"""Service wiring: settings → database → SDK thread pool → connectors → carbon → scheduling
+loop → scheduled duties (leader only) → HTTP API.
 
 Each resource is opened and closed in an aiohttp cleanup context, in that order, and lives
 in a typed app key (`broker.api.keys`); nothing is global, so tests can run several brokers
-in one process.
+in one process. The SDK pool is opened before the connectors and so shut down after every
+connector has closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -31,30 +31,31 @@ from broker.api.keys import (
     LEADER,
     LOOP,
     METRICS,
+    SDK_POOL,
     SETTINGS,
     STORE,
     VERIFIER,
 )
 from broker.burst.burster import Burster
-from broker.config import Settings
+from broker.config import Settings, load_latency
 from broker.db.capacity import CapacityStore
-from broker.db.engine import create_engine, current_revision, session_factory, upgrade
+from broker.db.connection import create_engine, current_revision, session_factory, upgrade
 from broker.db.repository import Store
 from broker.domain.clock import Clock, SystemClock
 from broker.domain.enums import Health
-from broker.domain.latency import LatencyMatrix
-from broker.fleet_settings import site_from_settings
+from broker.duties.leader import Leader
 from broker.metrics import Metrics
-from broker.scheduled.leader import Leader
-from broker.scheduling.demand import DemandService
-from broker.scheduling.duties import BrokerDuties
+from broker.scheduling.forecaster import DemandService
 from broker.scheduling.inventory import refresh_inventory
 from broker.scheduling.loop import SchedulingLoop
+from broker.scheduling.periodic import BrokerDuties
 from carbon.recorded import RECORDED_KEEP
 from carbon.wiring import build_carbon
-from connectors.base import Connector
+from connectors.base import BuildContext, Connector
 from connectors.errors import ConnectorError
 from connectors.registry import connector_class
+from connectors.settings import site_from_settings
+from connectors.threads import Blocking
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[METRICS] = Metrics()
     app[VERIFIER] = TokenVerifier(settings.auth.tokens)
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_sdk_pool)
     app.cleanup_ctx.append(_fleet)
     app.cleanup_ctx.append(_carbon)
     app.cleanup_ctx.append(_scheduler)
@@ -86,13 +88,23 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         await engine.dispose()
 
 
+async def _sdk_pool(app: web.Application) -> AsyncIterator[None]:
+    """The bounded thread pool every connector runs its blocking SDK calls in."""
+    with Blocking(app[SETTINGS].sdk_threads) as pool:
+        app[SDK_POOL] = pool
+        yield
+
+
 async def _fleet(app: web.Application) -> AsyncIterator[None]:
     settings, store = app[SETTINGS], app[STORE]
+    context = BuildContext(
+        config_dir=settings.config_dir, blocking=app[SDK_POOL], clock=app[CLOCK], sim=settings.sim
+    )
     connectors: dict[str, Connector] = {}
     try:
         for site in settings.sites:
             connectors[site.name] = connector_class(site.kind).from_settings(
-                site=site, settings=settings, clock=app[CLOCK]
+                site=site, context=context
             )
         for site in settings.sites:
             await store.ensure_site(
@@ -170,7 +182,7 @@ async def _scheduler(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _scheduled(app: web.Application) -> AsyncIterator[None]:
-    """Periodic duties, run by whichever replica holds the lease (`broker.scheduled`), and
+    """Periodic duties, run by whichever replica holds the lease (`broker.duties`), and
     the burster they drive when bursting is configured."""
     settings, clock, store, loop = app[SETTINGS], app[CLOCK], app[STORE], app[LOOP]
     connectors: dict[str, Connector] = app[CONNECTORS]
@@ -184,6 +196,7 @@ async def _scheduled(app: web.Application) -> AsyncIterator[None]:
             capacity=capacity,
             connectors=connectors,
             engine=loop.engine,
+            applier=loop.applier,
             latency=loop.latency,
             carbon=loop.carbon,
             clock=clock,
@@ -214,14 +227,3 @@ async def _scheduled(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await leader.stop()
-
-
-def load_latency(settings: Settings) -> LatencyMatrix:
-    """The configured RTT table (`src,dst,rtt_ms` CSV), or an empty one."""
-    if settings.latency.file is None:
-        return LatencyMatrix({})
-    path = settings.resolve(settings.latency.file)
-    with path.open(newline="", encoding="utf-8") as fh:
-        return LatencyMatrix.from_rows(
-            (row["src"], row["dst"], float(row["rtt_ms"])) for row in csv.DictReader(fh)
-        )

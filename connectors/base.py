@@ -4,6 +4,10 @@ A connector owns one site. The broker calls it to read inventory, dispatch a pla
 cancel or preempt it, and (for clouds) to provision and release capacity; the connector
 reports what its jobs do as a stream of `StatusUpdate`s. What a connector cannot do it
 declares in `lacks`, and the broker checks that before it plans (skypilot's pattern).
+
+A connector is built from its own site's settings and a `BuildContext` (the config folder
+its relative paths resolve against, the SDK thread pool, the clock, the simulator's pace),
+never from the broker's whole settings tree: what it may read is what it is given.
 """
 
 from __future__ import annotations
@@ -13,17 +17,20 @@ import enum
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import ClassVar, Self
 
-from broker.config import Settings, SiteSettings
 from broker.domain.clock import Clock
 from broker.domain.enums import Ability, JobState, SiteKind
 from broker.domain.fleet import GpuPool, Site
 from broker.domain.jobs import Job, Placement
 from connectors.errors import ConnectorError, Unsupported
+from connectors.settings import SimSettings, SiteSettings
+from connectors.threads import Blocking
 
 __all__ = [
     "Ability",
+    "BuildContext",
     "CheckItem",
     "CloudInstance",
     "Connector",
@@ -31,6 +38,18 @@ __all__ = [
     "SiteInventory",
     "StatusUpdate",
 ]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BuildContext:
+    """What every connector is built with besides its own site's settings."""
+
+    # The config file's folder: relative paths in `connector:` start here (`config_dir / p`
+    # keeps an absolute `p` as it is).
+    config_dir: Path
+    blocking: Blocking  # the bounded pool for sync SDK calls; its owner shuts it down
+    clock: Clock
+    sim: SimSettings = field(default_factory=SimSettings)  # read only by the sim connector
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,8 +108,8 @@ class Connector(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def from_settings(cls, *, site: SiteSettings, settings: Settings, clock: Clock) -> Self:
-        """Build the connector for one configured site."""
+    def from_settings(cls, *, site: SiteSettings, context: BuildContext) -> Self:
+        """Build the connector for one configured site; validates, opens no connection."""
 
     @property
     @abc.abstractmethod

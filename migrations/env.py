@@ -1,7 +1,7 @@
 """Alembic environment for the broker.
 
 The broker passes its own connection in `config.attributes["connection"]` (see
-`broker.db.engine.upgrade`). Run from the `alembic` command line instead, this file builds
+`broker.db.connection.upgrade`). Run from the `alembic` command line instead, this file builds
 an async engine from `BROKER_DATABASE_URL` (or `sqlalchemy.url`).
 """
 
@@ -13,7 +13,7 @@ import os
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from broker.config import DEFAULT_DATABASE_URL, normalise_database_url
+from broker.db.connection import DEFAULT_DATABASE_URL, normalise_database_url
 from broker.db.models import Base
 
 target_metadata = Base.metadata
@@ -31,7 +31,7 @@ def _configure_and_run(connection: Connection) -> None:
 
 
 async def _run_async() -> None:
-    from broker.db.engine import create_engine
+    from broker.db.connection import create_engine
 
     url = (
         os.environ.get("BROKER_DATABASE_URL")

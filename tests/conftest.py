@@ -26,7 +26,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from broker.config import Settings, load_settings
-from broker.db.engine import create_engine, upgrade
+from broker.db.connection import create_engine, upgrade
 from broker.service import create_app
 
 REPO = Path(__file__).resolve().parent.parent

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from broker.api.auth import TokenVerifier, hash_token
-from broker.config import ConfigError, load_settings, normalise_database_url
+from broker.config import load_latency, load_settings
+from broker.db.connection import normalise_database_url
 from broker.domain.enums import Role, SiteKind, Tier
-from broker.service import load_latency
+from broker.domain.errors import ConfigError
 from tests.conftest import DEMO_CONFIG
 
 
@@ -47,6 +48,7 @@ def test_environment_overrides_the_file() -> None:
         ("auth: {tokens: [{name: a, tenant: t, hash: plain-text-token}]}", "auth.tokens.0.hash"),
         ("[1, 2]", "mapping"),
         ("a: [", "not valid YAML"),
+        ("sdk_threads: 0", "sdk_threads"),
     ],
 )
 def test_invalid_config_is_a_clear_error(tmp_path: Path, text: str, needle: str) -> None:
@@ -59,6 +61,16 @@ def test_invalid_config_is_a_clear_error(tmp_path: Path, text: str, needle: str)
 def test_missing_config_file() -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_settings(Path("/nonexistent/broker.yaml"), env={})
+
+
+def test_sdk_threads_default_and_example(tmp_path: Path) -> None:
+    from connectors.threads import DEFAULT_THREADS
+
+    assert load_settings(DEMO_CONFIG, env={}).sdk_threads == DEFAULT_THREADS == 8
+    assert load_settings(DEMO_CONFIG.parent / "example.yaml", env={}).sdk_threads == 8
+    path = tmp_path / "c.yaml"
+    path.write_text("sdk_threads: 3")
+    assert load_settings(path, env={}).sdk_threads == 3
 
 
 def test_token_hashes_verify_only_their_token() -> None:
@@ -119,11 +131,12 @@ def test_example_real_sites_pass_their_connectors_settings_and_show_every_field(
     assert sorted(site.kind for site in real) == sorted(models)
     for site in real:
         if site.kind is SiteKind.KUBERNETES:
-            assert parse_kubernetes(site, s).kueue_queue == "broker"
+            assert parse_kubernetes(site, config_dir=s.config_dir).kueue_queue == "broker"
         elif site.kind is SiteKind.AWS:
             assert parse_settings(site.connector, site=site).launch_template is not None
         else:
-            assert parse_gcp(site, s).credentials_file == s.resolve("secrets/gpu-broker-sa.json")
+            parsed = parse_gcp(site, config_dir=s.config_dir)
+            assert parsed.credentials_file == s.resolve("secrets/gpu-broker-sa.json")
         block = _site_block(text, site.name)
         missing = [
             f

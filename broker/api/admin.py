@@ -16,8 +16,8 @@ from broker.api.schemas import (
     TokenListOut,
     TokenOut,
 )
+from broker.checks import check_carbon, check_running, hint_for
 from broker.domain.enums import Role
-from broker.providers import check_carbon, check_running, hint_for
 from connectors.base import Connector
 
 routes = web.RouteTableDef()

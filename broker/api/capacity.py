@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -15,10 +15,9 @@ from broker.api.context import principal
 from broker.api.keys import BURSTER, CAPACITY, CLOCK, DEMAND, SETTINGS
 from broker.api.query import field_problem, period, reject_unknown
 from broker.burst.model import BurstAction, Plan, Skipped
-from broker.burst.records import ActionKind
-from broker.burst.report import action_json
+from broker.domain.capacity import ActionKind, CapacityAction
 from broker.domain.enums import Role
-from broker.scheduling.demand import CapacityOutlook
+from broker.scheduling.forecaster import CapacityOutlook
 
 routes = web.RouteTableDef()
 
@@ -169,3 +168,33 @@ async def capacity_actions(request: web.Request) -> web.Response:
             "items": [action_json(a) for a in actions],
         }
     )
+
+
+def action_json(a: CapacityAction) -> dict[str, Any]:
+    """One action as the API shows it."""
+
+    def stamp(t: datetime | None) -> str | None:
+        return None if t is None else t.isoformat()
+
+    return {
+        "id": a.id,
+        "kind": a.kind.value,
+        "state": a.state.value,
+        "provider_site": a.provider_site,
+        "joins_site": a.joins_site,
+        "gpu_model": a.gpu_model,
+        "count": a.count,
+        "spot": a.spot,
+        "instance_ids": list(a.instance_ids),
+        "reason": a.reason,
+        "for_jobs": list(a.for_jobs),
+        "tenants": dict(a.tenants),
+        "requested_at": stamp(a.requested_at),
+        "ready_at": stamp(a.ready_at),
+        "released_at": stamp(a.released_at),
+        "usd_per_hour": a.usd_per_hour,
+        "gco2e_per_hour": a.gco2e_per_hour,
+        "cost_usd": a.cost_usd,
+        "gco2e": a.gco2e,
+        "detail": a.detail,
+    }

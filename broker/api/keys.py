@@ -11,12 +11,13 @@ from broker.config import Settings
 from broker.db.capacity import CapacityStore
 from broker.db.repository import Store
 from broker.domain.clock import Clock
+from broker.duties.leader import Leader
 from broker.metrics import Metrics
-from broker.scheduled.leader import Leader
-from broker.scheduling.demand import DemandService
+from broker.scheduling.forecaster import DemandService
 from broker.scheduling.loop import SchedulingLoop
 from carbon.wiring import CarbonSetup
 from connectors.base import Connector
+from connectors.threads import Blocking
 
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
@@ -24,6 +25,7 @@ METRICS = web.AppKey("metrics", Metrics)
 VERIFIER = web.AppKey("verifier", TokenVerifier)
 ENGINE = web.AppKey("engine", AsyncEngine)
 STORE = web.AppKey("store", Store)
+SDK_POOL = web.AppKey("sdk_pool", Blocking)  # the connectors' pool for blocking SDK calls
 CONNECTORS = web.AppKey("connectors", dict[str, Connector])
 LOOP = web.AppKey("loop", SchedulingLoop)
 CARBON = web.AppKey("carbon", CarbonSetup)

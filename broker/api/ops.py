@@ -11,7 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from broker.api.keys import CAPACITY, ENGINE, LEADER, METRICS, STORE
 from broker.api.openapi import DOCS_HTML, openapi_document
 from broker.api.schemas import HealthOut
-from broker.db.engine import current_revision, head_revision
+from broker.db.connection import current_revision, head_revision
 
 routes = web.RouteTableDef()
 

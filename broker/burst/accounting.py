@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from broker.burst.model import Fleet, OfferKey
 from broker.burst.planner import failed_until
-from broker.burst.records import ActionState, BurstInstance, CapacityAction
+from broker.domain.capacity import ActionState, BurstInstance, CapacityAction
 
 
 def day_start(now: datetime) -> datetime:

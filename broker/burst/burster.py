@@ -35,17 +35,18 @@ from broker.burst.gather import (
 )
 from broker.burst.keeper import Keeper
 from broker.burst.model import BurstAction, Fleet, Offer, OfferKey, Plan, WaitingJob
-from broker.burst.records import ActionKind, ActionState, BurstInstance, CapacityAction
 from broker.burst.settings import BurstSettings
 from broker.db.capacity import CapacityStore
 from broker.db.repository import Store
+from broker.domain.capacity import ActionKind, ActionState, BurstInstance, CapacityAction
 from broker.domain.clock import Clock
 from broker.domain.engine import Engine
 from broker.domain.fleet import GpuPool
 from broker.domain.jobs import Job
 from broker.domain.latency import LatencyMatrix
+from broker.scheduling.apply import Applier
 from broker.scheduling.conditions import read_hourly
-from broker.scheduling.loop import driven_sites
+from broker.scheduling.inventory import driven_sites
 from carbon.base import CarbonSource
 from connectors.base import Connector, SiteInventory
 from connectors.errors import CapacityUnavailable, ConnectorError, TransientError
@@ -73,14 +74,16 @@ class Burster:
         capacity: CapacityStore,
         connectors: Mapping[str, Connector],
         engine: Engine,
+        applier: Applier,
         latency: LatencyMatrix,
         carbon: CarbonSource,
         clock: Clock,
         forecast: ShortfallSource | None = None,
         on_capacity: Callable[[], None] | None = None,
     ) -> None:
-        """`engine` and `latency` are the scheduling loop's (`SchedulingLoop.engine`), so
-        bursts and placements judge jobs alike; `forecast` gives the demand shortfall (the
+        """`engine`, `applier` and `latency` are the scheduling loop's
+        (`SchedulingLoop.engine`, `.applier`), so bursts and placements judge jobs alike and
+        apply decisions alike; `forecast` gives the demand shortfall (the
         `DemandService`; none: bursts for waiting work only); `on_capacity` is called when
         burst capacity joined the ledger (`SchedulingLoop.wake(capacity_changed=True)`)."""
         unknown = {s for t in settings.targets for s in (t.provider, t.joins)} - set(connectors)
@@ -102,6 +105,7 @@ class Burster:
             capacity=capacity,
             connectors=connectors,
             engine=engine,
+            applier=applier,
             latency=latency,
             carbon=carbon,
             clock=clock,

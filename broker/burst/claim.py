@@ -2,17 +2,17 @@
 
 When a burst's nodes join their cluster, the burster records the new capacity in the
 ledger and at once runs the scheduling engine over just those jobs and just that site
-(`Engine.plan`, so quotas, fairness and placement rules are the scheduler's own), commits
-the placements it proposes with `Store.place_many` and dispatches them, as the scheduling
-loop would. The loop runs on its own and may still take some of the room between the two
-steps; the ledger's conditional writes make sure nothing is handed out twice, and a job
-that lost the race is simply placed by the loop later. Decisions that need preemption or a
-deferral are left to the loop.
+(`Engine.plan`, so quotas, fairness and placement rules are the scheduler's own), and
+applies the placements it proposes through the scheduling loop's own `Applier` (commit,
+dispatch, health marking, requeue, metrics: `broker.scheduling.apply`). The loop runs on
+its own and may still take some of the room between the two steps; the ledger's
+conditional writes make sure nothing is handed out twice, and a job that lost the race is
+simply placed by the loop later. Decisions that need preemption or a deferral are left to
+the loop.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -21,15 +21,13 @@ from broker.domain.clock import Clock
 from broker.domain.engine import Engine, Place
 from broker.domain.enums import JobState
 from broker.domain.errors import JobNotFound
-from broker.domain.jobs import Job, Placement
+from broker.domain.jobs import Job
 from broker.domain.latency import LatencyMatrix
+from broker.scheduling.apply import Applier
 from broker.scheduling.conditions import read_hourly
-from broker.scheduling.loop import lacks
+from broker.scheduling.inventory import lacks
 from carbon.base import CarbonSource
 from connectors.base import Connector
-from connectors.errors import ConnectorError
-
-log = logging.getLogger(__name__)
 
 REASON = "placed_on_burst"
 
@@ -40,12 +38,13 @@ async def claim(
     connector: Connector,
     store: Store,
     engine: Engine,
+    applier: Applier,
     latency: LatencyMatrix,
     carbon: CarbonSource,
     clock: Clock,
 ) -> list[str]:
     """Place and dispatch the still-pending `job_ids` on the connector's site; returns the
-    ids placed."""
+    ids the site accepted."""
     jobs = await _pending(job_ids, store=store)
     if not jobs:
         return []
@@ -68,41 +67,8 @@ async def claim(
         now=now,
     )
     places = [d for d in decisions if isinstance(d, Place) and d.victims is None]
-    placements = [
-        Placement(
-            job_id=d.job.id,
-            site=d.candidate.site,
-            pool_id=d.candidate.pool_id,
-            gpu_milli=d.candidate.gpu_milli,
-            price_per_gpu_hour=d.candidate.price_per_gpu_hour,
-            spot=d.candidate.spot,
-            estimated_cost_usd=d.candidate.cost_usd,
-            estimated_gco2=d.candidate.gco2,
-            created_at=now,
-            node_indices=d.candidate.nodes,
-            borrowed=d.borrowed,
-        )
-        for d in places
-    ]
-    if not placements:
-        return []
-    done = await store.place_many(placements, reason=REASON)
-    placed = [(d.job, p) for d, p, ok in zip(places, placements, done, strict=True) if ok]
-    external: dict[str, str] = {}
-    dispatched: list[str] = []
-    try:
-        for job, placement in placed:
-            try:
-                external[job.id] = await connector.dispatch(job=job, placement=placement)
-                dispatched.append(job.id)
-            except ConnectorError as exc:
-                log.warning("dispatch of %s to burst capacity failed: %s", job.id, exc)
-                await store.finish(
-                    job.id, state=JobState.PENDING, reason="dispatch_failed", detail=str(exc)
-                )
-    finally:
-        await store.set_external_ids(external)
-    return dispatched
+    applied = await applier.apply(places, reason=REASON)
+    return applied.dispatched
 
 
 async def _pending(job_ids: Sequence[str], *, store: Store) -> list[Job]:

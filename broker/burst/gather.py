@@ -27,7 +27,8 @@ from broker.domain.enums import JobState, Tier
 from broker.domain.fleet import GpuPool, Site
 from broker.domain.jobs import Job
 from broker.domain.latency import LatencyMatrix
-from broker.domain.placement import RejectReason, SiteConditions, static_rejection
+from broker.domain.placement import static_rejection
+from broker.domain.rules import RejectReason, SiteConditions
 from carbon.power import GPU_MODELS
 from connectors.base import SiteInventory
 
@@ -52,7 +53,7 @@ class Outlook(Protocol):
 
 class ShortfallSource(Protocol):
     """The demand forecast against private capacity, hour by hour from now: the service's
-    `broker.scheduling.demand.DemandService`, built with `quantile=burst.forecast_quantile`."""
+    `broker.scheduling.forecaster.DemandService`, built with `quantile=burst.forecast_quantile`."""
 
     async def outlook(self, *, hours: int) -> Outlook:
         """Per hour of the next `hours` and per GPU model, the GPUs private sites lack."""

@@ -25,13 +25,14 @@ from datetime import datetime, timedelta
 from broker.burst.claim import claim
 from broker.burst.joined import same_layout, visible_pools
 from broker.burst.reclaim import InstanceKey, NodeSlot, Review, node_slots, review
-from broker.burst.records import ActionKind, ActionState, BurstInstance, CapacityAction
 from broker.burst.settings import BurstSettings
 from broker.db.capacity import CapacityStore
 from broker.db.repository import Store
+from broker.domain.capacity import ActionKind, ActionState, BurstInstance, CapacityAction
 from broker.domain.clock import Clock
 from broker.domain.engine import Engine
 from broker.domain.latency import LatencyMatrix
+from broker.scheduling.apply import Applier
 from carbon.base import CarbonSource
 from connectors.base import CloudInstance, Connector, InstanceState, SiteInventory
 from connectors.errors import ConnectorError
@@ -57,6 +58,7 @@ class Keeper:
         capacity: CapacityStore,
         connectors: Mapping[str, Connector],
         engine: Engine,
+        applier: Applier,
         latency: LatencyMatrix,
         carbon: CarbonSource,
         clock: Clock,
@@ -68,6 +70,7 @@ class Keeper:
         self._capacity = capacity
         self._connectors = connectors
         self._engine = engine
+        self._applier = applier
         self._latency = latency
         self._carbon = carbon
         self._clock = clock
@@ -114,6 +117,7 @@ class Keeper:
                     connector=connector,
                     store=self._store,
                     engine=self._engine,
+                    applier=self._applier,
                     latency=self._latency,
                     carbon=self._carbon,
                     clock=self._clock,

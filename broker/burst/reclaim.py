@@ -29,8 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from broker.burst.records import BurstInstance
 from broker.burst.settings import BurstSettings
+from broker.domain.capacity import BurstInstance
 from broker.domain.fleet import GpuPool
 from broker.domain.work import RunningWork
 from connectors.base import CloudInstance, InstanceState

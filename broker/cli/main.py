@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from broker import __version__
-from broker.config import ConfigError
+from broker.domain.errors import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:

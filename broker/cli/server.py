@@ -13,10 +13,10 @@ from pathlib import Path
 from aiohttp import web
 
 from broker.api.auth import hash_token, new_token
+from broker.checks import SiteCheck, check_configured, hint_for
 from broker.config import load_settings
-from broker.db.engine import create_engine, current_revision, upgrade
+from broker.db.connection import create_engine, current_revision, upgrade
 from broker.domain.clock import SystemClock
-from broker.providers import SiteCheck, check_configured, hint_for
 from broker.service import create_app
 
 

@@ -8,7 +8,7 @@ commits a whole batch in a handful of Core statements and keeps the same guarant
 1. Read the batch's job rows and the ledger rows of every pool it touches, on PostgreSQL
    with `SELECT ... FOR UPDATE` in one fixed order (jobs before nodes, ids in byte order),
    so two replicas' batches queue behind each other instead of deadlocking. On SQLite the
-   `BEGIN IMMEDIATE` of every write transaction (`broker.db.engine`) already makes writers
+   `BEGIN IMMEDIATE` of every write transaction (`broker.db.connection`) already makes writers
    take turns.
 2. Check each decision, in the caller's order, against that snapshot, applying the accepted
    ones to it: a decision whose job moved (cancelled, placed by another replica) or whose

@@ -15,10 +15,16 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from broker.burst.records import ActionKind, ActionState, BurstInstance, CapacityAction
-from broker.burst.report import CapacityTotals, totals
 from broker.db.models import BurstInstanceRow, CapacityActionRow, PlacementRow
 from broker.db.store_base import StoreBase
+from broker.domain.capacity import (
+    ActionKind,
+    ActionState,
+    BurstInstance,
+    CapacityAction,
+    CapacityTotals,
+    totals,
+)
 
 InstanceKey = tuple[str, str]  # (provider site, instance id)
 

@@ -219,7 +219,7 @@ class FootprintRow(Base):
 class LeaseRow(Base):
     """A named lease: the replica in `holder` may act for the group until `expires_at`.
 
-    broker/scheduled/lease.py takes and renews it in one conditional upsert.
+    broker/duties/lease.py takes and renews it in one conditional upsert.
     """
 
     __tablename__ = "leases"

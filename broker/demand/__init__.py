@@ -22,7 +22,6 @@ from broker.demand.history import (
     SeriesKey,
     build_table,
     floor_hour,
-    records_from_trace,
 )
 
 __all__ = [
@@ -39,7 +38,6 @@ __all__ = [
     "Shortfall",
     "build_table",
     "floor_hour",
-    "records_from_trace",
     "retrain",
     "shortfalls",
 ]

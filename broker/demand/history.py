@@ -31,7 +31,6 @@ import numpy as np
 import numpy.typing as npt
 
 from broker.domain.enums import Tier
-from broker.simulation.traces import TraceJob
 
 ANY_MODEL = "any"  # a job that accepts every model and has not run yet
 ALL = "all"  # the label of a key that sums over models or tiers
@@ -230,30 +229,3 @@ def build_table(
         ran = hi > lo
         peak[key] = _frozen(peak_concurrency(lo[ran], hi[ran], gpus[ran], hours=hours))
     return DemandTable(start=start, hours=hours, gpu_hours=gpu_hours, peak_gpus=peak)
-
-
-def records_from_trace(jobs: Iterable[TraceJob], *, epoch: datetime) -> list[DemandRecord]:
-    """Canonical trace rows as records; `epoch` is the datetime of `submit_s` = 0.
-
-    Trace run times are what a job took once placed and the sources record no queueing, so
-    each job is taken to start when submitted: the table then shows the demand the trace's
-    users expressed, not what some fleet managed to serve. The model is the job's first
-    choice, `ANY_MODEL` when it accepts any.
-    """
-    if epoch.tzinfo is None:
-        raise ValueError("epoch must be timezone-aware")
-    records = []
-    for job in jobs:
-        at = epoch + timedelta(seconds=job.submit_s)
-        records.append(
-            DemandRecord(
-                submitted_at=at,
-                started_at=at,
-                ended_at=at + timedelta(seconds=job.duration_s),
-                estimated_duration_s=float(job.duration_s),
-                gpus=job.gpu_total,
-                gpu_model=job.gpu_models[0] if job.gpu_models else ANY_MODEL,
-                tier=job.tier,
-            )
-        )
-    return records

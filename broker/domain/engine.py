@@ -31,10 +31,11 @@ from typing import Protocol
 from broker.domain.deferral import run_window_gco2
 from broker.domain.enums import Tier
 from broker.domain.fleet import GpuPool, Site
+from broker.domain.fleet_index import FleetIndex
 from broker.domain.jobs import Job, JobSpec
 from broker.domain.latency import LatencyMatrix
 from broker.domain.objective import Weights
-from broker.domain.placement import Candidate, Evaluation, SiteConditions, evaluate
+from broker.domain.placement import Candidate, Evaluation, evaluate
 from broker.domain.policy.fairness import (
     capacity_from_pools,
     dominant_shares,
@@ -43,7 +44,8 @@ from broker.domain.policy.fairness import (
 )
 from broker.domain.policy.preemption import VictimSet, best_preemption
 from broker.domain.policy.quotas import QuotaLedger, check, reclaimable
-from broker.domain.ranking import FleetIndex, Shape
+from broker.domain.ranking import Shape
+from broker.domain.rules import SiteConditions
 from broker.domain.work import RunningWork, placed_work
 
 Hourly = Sequence[tuple[datetime, float]]

@@ -12,6 +12,10 @@ class BrokerError(Exception):
     """Root of every error the broker raises on purpose."""
 
 
+class ConfigError(BrokerError):
+    """The configuration file is missing, malformed or invalid (also a site's `connector:`)."""
+
+
 class InvalidTransition(BrokerError):
     def __init__(self, *, job_id: str, src: str, dst: str) -> None:
         super().__init__(f"job {job_id} cannot go from {src} to {dst}")

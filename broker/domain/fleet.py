@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from broker.domain.enums import Ability, Health, SiteKind
 
 if TYPE_CHECKING:  # jobs imports this module
-    from broker.domain.jobs import Resources
+    pass
 
 MILLI_PER_GPU = 1000
 
@@ -33,18 +33,6 @@ class Site:
     health: Health = Health.HEALTHY
     health_reason: str = ""
     lacks: frozenset[Ability] = frozenset()  # what its connector cannot do
-
-    def job_lacks(self, res: Resources) -> Ability | None:
-        """The first ability running `res` here needs and the site lacks, or None."""
-        if Ability.DISPATCH in self.lacks:
-            return Ability.DISPATCH
-        if res.nodes > 1 and Ability.GANG in self.lacks:
-            return Ability.GANG
-        if res.mig_profile is not None and Ability.MIG in self.lacks:
-            return Ability.MIG
-        if res.gpu_fraction is not None and Ability.FRACTIONAL_GPU in self.lacks:
-            return Ability.FRACTIONAL_GPU
-        return None
 
     def in_regions(self, allowed: tuple[str, ...]) -> bool:
         return self.region in allowed or self.location in allowed

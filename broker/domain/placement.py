@@ -1,51 +1,32 @@
 """Where can a job run, and which site is best: pure feasibility and ranking.
 
-`evaluate` looks at every pool, says why each one that cannot take the job is rejected,
-and ranks the rest by a weighted sum of cost, latency and carbon terms, each min-max
-normalised over every pool that could take the job if it were empty (so a site's score
-does not depend on what else is full right now). Ties go to the pool the job fills best
+`evaluate` looks at every pool, says why each one that cannot take the job is rejected
+(the first rule of `rules.RULES` it fails, or no room now), and ranks the rest by a
+weighted sum of cost, latency and carbon terms, each min-max normalised over every pool
+that could take the job if it were empty (so a site's score does not depend on what else
+is full right now). Ties go to the pool the job fills best
 (best-fit), so large free blocks stay whole for large jobs. This function answers
-`POST /v1/placements:explain`; the scheduler's hot path (`ranking.FleetIndex`) computes the
-same scores with the work shared across a pass, so what the API explains is what the
-scheduler does.
+`POST /v1/placements:explain`; the scheduler's hot path (`fleet_index.FleetIndex`) reads
+the same rule table and computes the same scores with the work shared across a pass, so
+what the API explains is what the scheduler does.
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from broker.domain.fleet import MILLI_PER_GPU, GpuPool, Site
+from broker.domain.fleet import MILLI_PER_GPU, GpuPool
 from broker.domain.jobs import JobSpec
 from broker.domain.objective import Weights
+from broker.domain.rules import (
+    RejectReason,
+    SiteConditions,
+    applicable,
+    first_failed,
+    unit_price,
+)
 from carbon.power import GPU_MODELS
-
-
-class RejectReason(enum.StrEnum):
-    SITE_UNHEALTHY = "site_unhealthy"
-    GPU_MODEL = "gpu_model"
-    GPU_MEMORY = "gpu_memory"
-    MIG_PROFILE = "mig_profile"
-    GPUS_PER_NODE = "gpus_per_node"
-    NODES = "nodes"
-    CPU = "cpu"
-    MEMORY = "memory"
-    REGION = "region"
-    LATENCY_UNKNOWN = "latency_unknown"
-    LATENCY_SLO = "latency_slo"
-    COST = "max_hourly_cost"
-    ABILITY = "site_ability"  # the site's connector cannot run this kind of job
-    CAPACITY = "capacity"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SiteConditions:
-    """What the engine knows about a site right now, besides its pools."""
-
-    site: Site
-    intensity_gco2_per_kwh: float | None = None
-    latency_ms: float | None = None  # from the job's origin; None when unknown or no origin
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,72 +72,12 @@ class Evaluation:
 
 def static_rejection(spec: JobSpec, pool: GpuPool, cond: SiteConditions) -> Rejection | None:
     """Why this pool can never take the job whatever else runs there, or None."""
-    res = spec.resources
-
-    def reject(reason: RejectReason, detail: str) -> Rejection:
-        return Rejection(site=pool.site, pool_id=pool.id, reason=reason, detail=detail)
-
-    if res.gpu_models and pool.gpu_model not in res.gpu_models:
-        return reject(
-            RejectReason.GPU_MODEL,
-            f"pool has {pool.gpu_model}, job wants one of {', '.join(res.gpu_models)}",
-        )
-    if res.min_gpu_memory_gb is not None and pool.gpu_memory_gb < res.min_gpu_memory_gb:
-        return reject(
-            RejectReason.GPU_MEMORY,
-            f"{pool.gpu_memory_gb:g} GB per GPU < {res.min_gpu_memory_gb:g} GB",
-        )
-    if res.mig_profile is not None and res.mig_profile not in pool.mig_profiles:
-        offered = ", ".join(pool.mig_profiles) or "none"
-        return reject(RejectReason.MIG_PROFILE, f"MIG {res.mig_profile} not offered ({offered})")
-    if res.milli_per_node > pool.gpus_per_node * MILLI_PER_GPU:
-        return reject(
-            RejectReason.GPUS_PER_NODE,
-            f"{res.gpus} GPUs per node > {pool.gpus_per_node} on this pool",
-        )
-    if res.nodes > pool.nodes:
-        return reject(RejectReason.NODES, f"{res.nodes} nodes > {pool.nodes} in this pool")
-    if res.cpu > pool.cpu_per_node:
-        return reject(RejectReason.CPU, f"{res.cpu:g} CPUs > {pool.cpu_per_node:g} per node")
-    if res.memory_gb > pool.memory_gb_per_node:
-        return reject(
-            RejectReason.MEMORY, f"{res.memory_gb:g} GB > {pool.memory_gb_per_node:g} GB per node"
-        )
-    site = cond.site
-    lacking = site.job_lacks(res)
-    if lacking is not None:
-        return reject(RejectReason.ABILITY, f"the site's connector lacks {lacking.value}")
-    if spec.allowed_regions and not site.in_regions(spec.allowed_regions):
-        return reject(
-            RejectReason.REGION,
-            f"{site.region} is not in allowed regions {', '.join(spec.allowed_regions)}",
-        )
-    if spec.latency_slo_ms is not None:
-        if cond.latency_ms is None:
-            return reject(
-                RejectReason.LATENCY_UNKNOWN,
-                f"no latency known from {spec.origin} to {site.location}",
-            )
-        if cond.latency_ms > spec.latency_slo_ms:
-            return reject(
-                RejectReason.LATENCY_SLO,
-                f"{cond.latency_ms:g} ms from {spec.origin} > SLO {spec.latency_slo_ms:g} ms",
-            )
-    hourly = hourly_cost(spec, pool)
-    if spec.max_hourly_cost is not None and hourly > spec.max_hourly_cost:
-        return reject(RejectReason.COST, f"${hourly:.2f}/h > max ${spec.max_hourly_cost:.2f}/h")
-    return None
-
-
-def unit_price(spec: JobSpec, pool: GpuPool) -> tuple[float, bool]:
-    """USD per GPU-hour and whether it is spot: preemptible work rides the spot market."""
-    if spec.is_preemptible and pool.price_spot is not None:
-        return pool.price_spot, True
-    return pool.price_on_demand, False
-
-
-def hourly_cost(spec: JobSpec, pool: GpuPool) -> float:
-    return unit_price(spec, pool)[0] * spec.resources.total_milli / MILLI_PER_GPU
+    rule = first_failed(applicable(spec, live=False), pool, cond)
+    if rule is None:
+        return None
+    return Rejection(
+        site=pool.site, pool_id=pool.id, reason=rule.reason, detail=rule.detail(spec, pool, cond)
+    )
 
 
 # (pool, conditions, nodes it would use now or None when full, price, spot, cost, energy, gCO2e)
@@ -186,39 +107,28 @@ def evaluate(
     res = spec.resources
     need = res.total_milli
     per_node = res.milli_per_node
-    models = frozenset(res.gpu_models)
     hours = spec.estimated_duration_s / 3600
     gpus = need / MILLI_PER_GPU
     # Every pool that could take the job if it were empty, with the nodes it would use now
     # (None when it is full): the terms are normalised over all of them, so a site's score
     # does not move when another site fills up, and the scheduler can rank once per pass.
-    # (pool, cond, nodes, price, spot, cost, energy, gco2)
-    could: list[
-        tuple[
-            GpuPool, SiteConditions, tuple[int, ...] | None, float, bool, float, float, float | None
-        ]
-    ] = []
+    could: list[_Could] = []
+    rules = applicable(spec, live=not ignore_capacity)  # site health says nothing of "ever"
     for pool in pools:
-        if not explain and models and pool.gpu_model not in models:
-            continue
         cond = conditions.get(pool.site)
         if cond is None:
             continue
-        if not cond.site.health.takes_work and not ignore_capacity:
+        rule = first_failed(rules, pool, cond)
+        if rule is not None:
             if explain:
                 rejections.append(
                     Rejection(
                         site=pool.site,
                         pool_id=pool.id,
-                        reason=RejectReason.SITE_UNHEALTHY,
-                        detail=cond.site.health_reason or cond.site.health.value,
+                        reason=rule.reason,
+                        detail=rule.detail(spec, pool, cond),
                     )
                 )
-            continue
-        rejection = static_rejection(spec, pool, cond)
-        if rejection is not None:
-            if explain:
-                rejections.append(rejection)
             continue
         if ignore_capacity:
             nodes: tuple[int, ...] | None = tuple(range(res.nodes))

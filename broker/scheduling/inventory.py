@@ -1,6 +1,7 @@
-"""Re-read every site's GPU pools and health from its connector into the store.
+"""The sites as the broker drives them: their inventory, health and connectors' abilities.
 
-Run at start-up and then on a schedule (`refresh_inventory`), so capacity that joins a
+`refresh_inventory` re-reads every site's GPU pools and health from its connector into the
+store, at start-up and then on a schedule, so capacity that joins a
 cluster (burst nodes once Ready) or leaves it (reclaimed, cordoned) reaches the engine. A
 site that cannot be read is marked, with the reason the connector gave; its ledger is kept.
 """
@@ -10,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 
 from broker.db.repository import Store
-from broker.domain.enums import Health
+from broker.domain.enums import Ability, Health
+from broker.domain.fleet import Site
 from connectors.base import Connector, SiteInventory
 from connectors.errors import AuthFailed, ConnectorError
 
@@ -49,3 +52,17 @@ async def refresh_inventory(
             raise result
     summary = f"{len(names)} site(s): {read} read"
     return summary + (f", {', '.join(failed)}" if failed else "")
+
+
+def lacks(connector: Connector) -> frozenset[Ability]:
+    """The abilities a site's connector declares it lacks, as the engine sees them."""
+    return frozenset(a for a in Ability if not connector.supports(a))
+
+
+async def driven_sites(store: Store, connectors: Mapping[str, Connector]) -> list[Site]:
+    """The stored sites a connector drives, each with the abilities its connector lacks."""
+    return [
+        replace(s, lacks=lacks(connectors[s.name]))
+        for s in await store.sites()
+        if s.name in connectors
+    ]

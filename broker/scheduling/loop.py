@@ -1,14 +1,11 @@
 """The scheduling loop: event-driven (submission, completion, capacity change) plus periodic.
 
 A pass reads the queue, the GPU ledger, the running work and the carbon outlook, asks the
-pure engine (`broker.domain.engine`) for decisions, and applies them through the store in
-the engine's order: the placements without victims and the deferrals between two
-preemptions go in one batch (one transaction, `Store.place_many`/`defer_many`), each
-preempting placement alone with its victims (`Store.place`); a Wait leaves the job queued.
-A decision whose commit finds the world changed (another replica, a cancel) is dropped and
-the job is looked at again next pass. Dispatch to the site happens after the commit, and
-the sites' ids of a batch are written in one go; if a dispatch fails, the job goes back to
-pending and its allocation is released.
+pure engine (`broker.domain.engine`) for decisions, and hands them to the one path that
+applies decisions (`broker.scheduling.apply`). Jobs the engine left waiting are skipped
+until capacity changes; a commit that found the world changed makes the next pass re-read
+the fleet. The loop also follows the sites' status updates, cancels, and after a restart
+reconciles what the sites run with what the database holds.
 """
 
 from __future__ import annotations
@@ -16,49 +13,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 
-from broker.config import SchedulerSettings
-from broker.db.repository import Deferral, Store
+from broker.db.repository import Store
 from broker.domain.clock import Clock
-from broker.domain.engine import Defer, Engine, EngineSettings, Place, Wait
-from broker.domain.enums import Ability, Health, JobState
+from broker.domain.engine import Engine
+from broker.domain.enums import JobState
 from broker.domain.errors import JobNotFound
 from broker.domain.fleet import GpuPool, Site
 from broker.domain.jobs import Job, Placement
 from broker.domain.latency import LatencyMatrix
-from broker.domain.objective import Weights
-from broker.domain.placement import Candidate, Evaluation
+from broker.domain.placement import Evaluation
 from broker.metrics import Metrics
+from broker.scheduling.apply import Applier
 from broker.scheduling.conditions import HourlyTable, read_hourly
 from broker.scheduling.footprints import Accountant
+from broker.scheduling.inventory import driven_sites
+from broker.scheduling.settings import SchedulerSettings, engine_settings
 from carbon.base import CarbonSource
 from connectors.base import Connector, StatusUpdate
-from connectors.errors import AuthFailed, ConnectorError
+from connectors.errors import ConnectorError
 
 log = logging.getLogger(__name__)
-
-
-def engine_settings(settings: SchedulerSettings) -> EngineSettings:
-    return EngineSettings(
-        weights={
-            tier: Weights(cost=w.cost, latency=w.latency, carbon=w.carbon)
-            for tier, w in settings.weights.items()
-        },
-        gpu_utilisation=settings.gpu_utilisation,
-        preemption=settings.preemption,
-        min_runtime_s=settings.min_runtime_s,
-        aging_per_hour=settings.aging_per_hour,
-        urgent_slack_s=settings.urgent_slack_s,
-        deferral=settings.deferral,
-        deferral_min_saving=settings.deferral_min_saving,
-        deferral_margin_s=settings.deferral_margin_s,
-        deferral_horizon_h=settings.deferral_horizon_h,
-        quotas={t: dict(q) for t, q in settings.quotas.items()},
-        borrowing=settings.borrowing,
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +70,9 @@ class SchedulingLoop:
         self._accountant = Accountant(engine=self._engine, carbon=carbon, latency=latency)
         self._clock = clock
         self._metrics = metrics
+        self._applier = Applier(
+            store=store, connectors=connectors, clock=clock, metrics=metrics, account=self._account
+        )
         self._wake = asyncio.Event()
         # Jobs found unplaceable since capacity last changed: a pass skips them instead of
         # ranking them again (cleared on a capacity change and on every periodic pass).
@@ -101,6 +82,11 @@ class SchedulingLoop:
     @property
     def engine(self) -> Engine:
         return self._engine
+
+    @property
+    def applier(self) -> Applier:
+        """The path this loop's decisions take to the sites (shared with the burst claim)."""
+        return self._applier
 
     @property
     def latency(self) -> LatencyMatrix:
@@ -204,126 +190,11 @@ class SchedulingLoop:
         per_job = (time.perf_counter() - started) / len(queue)
         for _ in queue:
             self._metrics.placement_seconds.observe(per_job)
-        placed = 0
-        batch: list[Place | Defer] = []
-        for decision in decisions:
-            if isinstance(decision, Wait):
-                self._stuck.add(decision.job.id)
-            elif isinstance(decision, Place) and decision.victims:
-                # what the engine decided before this preemption is committed before it
-                placed += await self._commit_batch(batch)
-                batch = []
-                placed += await self._apply_preempting(decision)
-            else:
-                batch.append(decision)
-        placed += await self._commit_batch(batch)
-        return placed
-
-    async def _commit_batch(self, batch: Sequence[Place | Defer]) -> int:
-        """Commit decisions without victims together, then dispatch; returns how many placed."""
-        defers = [d for d in batch if isinstance(d, Defer)]
-        if defers:
-            deferred = await self._store.defer_many(
-                [Deferral(job_id=d.job.id, until=d.until, reason=d.reason) for d in defers]
-            )
-            self._metrics.transitions.labels(state=JobState.DEFERRED.value).inc(sum(deferred))
-        places = [d for d in batch if isinstance(d, Place)]
-        if not places:
-            return 0
-        placements = [self._placement(d.job, d.candidate, borrowed=d.borrowed) for d in places]
-        done = await self._store.place_many(placements, reason="placed")
-        placed = [(d.job, p) for d, p, ok in zip(places, placements, done, strict=True) if ok]
-        if len(placed) < len(places):  # the world moved: look again next pass
+        applied = await self._applier.apply(decisions, reason="placed")
+        self._stuck.update(applied.waiting)
+        if applied.stale:  # the world moved: look again next pass
             self._cached = None
-        for job, placement in placed:
-            self._count_placed(job, placement)
-        await self._dispatch_all(placed)
-        return len(placed)
-
-    async def _apply_preempting(self, decision: Place) -> int:
-        """Preempt the victims and place the job in one transaction; 1 if it was placed."""
-        job, best = decision.job, decision.candidate
-        placement = self._placement(job, best, borrowed=decision.borrowed)
-        victims = decision.victims
-        released = await self._store.place(
-            job=job,
-            placement=placement,
-            reason="placed",
-            preempt=victims.job_ids if victims else (),
-            preempt_reason=f"for {job.spec.tier.value} job {job.id}: {victims.reason}"
-            if victims
-            else "",
-        )
-        if released is None:  # the world moved: look again next pass
-            self._cached = None
-            return 0
-        for victim in released:
-            self._metrics.preemptions.inc()
-            await self._stop(victim, reason="preempted")
-            await self._account((await self._store.get_job(victim.job_id)).job, victim, "preempted")
-        self._count_placed(job, placement)
-        await self._dispatch_all([(job, placement)])
-        return 1
-
-    def _count_placed(self, job: Job, placement: Placement) -> None:
-        self._metrics.transitions.labels(state=JobState.SCHEDULED.value).inc()
-        self._metrics.wait_seconds.labels(tier=job.spec.tier.value).observe(
-            max(0.0, (placement.created_at - job.created_at).total_seconds())
-        )
-
-    def _placement(self, job: Job, best: Candidate, *, borrowed: bool) -> Placement:
-        return Placement(
-            job_id=job.id,
-            site=best.site,
-            pool_id=best.pool_id,
-            gpu_milli=best.gpu_milli,
-            price_per_gpu_hour=best.price_per_gpu_hour,
-            spot=best.spot,
-            estimated_cost_usd=best.cost_usd,
-            estimated_gco2=best.gco2,
-            created_at=self._clock.now(),
-            node_indices=best.nodes,
-            borrowed=borrowed,
-        )
-
-    async def _dispatch_all(self, placed: Sequence[tuple[Job, Placement]]) -> None:
-        """Hand each committed job to its site, then record the sites' ids in one write."""
-        external_ids: dict[str, str] = {}
-        try:
-            for job, placement in placed:
-                external_id = await self._dispatch(job, placement)
-                if external_id is not None:
-                    external_ids[job.id] = external_id
-        finally:  # also when a dispatch raises: the jobs sent before it keep their ids
-            await self._store.set_external_ids(external_ids)
-
-    async def _dispatch(self, job: Job, placement: Placement) -> str | None:
-        """The site's id for the job, or None if the site refused it (then it is requeued)."""
-        connector = self._connectors[placement.site]
-        try:
-            return await connector.dispatch(job=job, placement=placement)
-        except ConnectorError as exc:
-            log.warning("dispatch of %s to %s failed: %s", job.id, placement.site, exc)
-            if isinstance(exc, AuthFailed):
-                await self._store.set_site_health(placement.site, Health.AUTH_FAILED, str(exc))
-            await self._store.finish(
-                job.id, state=JobState.PENDING, reason="dispatch_failed", detail=str(exc)
-            )
-            return None
-
-    async def _stop(self, placement: Placement, *, reason: str) -> None:
-        """Stop a job on its site after the database let go of it (cancel or preempt)."""
-        connector = self._connectors.get(placement.site)
-        if connector is None:
-            return
-        try:
-            await connector.cancel(
-                job_id=placement.job_id, external_id=placement.external_id, reason=reason
-            )
-        except ConnectorError as exc:
-            log.warning(
-                "site %s did not confirm stopping %s: %s", placement.site, placement.job_id, exc
-            )
+        return len(applied.placed)
 
     async def follow(self, connector: Connector) -> None:
         """Apply a site's status updates to the jobs, until the connector closes."""
@@ -358,7 +229,7 @@ class SchedulingLoop:
         """Cancel in the database first (the source of truth), then stop it on its site."""
         released = await self._store.cancel(job_id, tenant=tenant, reason="cancelled_by_user")
         if released.placement is not None:
-            await self._stop(released.placement, reason="cancelled")
+            await self._applier.stop(released.placement, reason="cancelled")
             self._metrics.transitions.labels(state=JobState.CANCELLED.value).inc()
             self.wake(capacity_changed=True)
             await self._account(released.job, released.placement, "cancelled")
@@ -399,7 +270,7 @@ class SchedulingLoop:
                 undispatched.append((job, placement))  # crashed between commit and dispatch
             else:
                 await connector.adopt(job=job, placement=placement)
-        await self._dispatch_all(undispatched)
+        await self._applier.dispatch_all(undispatched)
         await self._settle_orphans({job.id for job, _ in active})
 
     async def _settle_orphans(self, held: set[str]) -> None:
@@ -434,17 +305,3 @@ class SchedulingLoop:
                     )
                 except ConnectorError as exc:
                     log.warning("site %s: cannot stop %s: %s", name, external_id, exc)
-
-
-def lacks(connector: Connector) -> frozenset[Ability]:
-    """The abilities a site's connector declares it lacks, as the engine sees them."""
-    return frozenset(a for a in Ability if not connector.supports(a))
-
-
-async def driven_sites(store: Store, connectors: Mapping[str, Connector]) -> list[Site]:
-    """The stored sites a connector drives, each with the abilities its connector lacks."""
-    return [
-        replace(s, lacks=lacks(connectors[s.name]))
-        for s in await store.sites()
-        if s.name in connectors
-    ]

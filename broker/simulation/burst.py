@@ -37,8 +37,8 @@ from broker.burst.accounting import fleet_state
 from broker.burst.gather import offers_of, waiting_jobs
 from broker.burst.model import BurstAction, Offer
 from broker.burst.reclaim import NodeSlot, review
-from broker.burst.records import ActionKind, ActionState, BurstInstance, CapacityAction
 from broker.burst.settings import BurstSettings
+from broker.domain.capacity import ActionKind, ActionState, BurstInstance, CapacityAction
 from broker.domain.engine import CarbonOracle, Engine
 from broker.domain.fleet import GpuPool, Site
 from broker.domain.jobs import Job

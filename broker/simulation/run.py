@@ -19,11 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from broker.config import load_settings
+from broker.config import load_latency, load_settings
 from broker.domain.engine import Engine
-from broker.fleet_settings import pools_from_settings, site_from_settings
-from broker.scheduling.loop import engine_settings
-from broker.service import load_latency
+from broker.scheduling.settings import engine_settings
 from broker.simulation.burst import (
     BurstOptions,
     CloudBurst,
@@ -43,6 +41,7 @@ from broker.simulation.simulator import Simulation
 from broker.simulation.traces import read_trace
 from carbon.replay import ReplaySource
 from carbon.static import StaticTableSource
+from connectors.settings import pools_from_settings, site_from_settings
 
 POLICIES = ("broker", "fifo")  # "all" runs both
 BURST_RUN = "broker-burst"

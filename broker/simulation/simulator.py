@@ -28,7 +28,8 @@ from broker.domain.enums import JobState
 from broker.domain.fleet import MILLI_PER_GPU, GpuPool, Site
 from broker.domain.jobs import Job, JobSpec, Resources, Workload
 from broker.domain.latency import LatencyMatrix
-from broker.domain.placement import Candidate, static_rejection, unit_price
+from broker.domain.placement import Candidate, static_rejection
+from broker.domain.rules import unit_price
 from broker.domain.work import RunningWork, placed_work
 from broker.simulation.burst import CloudBurst
 from broker.simulation.traces import TraceJob

@@ -35,9 +35,11 @@ import csv
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
+from broker.demand.history import ANY_MODEL, DemandRecord
 from broker.domain.enums import JobKind, Tier
 from broker.domain.errors import BrokerError
 
@@ -320,3 +322,30 @@ def write_trace(path: Path | str, jobs: Iterable[TraceJob]) -> int:
         writer.writeheader()
         writer.writerows(job_to_row(j) for j in ordered)
     return len(ordered)
+
+
+def records_from_trace(jobs: Iterable[TraceJob], *, epoch: datetime) -> list[DemandRecord]:
+    """Canonical trace rows as records; `epoch` is the datetime of `submit_s` = 0.
+
+    Trace run times are what a job took once placed and the sources record no queueing, so
+    each job is taken to start when submitted: the table then shows the demand the trace's
+    users expressed, not what some fleet managed to serve. The model is the job's first
+    choice, `ANY_MODEL` when it accepts any.
+    """
+    if epoch.tzinfo is None:
+        raise ValueError("epoch must be timezone-aware")
+    records = []
+    for job in jobs:
+        at = epoch + timedelta(seconds=job.submit_s)
+        records.append(
+            DemandRecord(
+                submitted_at=at,
+                started_at=at,
+                ended_at=at + timedelta(seconds=job.duration_s),
+                estimated_duration_s=float(job.duration_s),
+                gpus=job.gpu_total,
+                gpu_model=job.gpu_models[0] if job.gpu_models else ANY_MODEL,
+                tier=job.tier,
+            )
+        )
+    return records

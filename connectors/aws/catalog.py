@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from broker.config import ConfigError
+from broker.domain.errors import ConfigError
 from broker.domain.fleet import GpuPool
 from connectors.aws.mapping import GpuType
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
-from broker.config import ConfigError
+from broker.domain.errors import ConfigError
 from connectors.aws.catalog import Offer, PriceCatalog
 from connectors.aws.client import AwsApi, Launch
 from connectors.aws.faults import Denied

@@ -23,12 +23,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from broker.config import ConfigError, Settings, SiteSettings
 from broker.domain.clock import Clock
 from broker.domain.enums import SiteKind
+from broker.domain.errors import ConfigError
 from broker.domain.fleet import Site
 from broker.domain.jobs import Job, Placement
-from broker.fleet_settings import site_from_settings
 from connectors.aws import catalog, checks, mapping
 from connectors.aws.catalog import Offer, PriceCatalog
 from connectors.aws.client import AwsApi, Launch
@@ -36,6 +35,7 @@ from connectors.aws.faults import Denied, ZoneFull
 from connectors.aws.settings import AwsSettings, catalog_path, parse_settings, user_data_path
 from connectors.base import (
     Ability,
+    BuildContext,
     CheckItem,
     CloudInstance,
     Connector,
@@ -44,7 +44,8 @@ from connectors.base import (
 )
 from connectors.errors import CapacityUnavailable, Conflict, ConnectorError, NotFound, Unsupported
 from connectors.retry import Backoff
-from connectors.threads import Blocking, shared
+from connectors.settings import SiteSettings, site_from_settings
+from connectors.threads import Blocking
 
 log = logging.getLogger(__name__)
 
@@ -97,29 +98,27 @@ class AwsConnector(Connector):
         self._closed = asyncio.Event()
 
     @classmethod
-    def from_settings(cls, *, site: SiteSettings, settings: Settings, clock: Clock) -> AwsConnector:
-        return cls.build(site=site, settings=settings, clock=clock, blocking=shared())
+    def from_settings(cls, *, site: SiteSettings, context: BuildContext) -> AwsConnector:
+        return cls.build(site=site, context=context)
 
     @classmethod
     def build(
         cls,
         *,
         site: SiteSettings,
-        settings: Settings,
-        clock: Clock,
-        blocking: Blocking,
+        context: BuildContext,
         backoff: Backoff | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> AwsConnector:
-        """`from_settings` with the thread pool and retry timing chosen by the caller."""
+        """`from_settings` with the retry timing chosen by the caller."""
         parsed = parse_settings(site.connector, site=site)
         return cls(
             site=replace(site_from_settings(site), lacks=cls.lacks),
             settings=parsed,
-            prices=PriceCatalog.load(catalog_path(parsed, settings=settings)),
-            user_data=user_data_path(parsed, settings=settings),
-            clock=clock,
-            blocking=blocking,
+            prices=PriceCatalog.load(catalog_path(parsed, config_dir=context.config_dir)),
+            user_data=user_data_path(parsed, config_dir=context.config_dir),
+            clock=context.clock,
+            blocking=context.blocking,
             backoff=backoff,
             sleep=sleep,
         )

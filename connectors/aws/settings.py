@@ -18,7 +18,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from broker.config import ConfigError, Settings, SiteSettings
+from broker.domain.errors import ConfigError
+from connectors.settings import SiteSettings
 
 DEFAULT_PRICE_CATALOG = Path(__file__).resolve().parent / "data" / "prices.csv"
 
@@ -155,12 +156,12 @@ def parse_settings(raw: Mapping[str, Any], *, site: SiteSettings) -> AwsSettings
     return parsed
 
 
-def catalog_path(parsed: AwsSettings, *, settings: Settings) -> Path:
-    """The price CSV: the configured one (relative to the config file), else the shipped one."""
+def catalog_path(parsed: AwsSettings, *, config_dir: Path) -> Path:
+    """The price CSV: the configured one (relative to `config_dir`), else the shipped one."""
     if parsed.price_catalog is None:
         return DEFAULT_PRICE_CATALOG
-    return settings.resolve(parsed.price_catalog)
+    return config_dir / parsed.price_catalog  # an absolute path stays as it is
 
 
-def user_data_path(parsed: AwsSettings, *, settings: Settings) -> Path | None:
-    return None if parsed.user_data_file is None else settings.resolve(parsed.user_data_file)
+def user_data_path(parsed: AwsSettings, *, config_dir: Path) -> Path | None:
+    return None if parsed.user_data_file is None else config_dir / parsed.user_data_file

@@ -23,15 +23,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from broker.config import Settings, SiteSettings
 from broker.domain.clock import Clock
 from broker.domain.enums import Health, SiteKind
 from broker.domain.fleet import Site
 from broker.domain.jobs import Job, Placement
-from broker.fleet_settings import site_from_settings
-from connectors import threads
 from connectors.base import (
     Ability,
+    BuildContext,
     CheckItem,
     CloudInstance,
     Connector,
@@ -44,6 +42,7 @@ from connectors.gcp.checks import run_checks
 from connectors.gcp.client import ComputeApi, RegionInfo
 from connectors.gcp.settings import GcpSettings, parse
 from connectors.retry import Backoff
+from connectors.settings import SiteSettings, site_from_settings
 from connectors.threads import Blocking
 
 if TYPE_CHECKING:
@@ -94,12 +93,12 @@ class GcpConnector(Connector):
         self._closed = asyncio.Event()
 
     @classmethod
-    def from_settings(cls, *, site: SiteSettings, settings: Settings, clock: Clock) -> GcpConnector:
+    def from_settings(cls, *, site: SiteSettings, context: BuildContext) -> GcpConnector:
         return cls(
-            settings=parse(site, settings),
+            settings=parse(site, config_dir=context.config_dir),
             site=site_from_settings(site),
-            clock=clock,
-            blocking=threads.shared(),
+            clock=context.clock,
+            blocking=context.blocking,
         )
 
     @property

@@ -28,7 +28,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from broker.config import ConfigError, Settings, SiteSettings
+from broker.domain.errors import ConfigError
+from connectors.settings import SiteSettings
 
 # Keys someone might use to paste a key into the config instead of naming a file.
 _INLINE_KEY_FIELDS = frozenset(
@@ -142,8 +143,9 @@ class GcpSettings:
     catalog_ttl_s: float
 
 
-def parse(site: SiteSettings, settings: Settings) -> GcpSettings:
-    """Validate `site.connector`; raises ConfigError naming fields, never echoing values."""
+def parse(site: SiteSettings, *, config_dir: Path) -> GcpSettings:
+    """Validate `site.connector`; raises ConfigError naming fields, never echoing values.
+    Relative paths are taken from `config_dir`, the config file's folder."""
     try:
         raw = GcpConnectorSettings.model_validate(site.connector)
     except ValidationError as exc:
@@ -160,7 +162,7 @@ def parse(site: SiteSettings, settings: Settings) -> GcpSettings:
         raise ConfigError(f"site {site.name}: zones {stray} are not in region {region}")
 
     def path(value: str | None) -> Path | None:
-        return None if value is None else settings.resolve(value)
+        return None if value is None else config_dir / value  # an absolute value stays
 
     return GcpSettings(
         site=site.name,

@@ -14,13 +14,18 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Self
 
-from broker.config import Settings, SiteSettings
 from broker.domain.clock import Clock
 from broker.domain.enums import SiteKind
 from broker.domain.fleet import GpuPool, Site
 from broker.domain.jobs import Job, Placement
-from broker.fleet_settings import site_from_settings
-from connectors.base import Ability, CheckItem, Connector, SiteInventory, StatusUpdate
+from connectors.base import (
+    Ability,
+    BuildContext,
+    CheckItem,
+    Connector,
+    SiteInventory,
+    StatusUpdate,
+)
 from connectors.errors import Conflict, ConnectorError, NotFound, TransientError, Unsupported
 from connectors.kubernetes import labels as L
 from connectors.kubernetes.client import KubeClient, Loader, in_cluster_loader, kubeconfig_loader
@@ -29,7 +34,8 @@ from connectors.kubernetes.inventory import build_inventory, gpu_node
 from connectors.kubernetes.manifest import build_job, job_id_of
 from connectors.kubernetes.settings import KubernetesSettings, parse
 from connectors.retry import Backoff
-from connectors.threads import Blocking, shared
+from connectors.settings import SiteSettings, site_from_settings
+from connectors.threads import Blocking
 
 _CLOSED = object()
 # Pods that may hold GPUs: the API server filters these on `status.phase`.
@@ -86,8 +92,8 @@ class KubernetesConnector(Connector):
         self._closed = False
 
     @classmethod
-    def from_settings(cls, *, site: SiteSettings, settings: Settings, clock: Clock) -> Self:
-        parsed = parse(site, settings)
+    def from_settings(cls, *, site: SiteSettings, context: BuildContext) -> Self:
+        parsed = parse(site, config_dir=context.config_dir)
         if parsed.in_cluster:
             loader = in_cluster_loader()
         else:
@@ -97,8 +103,8 @@ class KubernetesConnector(Connector):
             site=site_from_settings(site),
             settings=parsed,
             loader=loader,
-            clock=clock,
-            blocking=shared(),
+            clock=context.clock,
+            blocking=context.blocking,
         )
 
     @property

@@ -31,8 +31,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from broker.config import ConfigError, Settings, SiteSettings
 from broker.domain.enums import Tier
+from broker.domain.errors import ConfigError
+from connectors.settings import SiteSettings
 
 # A Kubernetes label value (the owner label) and a DNS-1123 label (namespace, queue names).
 LABEL_VALUE = r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
@@ -130,8 +131,9 @@ class KubernetesSettings:
     request_timeout_s: float = 30.0
 
 
-def parse(site: SiteSettings, settings: Settings) -> KubernetesSettings:
-    """Validate `site.connector`; raises ConfigError naming fields, never echoing values."""
+def parse(site: SiteSettings, *, config_dir: Path) -> KubernetesSettings:
+    """Validate `site.connector`; raises ConfigError naming fields, never echoing values.
+    A relative kubeconfig path is taken from `config_dir`, the config file's folder."""
     try:
         raw = KubernetesConnectorSettings.model_validate(site.connector)
     except ValidationError as exc:
@@ -143,7 +145,8 @@ def parse(site: SiteSettings, settings: Settings) -> KubernetesSettings:
             f"site {site.name}: invalid Kubernetes connector settings:\n" + "\n".join(lines)
         ) from None
     return KubernetesSettings(
-        kubeconfig=None if raw.kubeconfig is None else settings.resolve(raw.kubeconfig),
+        # `config_dir / p` is `p` itself when `p` is absolute
+        kubeconfig=None if raw.kubeconfig is None else config_dir / raw.kubeconfig,
         context=raw.context,
         in_cluster=raw.in_cluster,
         namespace=raw.namespace,

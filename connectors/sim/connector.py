@@ -14,13 +14,12 @@ import functools
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
-from broker.config import Settings, SiteSettings
 from broker.domain.clock import Clock
 from broker.domain.enums import Ability, Health, JobState, SiteKind
 from broker.domain.fleet import GpuPool, Site
 from broker.domain.jobs import Job, Placement
-from broker.fleet_settings import pools_from_settings, site_from_settings
-from connectors.base import Connector, SiteInventory, StatusUpdate
+from connectors.base import BuildContext, Connector, SiteInventory, StatusUpdate
+from connectors.settings import SiteSettings, pools_from_settings, site_from_settings
 
 _CLOSED = object()
 
@@ -48,15 +47,13 @@ class SimConnector(Connector):
         self._closed = False
 
     @classmethod
-    def from_settings(cls, *, site: SiteSettings, settings: Settings, clock: Clock) -> SimConnector:
-        domain_site = site_from_settings(site)
-        pools = pools_from_settings(site)
+    def from_settings(cls, *, site: SiteSettings, context: BuildContext) -> SimConnector:
         return cls(
-            site=domain_site,
-            pools=pools,
-            speed=settings.sim.speed,
-            start_delay_s=settings.sim.start_delay_s,
-            clock=clock,
+            site=site_from_settings(site),
+            pools=pools_from_settings(site),
+            speed=context.sim.speed,
+            start_delay_s=context.sim.start_delay_s,
+            clock=context.clock,
         )
 
     @property

@@ -1,7 +1,7 @@
 """leases and scheduler jobs
 
 `leases`: one row per named lease; the broker replica whose row is live runs the scheduled
-work (broker/scheduled/lease.py). `apscheduler_jobs`: APScheduler 3's SQLAlchemyJobStore
+work (broker/duties/lease.py). `apscheduler_jobs`: APScheduler 3's SQLAlchemyJobStore
 table, created here so that Alembic, not the job store, owns the schema; the columns are
 exactly the ones apscheduler/jobstores/sqlalchemy.py declares.
 

@@ -11,8 +11,9 @@ import yaml
 from aiohttp.test_utils import TestClient
 
 from broker.api.keys import CAPACITY, CLOCK
-from broker.burst.records import ActionKind, ActionState, BurstInstance, CapacityAction
-from broker.config import ConfigError, load_settings
+from broker.config import load_settings
+from broker.domain.capacity import ActionKind, ActionState, BurstInstance, CapacityAction
+from broker.domain.errors import ConfigError
 from tests.conftest import ADMIN, DEMO_CONFIG, VISION
 
 

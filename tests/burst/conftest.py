@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from broker.config import SiteSettings
 from broker.domain.clock import ManualClock
+from connectors.settings import SiteSettings
 from connectors.threads import Blocking
 from tests.burst.world import Forecast, World, build_world, close_world, new_kube
 from tests.connectors.aws.conftest import (  # noqa: F401 - fixtures

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.burst.records import ActionKind, ActionState
-from broker.burst.report import action_json, totals
+from broker.api.capacity import action_json
+from broker.domain.capacity import ActionKind, ActionState, totals
 from broker.domain.enums import JobState, Tier
 from connectors.aws.connector import AwsConnector
 from tests.burst.conftest import START, MakeWorld

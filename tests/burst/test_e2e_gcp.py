@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.burst.records import ActionKind, ActionState
+from broker.domain.capacity import ActionKind, ActionState
 from broker.domain.enums import JobState, Tier
 from connectors.gcp.connector import GcpConnector
 from tests.burst.conftest import MakeWorld

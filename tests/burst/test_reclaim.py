@@ -7,7 +7,7 @@ from typing import Any
 
 from broker.burst.joined import same_layout, visible_pools
 from broker.burst.reclaim import Review, node_slots, review
-from broker.burst.records import BurstInstance
+from broker.domain.capacity import BurstInstance
 from broker.domain.enums import Tier
 from broker.domain.fleet import GpuPool
 from broker.domain.work import RunningWork

@@ -13,14 +13,16 @@ from broker.burst.burster import Burster
 from broker.burst.gather import ANY_MODEL, ShortfallSource, peak_shortfall
 from broker.burst.settings import BurstSettings
 from broker.db.capacity import CapacityStore
-from broker.db.engine import create_engine, session_factory
+from broker.db.connection import create_engine, session_factory
 from broker.db.repository import Store
 from broker.domain.clock import ManualClock
 from broker.domain.engine import Engine, EngineSettings
 from broker.domain.enums import Tier
 from broker.domain.latency import LatencyMatrix
 from broker.domain.objective import Weights
-from broker.scheduling.demand import DemandService
+from broker.metrics import Metrics
+from broker.scheduling.apply import Applier
+from broker.scheduling.forecaster import DemandService
 from tests.burst.helpers import NOW
 from tests.burst.world import INTENSITY, FixedCarbon
 
@@ -56,8 +58,10 @@ def test_any_model_is_the_forecasters_label() -> None:
 async def test_the_burster_needs_its_targets_configured_and_may_be_off(tmp_path: Path) -> None:
     clock = ManualClock(NOW)
     sessions = session_factory(create_engine(f"sqlite+aiosqlite:///{tmp_path / 'b.db'}"))
+    store = Store(sessions=sessions, clock=clock)
     parts = {
-        "store": Store(sessions=sessions, clock=clock),
+        "store": store,
+        "applier": Applier(store=store, connectors={}, clock=clock, metrics=Metrics()),
         "capacity": CapacityStore(sessions=sessions, clock=clock),
         "engine": Engine(
             EngineSettings(weights={t: Weights(cost=1, latency=1, carbon=1) for t in Tier})

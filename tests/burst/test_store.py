@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 
 from broker.burst.accounting import fleet_state, spend
-from broker.burst.records import ActionKind, ActionState, BurstInstance, CapacityAction
 from broker.db.capacity import CapacityStore
-from broker.db.engine import create_engine, session_factory, upgrade
+from broker.db.connection import create_engine, session_factory, upgrade
+from broker.domain.capacity import ActionKind, ActionState, BurstInstance, CapacityAction
 from broker.domain.clock import ManualClock
 from tests.burst.helpers import NOW
 

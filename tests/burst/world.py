@@ -23,22 +23,21 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.burst.burster import Burster
 from broker.burst.gather import ShortfallSource
-from broker.burst.records import ActionKind, CapacityAction
 from broker.burst.settings import BurstSettings, BurstTarget
-from broker.config import SchedulerSettings, Settings, SiteSettings
 from broker.db.capacity import CapacityStore
-from broker.db.engine import create_engine, session_factory, upgrade
+from broker.db.connection import create_engine, session_factory, upgrade
 from broker.db.repository import Store
+from broker.domain.capacity import ActionKind, CapacityAction
 from broker.domain.clock import ManualClock
 from broker.domain.enums import JobKind, JobState, SiteKind, Tier
 from broker.domain.jobs import Job, JobSpec, Resources, Workload
 from broker.domain.latency import LatencyMatrix
-from broker.fleet_settings import site_from_settings
 from broker.metrics import Metrics
 from broker.scheduling.loop import SchedulingLoop
+from broker.scheduling.settings import SchedulerSettings
 from carbon.base import IntensityReading
 from connectors.aws.connector import AwsConnector
-from connectors.base import CloudInstance, Connector
+from connectors.base import BuildContext, CloudInstance, Connector
 from connectors.gcp.connector import GcpConnector
 from connectors.gcp.settings import parse as parse_gcp
 from connectors.kubernetes import labels as L
@@ -46,6 +45,7 @@ from connectors.kubernetes.client import kubeconfig_loader
 from connectors.kubernetes.connector import KubernetesConnector
 from connectors.kubernetes.settings import KubernetesSettings
 from connectors.retry import Backoff
+from connectors.settings import SiteSettings, site_from_settings
 from connectors.threads import Blocking
 from tests.connectors.gcp.fake_auth import ServiceAccountKey
 from tests.connectors.gcp.fake_compute import FakeCompute
@@ -121,6 +121,7 @@ class World:
     connectors: dict[str, Connector]
     loop: SchedulingLoop
     burster: Burster
+    metrics: Metrics  # the scheduling loop's, which the burst claim records in too
     woken: list[int]  # how often the burster woke the loop for new capacity
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -267,7 +268,7 @@ async def build_world(
     forecast: ShortfallSource | None = None,
 ) -> World:
     """Connect everything, sync every site's inventory, start following the cluster."""
-    settings = Settings(config_dir=tmp_path)
+    context = BuildContext(config_dir=tmp_path, blocking=blocking, clock=clock)
     kubeconfig = tmp_path / "oslo.kubeconfig"
     write_kubeconfig(kubeconfig, {"fake": (kube.url, kube.token)}, current="fake")
     oslo = KubernetesConnector(
@@ -290,15 +291,13 @@ async def build_world(
         if site.kind is SiteKind.AWS:
             connectors[site.name] = AwsConnector.build(
                 site=site,
-                settings=settings,
-                clock=clock,
-                blocking=blocking,
+                context=context,
                 backoff=ZERO_BACKOFF,
                 sleep=no_sleep_at_all,
             )
         else:
             connectors[site.name] = GcpConnector(
-                settings=parse_gcp(site, settings),
+                settings=parse_gcp(site, config_dir=tmp_path),
                 site=site_from_settings(site),
                 clock=clock,
                 blocking=blocking,
@@ -316,6 +315,7 @@ async def build_world(
         await store.sync_site(inv.site, inv.pools)
     carbon = FixedCarbon(INTENSITY)
     latency = LatencyMatrix({})
+    metrics = Metrics()
     loop = SchedulingLoop(
         store=store,
         connectors=connectors,
@@ -323,7 +323,7 @@ async def build_world(
         latency=latency,
         settings=SchedulerSettings(),
         clock=clock,
-        metrics=Metrics(),
+        metrics=metrics,
     )
     values: dict[str, Any] = {
         "enabled": True,
@@ -344,6 +344,7 @@ async def build_world(
         capacity=capacity,
         connectors=connectors,
         engine=loop.engine,
+        applier=loop.applier,
         latency=latency,
         carbon=carbon,
         clock=clock,
@@ -359,6 +360,7 @@ async def build_world(
         connectors=connectors,
         loop=loop,
         burster=burster,
+        metrics=metrics,
         woken=woken,
     )
     world.tasks.append(asyncio.create_task(loop.follow(oslo), name="follow:oslo"))

@@ -12,7 +12,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from broker.db.engine import create_engine, session_factory, upgrade
+from broker.db.connection import create_engine, session_factory, upgrade
 from broker.db.models import JobRow, PlacementRow
 from broker.db.repository import Deferral, Store
 from broker.domain.clock import ManualClock

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from broker.db.carbon_history import CarbonHistoryStore
-from broker.db.engine import create_engine, session_factory, upgrade
+from broker.db.connection import create_engine, session_factory, upgrade
 from broker.domain.clock import ManualClock
 from carbon.recorded import Observed
 

@@ -11,7 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
-from broker.db.engine import create_engine, current_revision, head_revision, upgrade
+from broker.db.connection import create_engine, current_revision, head_revision, upgrade
 from broker.db.models import Base
 
 

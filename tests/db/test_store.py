@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from broker.db.engine import create_engine, session_factory, upgrade
+from broker.db.connection import create_engine, session_factory, upgrade
 from broker.db.repository import InvalidCursor, Store, decode_cursor, encode_cursor
 from broker.domain.clock import ManualClock
 from broker.domain.enums import Health, JobKind, JobState, SiteKind, Tier

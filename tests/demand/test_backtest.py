@@ -18,10 +18,10 @@ from broker.demand.history import (
     Metric,
     SeriesKey,
     build_table,
-    records_from_trace,
 )
 from broker.domain.enums import Tier
 from broker.simulation import convert
+from broker.simulation.traces import records_from_trace
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 KEY = SeriesKey("H100", Tier.P2)

@@ -15,10 +15,9 @@ from broker.demand.history import (
     SeriesKey,
     build_table,
     peak_concurrency,
-    records_from_trace,
 )
 from broker.domain.enums import JobKind, Tier
-from broker.simulation.traces import TraceJob
+from broker.simulation.traces import TraceJob, records_from_trace
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 H100_P2 = SeriesKey("H100", Tier.P2)

@@ -19,7 +19,8 @@ from broker.domain.fleet import GpuPool, Site, mig_milli, mig_slices
 from broker.domain.jobs import JobSpec, Resources, Workload
 from broker.domain.latency import LatencyMatrix
 from broker.domain.objective import Weights
-from broker.domain.placement import RejectReason, SiteConditions, evaluate
+from broker.domain.placement import evaluate
+from broker.domain.rules import RejectReason, SiteConditions
 
 
 def site(

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from broker.db.engine import create_engine, session_factory, upgrade
+from broker.db.connection import create_engine, session_factory, upgrade
 from broker.db.models import JobRow
 from broker.db.repository import Store
 from broker.domain.clock import ManualClock
@@ -27,7 +27,9 @@ from broker.domain.latency import LatencyMatrix
 from broker.metrics import Metrics
 from broker.scheduling.loop import SchedulingLoop
 from carbon.base import CarbonSource, IntensityReading
+from connectors.base import BuildContext
 from connectors.sim.connector import SimConnector
+from connectors.threads import Blocking
 from tests.conftest import fast_settings
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -121,6 +123,7 @@ MakeRig = Callable[..., Awaitable[Rig]]
 @pytest.fixture
 async def make_rig(database_url: str) -> AsyncIterator[MakeRig]:
     made: list[Rig] = []
+    pool = Blocking(1)
 
     async def make(
         *, overrides: Mapping[str, Any] | None = None, carbon: CarbonSource | None = None
@@ -132,7 +135,10 @@ async def make_rig(database_url: str) -> AsyncIterator[MakeRig]:
         await upgrade(engine)
         sessions = session_factory(engine)
         store = Store(sessions=sessions, clock=clock)
-        conn = SimConnector.from_settings(site=site, settings=settings, clock=clock)
+        context = BuildContext(
+            config_dir=settings.config_dir, blocking=pool, clock=clock, sim=settings.sim
+        )
+        conn = SimConnector.from_settings(site=site, context=context)
         inv = await conn.inventory()
         await store.sync_site(inv.site, inv.pools)
         metrics = Metrics()
@@ -161,6 +167,7 @@ async def make_rig(database_url: str) -> AsyncIterator[MakeRig]:
     for rig in made:
         await rig.conn.close()
         await rig.engine.dispose()
+    pool.shutdown()
     assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("sim:") and not t.done()]
 
 

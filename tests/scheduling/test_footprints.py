@@ -6,14 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from broker.config import SchedulerSettings
 from broker.domain.engine import Engine
 from broker.domain.enums import JobKind, JobState, SiteKind, Tier
 from broker.domain.fleet import GpuPool, Site
 from broker.domain.jobs import Job, JobSpec, Placement, Resources, Workload
 from broker.domain.latency import LatencyMatrix
 from broker.scheduling.footprints import Accountant
-from broker.scheduling.loop import engine_settings
+from broker.scheduling.settings import SchedulerSettings, engine_settings
 from carbon.base import IntensityReading
 
 SUBMIT = datetime(2022, 3, 7, 8, tzinfo=UTC)

@@ -9,15 +9,15 @@ from typing import Any, Self
 
 import pytest
 
-from broker.config import Settings, SiteSettings
-from broker.db.engine import create_engine, session_factory, upgrade
+from broker.db.connection import create_engine, session_factory, upgrade
 from broker.db.repository import Store
-from broker.domain.clock import Clock, ManualClock
+from broker.domain.clock import ManualClock
 from broker.domain.enums import Health, SiteKind
 from broker.domain.fleet import GpuPool, Site
 from broker.scheduling.inventory import refresh_inventory
-from connectors.base import Connector, SiteInventory, StatusUpdate
+from connectors.base import BuildContext, Connector, SiteInventory, StatusUpdate
 from connectors.errors import AuthFailed, TransientError
+from connectors.settings import SiteSettings
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 
@@ -55,7 +55,7 @@ class Scripted(Connector):
         self.answer: SiteInventory | Exception = SiteInventory(site=site(name), pools=())
 
     @classmethod
-    def from_settings(cls, *, site: SiteSettings, settings: Settings, clock: Clock) -> Self:
+    def from_settings(cls, *, site: SiteSettings, context: BuildContext) -> Self:
         raise NotImplementedError
 
     @property

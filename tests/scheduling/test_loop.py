@@ -11,19 +11,20 @@ from typing import Any
 
 import pytest
 
-from broker.db.engine import create_engine, session_factory, upgrade
+from broker.db.connection import create_engine, session_factory, upgrade
 from broker.db.repository import Store
 from broker.domain.clock import SystemClock
 from broker.domain.enums import Ability, Health, JobKind, JobState, Tier
 from broker.domain.jobs import Job, JobSpec, Placement, Resources, Workload
 from broker.domain.latency import LatencyMatrix
-from broker.domain.placement import RejectReason
+from broker.domain.rules import RejectReason
 from broker.metrics import Metrics
 from broker.scheduling.loop import SchedulingLoop
 from carbon.static import StaticTableSource
-from connectors.base import StatusUpdate
+from connectors.base import BuildContext, StatusUpdate
 from connectors.errors import AuthFailed
 from connectors.sim.connector import SimConnector
+from connectors.threads import Blocking
 from tests.conftest import fast_settings
 
 SITE = "sanjose-private"
@@ -71,7 +72,11 @@ async def rig_on(
     engine = create_engine(database_url)
     await upgrade(engine)
     store = store_type(sessions=session_factory(engine), clock=clock)
-    conn = connector_type.from_settings(site=site, settings=settings, clock=clock)
+    pool = Blocking(1)
+    context = BuildContext(
+        config_dir=settings.config_dir, blocking=pool, clock=clock, sim=settings.sim
+    )
+    conn = connector_type.from_settings(site=site, context=context)
     inv = await conn.inventory()
     await store.sync_site(inv.site, inv.pools)
     metrics = Metrics()
@@ -88,6 +93,7 @@ async def rig_on(
         yield Rig(store=store, loop=loop, metrics=metrics)
     finally:
         await conn.close()
+        pool.shutdown()
         await engine.dispose()
 
 

@@ -1,4 +1,5 @@
-"""Can a fleet serve a trace (demand.py), and where the lower bound puts its work (report.py)."""
+"""Can a fleet serve a trace (capacity_check.py), and where the lower bound puts its work
+(report.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from broker.domain.fleet import GpuPool, Site
 from broker.domain.latency import LatencyMatrix
 from broker.domain.objective import Weights
 from broker.scheduling.conditions import HourlyTable
-from broker.simulation import demand
+from broker.simulation import capacity_check
 from broker.simulation.report import offline_lower_bound, summarize
 from broker.simulation.simulator import Simulation
 from broker.simulation.traces import TraceJob, write_trace
@@ -49,7 +50,7 @@ def job(
     )
 
 
-# ---- demand.py ------------------------------------------------------------------------------
+# ---- capacity_check.py ---------------------------------------------------------------------------
 
 
 def test_must_run_peak_counts_only_jobs_pinned_in_time() -> None:
@@ -59,14 +60,14 @@ def test_must_run_peak_counts_only_jobs_pinned_in_time() -> None:
         job("c", duration_s=H, slack_s=5 * H),  # slack longer than the run: never pinned
         job("d", duration_s=100 * H, slack_s=None),  # no deadline: never pinned
     ]
-    peak, at = demand.must_run_peak(jobs)
+    peak, at = capacity_check.must_run_peak(jobs)
     assert peak == 12
     assert at == 6 * H
 
 
 def test_a_release_and_a_start_at_the_same_instant_do_not_add_up() -> None:
     jobs = [job("a", duration_s=2 * H), job("b", submit_s=2 * H, duration_s=2 * H)]
-    assert demand.must_run_peak(jobs) == (8, 0)
+    assert capacity_check.must_run_peak(jobs) == (8, 0)
 
 
 def test_analyse_confines_jobs_to_their_model_lists_and_flags_what_cannot_fit() -> None:
@@ -76,7 +77,7 @@ def test_analyse_confines_jobs_to_their_model_lists_and_flags_what_cannot_fit() 
         job("flex", duration_s=10 * H, models=("H100", "A100")),
         job("any", duration_s=2 * H, gpus=1, models=(), slack_s=None),
     ]
-    rows = {r.models: r for r in demand.analyse(jobs, fleet_gpus={"H100": 8, "A100": 16})}
+    rows = {r.models: r for r in capacity_check.analyse(jobs, fleet_gpus={"H100": 8, "A100": 16})}
     h100 = rows[("H100",)]
     assert (h100.jobs, h100.fleet_gpus, h100.must_run_peak_gpus) == (2, 8, 16)
     assert h100.gpu_hours == pytest.approx(160)
@@ -90,7 +91,7 @@ def test_analyse_confines_jobs_to_their_model_lists_and_flags_what_cannot_fit() 
     assert h100.mean_busy_gpus == 0
 
 
-def test_demand_command_exits_1_when_a_model_list_cannot_be_served(tmp_path: Path) -> None:
+def test_capacity_check_command_exits_1_when_a_model_list_cannot_be_served(tmp_path: Path) -> None:
     trace = tmp_path / "t.csv"
     write_trace(trace, [job("a", duration_s=10 * H), job("b", submit_s=H, duration_s=10 * H)])
     fleet = tmp_path / "fleet.yaml"
@@ -99,9 +100,9 @@ def test_demand_command_exits_1_when_a_model_list_cannot_be_served(tmp_path: Pat
         "  - {name: s, kind: sim, region: r, grid_zone: SE, pools: [{gpu_model: H100,\n"
         "     gpu_memory_gb: 80, gpus_per_node: 8, nodes: 1, price_on_demand: 2}]}\n"
     )
-    assert demand.main(["--trace", str(trace), "--fleet", str(fleet)]) == 1
+    assert capacity_check.main(["--trace", str(trace), "--fleet", str(fleet)]) == 1
     fleet.write_text(fleet.read_text().replace("nodes: 1", "nodes: 2"))
-    assert demand.main(["--trace", str(trace), "--fleet", str(fleet)]) == 0
+    assert capacity_check.main(["--trace", str(trace), "--fleet", str(fleet)]) == 0
 
 
 # ---- report.py: the lower bound's placements, emissions by site ------------------------------

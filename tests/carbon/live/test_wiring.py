@@ -107,7 +107,7 @@ def test_key_files_are_relative_to_the_config_and_never_inline(tmp_path: Path) -
 
     inline = tmp_path / "inline.yaml"
     inline.write_text(demo + "\ncarbon:\n  electricitymaps: {api_key: em-SECRET-4f1c}\n", "utf-8")
-    from broker.config import ConfigError
+    from broker.domain.errors import ConfigError
 
     with pytest.raises(ConfigError) as err:
         load_settings(inline, env={})
@@ -184,8 +184,8 @@ async def test_broker_check_covers_the_carbon_providers(
     em_fake: FakeElectricityMaps,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from broker.checks import check_configured, hint_for
     from broker.domain.clock import ManualClock
-    from broker.providers import check_configured, hint_for
     from tests.carbon.live import fake_electricitymaps
 
     demo = DEMO_CONFIG.read_text(encoding="utf-8")

@@ -31,13 +31,14 @@ import pytest
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
-from broker.config import Settings, SiteSettings
 from broker.domain.clock import ManualClock
 from broker.domain.enums import SiteKind
 from broker.domain.jobs import Job, Placement
 from connectors.aws.connector import AwsConnector
 from connectors.aws.mapping import ALIVE_STATES, TAG_OWNER, TAG_SITE
+from connectors.base import BuildContext
 from connectors.retry import Backoff
+from connectors.settings import SiteSettings
 from connectors.threads import Blocking
 from tests.connectors.aws.fakes import StubProxy
 
@@ -153,9 +154,7 @@ async def aws(tmp_path: Path, user_data_file: Path) -> AsyncIterator[Callable[..
         clock = ManualClock(datetime(2026, 1, 5, tzinfo=UTC))
         connector_ = AwsConnector.build(
             site=site_settings(name=site, region=region, connector=connector),
-            settings=Settings(config_dir=tmp_path),
-            clock=clock,
-            blocking=blocking,
+            context=BuildContext(config_dir=tmp_path, blocking=blocking, clock=clock),
             backoff=ZERO_BACKOFF,
             sleep=sleep,
         )

@@ -10,7 +10,7 @@ import boto3
 import pytest
 from moto.sts.models import sts_backends
 
-from broker.config import ConfigError
+from broker.domain.errors import ConfigError
 from connectors.aws.connector import AwsConnector
 from connectors.errors import AuthFailed, CapacityUnavailable, ConnectorError
 from tests.connectors.aws.conftest import (

@@ -5,15 +5,17 @@ from __future__ import annotations
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
-from broker.config import Settings
 from broker.domain.clock import SystemClock
 from broker.domain.enums import JobKind, JobState, SiteKind, Tier
 from broker.domain.jobs import Job, JobSpec, Resources, Workload
 from connectors.aws.connector import AwsConnector
+from connectors.base import BuildContext
 from connectors.errors import AuthFailed, Unsupported
+from connectors.threads import Blocking
 from tests.conftest import REPO
 from tests.connectors.aws.conftest import SITE, AwsHarness, site_settings
 from tests.connectors.harness import Harness
@@ -61,13 +63,15 @@ async def test_hooks(harness: AwsHarness) -> None:
     assert typed.secret not in str(info.value)
 
 
-def test_from_settings_uses_the_shared_pool() -> None:
-    connector = AwsConnector.from_settings(
-        site=site_settings(connector={"image_id": "ami-12c6146b", "user_data_file": "join.sh"}),
-        settings=Settings(),
-        clock=SystemClock(),
-    )
-    assert connector.site_name == SITE and connector.kind is SiteKind.AWS
+def test_from_settings_uses_the_given_pool(tmp_path: Path) -> None:
+    with Blocking(1) as pool:
+        connector = AwsConnector.from_settings(
+            site=site_settings(connector={"image_id": "ami-12c6146b", "user_data_file": "join.sh"}),
+            context=BuildContext(config_dir=tmp_path, blocking=pool, clock=SystemClock()),
+        )
+        assert connector.site_name == SITE and connector.kind is SiteKind.AWS
+        assert connector._blocking is pool
+        assert connector._user_data == tmp_path / "join.sh"
 
 
 def test_importing_the_connector_loads_no_sdk() -> None:

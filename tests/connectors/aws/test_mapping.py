@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from broker.config import ConfigError
+from broker.domain.errors import ConfigError
 from carbon.power import GPU_MODELS
 from connectors.aws.catalog import PriceCatalog, zone_order
 from connectors.aws.faults import Denied, ZoneFull, client_error, scrub

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from broker.config import ConfigError
+from broker.domain.errors import ConfigError
 from connectors.aws.settings import DEFAULT_PRICE_CATALOG, AwsSettings, parse_settings
 from tests.connectors.aws.conftest import IMAGE_ID, SECRET, site_settings
 

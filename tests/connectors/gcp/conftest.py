@@ -19,14 +19,13 @@ from typing import Any
 
 import pytest
 
-from broker.config import Settings, SiteSettings
 from broker.domain.clock import ManualClock
 from broker.domain.enums import SiteKind
 from broker.domain.jobs import Job, Placement
-from broker.fleet_settings import site_from_settings
 from connectors.gcp.connector import GcpConnector
 from connectors.gcp.settings import parse
 from connectors.retry import Backoff
+from connectors.settings import SiteSettings, site_from_settings
 from connectors.threads import Blocking
 from tests.connectors.gcp.fake_auth import ServiceAccountKey
 from tests.connectors.gcp.fake_compute import FakeCompute
@@ -153,7 +152,7 @@ async def make_connector(
         values = {k: v for k, v in values.items() if v is not None}
         site = site_settings(**values)
         connector = GcpConnector(
-            settings=parse(site, Settings(config_dir=tmp_path)),
+            settings=parse(site, config_dir=tmp_path),
             site=site_from_settings(site),
             clock=clock,
             blocking=blocking,

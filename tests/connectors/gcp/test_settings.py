@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 
-from broker.config import ConfigError, Settings
 from broker.domain.clock import ManualClock
-from connectors.base import Ability
+from broker.domain.errors import ConfigError
+from connectors.base import Ability, BuildContext
 from connectors.gcp.connector import GcpConnector
 from connectors.gcp.settings import DEFAULT_IMAGE, parse
+from connectors.threads import Blocking
 from tests.connectors.gcp.conftest import START, site_settings
 from tests.connectors.gcp.fake_auth import ServiceAccountKey
 
@@ -19,7 +20,7 @@ KEY = ServiceAccountKey.generate(email="x@p.iam.gserviceaccount.com")
 
 
 def _parse(tmp_path: Path, **connector: Any) -> Any:
-    return parse(site_settings(**connector), Settings(config_dir=tmp_path))
+    return parse(site_settings(**connector), config_dir=tmp_path)
 
 
 def test_defaults_and_paths_resolved_against_the_config_dir(tmp_path: Path) -> None:
@@ -93,9 +94,9 @@ def test_region_override_checks_zones_against_it(tmp_path: Path) -> None:
 
 def test_from_settings_builds_the_connector_for_its_site(tmp_path: Path) -> None:
     site = site_settings(project="my-project")
-    connector = GcpConnector.from_settings(
-        site=site, settings=Settings(config_dir=tmp_path, sites=(site,)), clock=ManualClock(START)
-    )
+    with Blocking(1) as pool:
+        context = BuildContext(config_dir=tmp_path, blocking=pool, clock=ManualClock(START))
+        connector = GcpConnector.from_settings(site=site, context=context)
     assert connector.site_name == "gcp-us-central1"
     assert connector.kind.value == "gcp"
     assert connector.supports(Ability.PROVISION) and connector.supports(Ability.SPOT)

@@ -7,12 +7,14 @@ from typing import Any
 
 import pytest
 
-from broker.config import ConfigError, Settings, SiteSettings
 from broker.domain.clock import ManualClock
 from broker.domain.enums import SiteKind, Tier
-from connectors.base import Ability
+from broker.domain.errors import ConfigError
+from connectors.base import Ability, BuildContext
 from connectors.kubernetes.connector import KubernetesConnector
 from connectors.kubernetes.settings import parse
+from connectors.settings import SiteSettings
+from connectors.threads import Blocking
 from tests.connectors.kubernetes.helpers import START
 
 SECRET = "eyJhbGciOiJSUzI1NiIsImtpZCI6InNlY3JldCJ9.c2VjcmV0"
@@ -30,7 +32,6 @@ def site_settings(connector: dict[str, Any]) -> SiteSettings:
 
 
 def test_kubeconfig_path_is_resolved_against_the_config_dir(tmp_path: Path) -> None:
-    settings = Settings(config_dir=tmp_path)
     parsed = parse(
         site_settings(
             {
@@ -43,7 +44,7 @@ def test_kubeconfig_path_is_resolved_against_the_config_dir(tmp_path: Path) -> N
                 "owner": "broker-eu",
             }
         ),
-        settings,
+        config_dir=tmp_path,
     )
     assert parsed.kubeconfig == tmp_path / "secrets" / "oslo.kubeconfig"
     assert parsed.context == "broker@oslo"
@@ -55,12 +56,14 @@ def test_kubeconfig_path_is_resolved_against_the_config_dir(tmp_path: Path) -> N
     assert not parsed.in_cluster
 
 
-def test_defaults_and_in_cluster() -> None:
-    connector = KubernetesConnector.from_settings(
-        site=site_settings({"in_cluster": True}), settings=Settings(), clock=ManualClock(START)
-    )
+def test_defaults_and_in_cluster(tmp_path: Path) -> None:
+    with Blocking(1) as pool:
+        context = BuildContext(config_dir=tmp_path, blocking=pool, clock=ManualClock(START))
+        connector = KubernetesConnector.from_settings(
+            site=site_settings({"in_cluster": True}), context=context
+        )
     assert connector.credentials() == "the in-cluster service account"
-    parsed = parse(site_settings({"in_cluster": True}), Settings())
+    parsed = parse(site_settings({"in_cluster": True}), config_dir=tmp_path)
     assert parsed.in_cluster and parsed.kubeconfig is None
     assert parsed.namespace == "gpu-broker"
     assert parsed.owner == "gpu-broker"
@@ -82,7 +85,7 @@ def test_defaults_and_in_cluster() -> None:
 )
 def test_invalid_settings_are_refused(connector: dict[str, Any], complaint: str) -> None:
     with pytest.raises(ConfigError, match="invalid Kubernetes connector settings") as err:
-        parse(site_settings(connector), Settings())
+        parse(site_settings(connector), config_dir=Path("."))
     assert complaint in str(err.value)
 
 
@@ -91,7 +94,7 @@ def test_invalid_settings_are_refused(connector: dict[str, Any], complaint: str)
 )
 def test_inline_secrets_are_refused_without_echoing_them(field: str) -> None:
     with pytest.raises(ConfigError) as err:
-        parse(site_settings({"kubeconfig": "a", field: SECRET}), Settings())
+        parse(site_settings({"kubeconfig": "a", field: SECRET}), config_dir=Path("."))
     message = str(err.value)
     assert "inline credentials" in message and field in message
     assert "by reference" in message
@@ -101,16 +104,16 @@ def test_inline_secrets_are_refused_without_echoing_them(field: str) -> None:
 def test_kubeconfig_content_pasted_as_the_path_is_refused() -> None:
     content = f"apiVersion: v1\nkind: Config\nusers:\n- user:\n    token: {SECRET}\n"
     with pytest.raises(ConfigError, match="content, not its path") as err:
-        parse(site_settings({"kubeconfig": content}), Settings())
+        parse(site_settings({"kubeconfig": content}), config_dir=Path("."))
     assert SECRET not in str(err.value)
 
 
 def test_from_settings_builds_without_touching_the_cluster(tmp_path: Path) -> None:
-    connector = KubernetesConnector.from_settings(
-        site=site_settings({"kubeconfig": "missing.kubeconfig"}),
-        settings=Settings(config_dir=tmp_path),
-        clock=ManualClock(START),
-    )
+    with Blocking(1) as pool:
+        context = BuildContext(config_dir=tmp_path, blocking=pool, clock=ManualClock(START))
+        connector = KubernetesConnector.from_settings(
+            site=site_settings({"kubeconfig": "missing.kubeconfig"}), context=context
+        )
     assert connector.site_name == "oslo"
     assert connector.credentials() == f"kubeconfig {tmp_path / 'missing.kubeconfig'}"
     assert connector.kind is SiteKind.KUBERNETES

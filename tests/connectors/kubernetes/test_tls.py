@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from broker.checks import hint_for
 from broker.domain.clock import ManualClock
-from broker.providers import hint_for
 from connectors.base import CheckItem
 from connectors.errors import AuthFailed, ConnectorError
 from connectors.kubernetes.client import in_cluster_loader

@@ -10,7 +10,9 @@ import pytest
 from broker.config import load_settings
 from broker.domain.clock import SystemClock
 from broker.domain.jobs import Job, Placement
+from connectors.base import BuildContext
 from connectors.sim.connector import SimConnector
+from connectors.threads import Blocking
 from tests.conftest import DEMO_CONFIG
 from tests.connectors.contract import T0
 
@@ -54,11 +56,13 @@ class SimHarness:
 async def harness() -> AsyncIterator[SimHarness]:
     # slow enough that nothing finishes while a test looks at it
     settings = load_settings(DEMO_CONFIG, overrides={"sim.speed": 1.0, "sim.start_delay_s": 0.0})
-    connector = SimConnector.from_settings(
-        site=settings.sites[0], settings=settings, clock=SystemClock()
-    )
-    await connector.start()
-    try:
-        yield SimHarness(connector)
-    finally:
-        await connector.close()
+    with Blocking(1) as pool:
+        context = BuildContext(
+            config_dir=settings.config_dir, blocking=pool, clock=SystemClock(), sim=settings.sim
+        )
+        connector = SimConnector.from_settings(site=settings.sites[0], context=context)
+        await connector.start()
+        try:
+            yield SimHarness(connector)
+        finally:
+            await connector.close()

@@ -7,14 +7,21 @@ and carbon are counted per instance, from its launch to its release, and summed 
 A burst goes requested → ready (every instance's node joined its cluster) → released (the
 last instance let go), or requested → failed (the provider refused, or nothing joined in
 time). A reclaim is recorded once, already released, with what the instances it let go cost.
+
+Totals over a period count cost and emissions per instance over the part of the period it
+ran, so a burst that spans midnight splits between the days, as budgets do. Emissions are
+the burster's estimate for whole instances (board power x PUE x the zone's intensity when
+the burst was made), idle time included: an upper bound that overlaps the run footprints
+of the jobs that ran on the capacity, so a report shows it beside them, never added to them.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 
 class ActionKind(enum.StrEnum):
@@ -96,3 +103,72 @@ class BurstInstance:
         if self.gco2e_per_hour is None:
             return None
         return self.gco2e_per_hour * self.hours_alive(start=self.launched_at, end=until)
+
+
+@dataclass(slots=True)
+class CapacityTotals:
+    bursts: int = 0
+    failed_bursts: int = 0
+    reclaims: int = 0
+    instances: int = 0  # that ran at some time in the period
+    instance_hours: float = 0.0
+    gpu_hours: float = 0.0
+    cost_usd: float = 0.0
+    kgco2e: float = 0.0
+    unmeasured_instances: int = 0  # no intensity known: cost counted, emissions not
+    by_provider: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "bursts": self.bursts,
+            "failed_bursts": self.failed_bursts,
+            "reclaims": self.reclaims,
+            "instances": self.instances,
+            "instance_hours": round(self.instance_hours, 4),
+            "gpu_hours": round(self.gpu_hours, 4),
+            "cost_usd": round(self.cost_usd, 4),
+            "kgco2e": round(self.kgco2e, 6),
+            "unmeasured_instances": self.unmeasured_instances,
+            "by_provider": {
+                k: {m: round(v, 6) for m, v in vs.items()}
+                for k, vs in sorted(self.by_provider.items())
+            },
+        }
+
+
+def totals(
+    *,
+    actions: Sequence[CapacityAction],
+    instances: Sequence[BurstInstance],
+    start: datetime,
+    end: datetime,
+) -> CapacityTotals:
+    """`actions` requested in [start, end) (`CapacityStore.actions`) and `instances` that ran
+    in it (`CapacityStore.instances_between`); `end` is now for a period not over yet."""
+    out = CapacityTotals()
+    for a in actions:
+        if a.kind is ActionKind.RECLAIM:
+            out.reclaims += 1
+        elif a.state is ActionState.FAILED and not a.instance_ids:
+            out.failed_bursts += 1
+        else:
+            out.bursts += 1
+    for inst in instances:
+        hours = inst.hours_alive(start=start, end=end)
+        cost = inst.usd_per_hour * hours
+        row = out.by_provider.setdefault(
+            inst.provider_site, {"instance_hours": 0.0, "cost_usd": 0.0, "kgco2e": 0.0}
+        )
+        out.instances += 1
+        out.instance_hours += hours
+        out.gpu_hours += hours * inst.gpus
+        out.cost_usd += cost
+        row["instance_hours"] += hours
+        row["cost_usd"] += cost
+        if inst.gco2e_per_hour is None:
+            out.unmeasured_instances += 1
+            continue
+        kg = inst.gco2e_per_hour * hours / 1000
+        out.kgco2e += kg
+        row["kgco2e"] += kg
+    return out

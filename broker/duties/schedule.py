@@ -42,11 +42,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker.db.models import apscheduler_jobs
-from broker.scheduled.settings import ScheduleSettings
+from broker.duties.settings import ScheduleSettings
 
 log = logging.getLogger(__name__)
 
-_JOBS_MODULE = "broker.scheduled.jobs"
+_JOBS_MODULE = "broker.duties.jobs"
 # After a failed store query, look again this soon (or at the shortest job interval).
 _STORE_RETRY_S = 10.0
 _PG_TIMEOUT_S = 2  # libpq's minimum connect timeout; also the statement/lock timeout

@@ -15,7 +15,7 @@ and compares with the fleet's GPUs of those models:
   every deadline, whatever the order, preemption or deferral. Gangs are not packed onto
   nodes here, so the true need can only be higher.
 
-    python -m broker.simulation.demand --trace config/traces/itp-sample.csv \\
+    python -m broker.simulation.capacity_check --trace config/traces/itp-sample.csv \\
         --fleet config/fleets/realistic.yaml
 """
 
@@ -137,7 +137,7 @@ def table(rows: Sequence[ModelDemand], *, every: frozenset[str]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (1 when some list is infeasible)."""
     parser = argparse.ArgumentParser(
-        prog="python -m broker.simulation.demand",
+        prog="python -m broker.simulation.capacity_check",
         description="Trace demand per GPU-model list against a fleet's GPUs.",
     )
     parser.add_argument("--trace", type=Path, required=True, help="canonical trace CSV")

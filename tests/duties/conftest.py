@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from broker.db.engine import create_engine, upgrade
-from broker.scheduled.settings import ScheduleSettings
+from broker.db.connection import create_engine, upgrade
+from broker.duties.settings import ScheduleSettings
 
 # Short enough that a failover test takes about a second; the ratios are the defaults'.
 FAST = ScheduleSettings(

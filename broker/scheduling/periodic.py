@@ -1,4 +1,4 @@
-"""The broker's answers to the scheduled jobs (`broker.scheduled.duties.Duties`).
+"""The broker's answers to the scheduled jobs (`broker.duties.contract.Duties`).
 
 Each method does one periodic task over the live parts and returns a one-line summary for the
 scheduler's log and `GET /v1/admin/schedule`. With bursting off, capacity planning still
@@ -12,7 +12,7 @@ from typing import Protocol
 
 from broker.db.repository import Store
 from broker.domain.clock import Clock
-from broker.scheduling.demand import DemandService
+from broker.scheduling.forecaster import DemandService
 from broker.scheduling.inventory import Visible, refresh_inventory
 from carbon.wiring import CarbonSetup
 from connectors.base import Connector

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from broker.db.engine import session_factory
+from broker.db.connection import session_factory
 from broker.domain.clock import ManualClock
-from broker.scheduled.lease import Leases
+from broker.duties.lease import Leases
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 NAME = "scheduled-jobs"

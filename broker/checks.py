@@ -17,15 +17,17 @@ from datetime import datetime
 import aiohttp
 from pydantic import ValidationError
 
-from broker.config import ConfigError, Settings, describe_invalid
+from broker.config import Settings, describe_invalid
 from broker.domain.clock import Clock
 from broker.domain.enums import Ability
+from broker.domain.errors import ConfigError
 from carbon.live.errors import SourceError
 from carbon.settings import CarbonSettings
 from carbon.wiring import CarbonSetup, build_carbon
-from connectors.base import CheckItem, Connector
+from connectors.base import BuildContext, CheckItem, Connector
 from connectors.errors import ConnectorError
 from connectors.registry import UnknownConnector, connector_class
+from connectors.threads import Blocking
 
 CHECK_TIMEOUT_S = 30.0
 
@@ -145,18 +147,17 @@ async def check_configured(
     sites: Iterable[str] = (),
     timeout_s: float = CHECK_TIMEOUT_S,
 ) -> list[SiteCheck]:
-    """Build each configured site's connector (or those named), check it, close it."""
+    """Build each configured site's connector (or those named), check it, close it; the
+    connectors share one SDK pool of `settings.sdk_threads`, shut down when all are closed."""
     wanted = set(sites)
     unknown = wanted - {s.name for s in settings.sites}
     if unknown:
         raise KeyError(f"no such site in the config: {', '.join(sorted(unknown))}")
 
-    async def one(site_name: str) -> SiteCheck:
+    async def one(site_name: str, context: BuildContext) -> SiteCheck:
         site = next(s for s in settings.sites if s.name == site_name)
         try:
-            connector = connector_class(site.kind).from_settings(
-                site=site, settings=settings, clock=clock
-            )
+            connector = connector_class(site.kind).from_settings(site=site, context=context)
         except ValidationError as exc:
             return failed(site.name, site.kind.value, describe_invalid(exc).strip())
         except (UnknownConnector, ConnectorError, ConfigError, OSError) as exc:
@@ -179,7 +180,11 @@ async def check_configured(
         )
 
     names = [s.name for s in settings.sites if not wanted or s.name in wanted]
-    results = list(await asyncio.gather(*(one(n) for n in names)))
+    with Blocking(settings.sdk_threads) as pool:
+        context = BuildContext(
+            config_dir=settings.config_dir, blocking=pool, clock=clock, sim=settings.sim
+        )
+        results = list(await asyncio.gather(*(one(n, context) for n in names)))
     if wanted or not settings.carbon.live_configured:
         return results
     async with aiohttp.ClientSession() as session:

@@ -7,14 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from broker.db.engine import create_engine, session_factory, upgrade
+from broker.db.connection import create_engine, session_factory, upgrade
 from broker.db.repository import Store
 from broker.demand import ANY_MODEL, ForecastConfig, ForecastMethod
 from broker.domain.clock import ManualClock
 from broker.domain.enums import JobKind, JobState, SiteKind, Tier
 from broker.domain.fleet import GpuPool, Site
 from broker.domain.jobs import JobSpec, Placement, Resources, Workload
-from broker.scheduling.demand import DemandService
+from broker.scheduling.forecaster import DemandService
 
 T0 = datetime(2026, 3, 1, 0, 0, tzinfo=UTC)
 DAYS = 15

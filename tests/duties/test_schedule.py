@@ -11,20 +11,20 @@ import pytest
 from sqlalchemy import Engine, func, make_url, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from broker.db.engine import session_factory
+from broker.db.connection import session_factory
 from broker.db.models import apscheduler_jobs
 from broker.domain.clock import SystemClock
-from broker.scheduled import jobs
-from broker.scheduled.runs import Outcome, RunLog
-from broker.scheduled.schedule import (
+from broker.duties import jobs
+from broker.duties.runs import Outcome, RunLog
+from broker.duties.schedule import (
     JOB_IDS,
     JobScheduler,
     create_sync_engine,
     persisted_next_runs,
     sync_database_url,
 )
-from broker.scheduled.settings import ScheduleSettings
-from tests.scheduled.conftest import DUTIES, FAST, RecordingDuties, eventually
+from broker.duties.settings import ScheduleSettings
+from tests.duties.conftest import DUTIES, FAST, RecordingDuties, eventually
 
 
 @pytest.mark.parametrize(
@@ -100,7 +100,7 @@ async def test_jobs_are_stored_once_under_stable_ids_across_restarts(
         ).all()
     # what is pickled is a reference to the module-level coroutine and a key, nothing live
     assert {pickle.loads(s)["func"] for _, s in states} == {
-        f"broker.scheduled.jobs:{job}" for job in DUTIES
+        f"broker.duties.jobs:{job}" for job in DUTIES
     }
     assert set(restarted) == set(JOB_IDS)
     async with engine.connect() as conn:
@@ -112,6 +112,41 @@ async def test_jobs_are_stored_once_under_stable_ids_across_restarts(
     next_retrain = runs.snapshot()["retrain_forecast"].next_run_at
     assert next_retrain is not None
     assert next_retrain - datetime.now(UTC) > timedelta(hours=23)
+
+
+async def test_rows_stored_under_the_old_module_path_are_rewritten_on_start(
+    engine: AsyncEngine, sync_engine: Engine
+) -> None:
+    """The duties' package was `broker.scheduled` before it was renamed: a database that an
+    older broker wrote names callables that no longer import. A start replaces each row
+    (same id, the stored next run kept) without ever unpickling the stale reference."""
+    first, _ = await start(
+        sync_engine=sync_engine, engine=engine, key="old", settings=ScheduleSettings()
+    )
+    first.stop()
+    stored = await job_rows(engine)
+    async with engine.begin() as conn:
+        for row in (await conn.execute(select(apscheduler_jobs))).all():
+            state = pickle.loads(row.job_state)
+            state["func"] = state["func"].replace("broker.duties.", "broker.scheduled.")
+            await conn.execute(
+                apscheduler_jobs.update()
+                .where(apscheduler_jobs.c.id == row.id)
+                .values(job_state=pickle.dumps(state, pickle.HIGHEST_PROTOCOL))
+            )
+
+    second, _ = await start(
+        sync_engine=sync_engine, engine=engine, key="new", settings=ScheduleSettings()
+    )
+    second.stop()
+
+    async with engine.connect() as conn:
+        states = (await conn.execute(select(apscheduler_jobs.c.job_state))).scalars().all()
+    assert {pickle.loads(s)["func"] for s in states} == {
+        f"broker.duties.jobs:{job}" for job in DUTIES
+    }
+    restarted = await job_rows(engine)
+    assert restarted["retrain_forecast"][0] == pytest.approx(stored["retrain_forecast"][0])
 
 
 async def test_a_shortened_interval_brings_the_next_run_forward(

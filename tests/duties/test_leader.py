@@ -10,14 +10,14 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from broker.db.engine import create_engine, session_factory
+from broker.db.connection import create_engine, session_factory
 from broker.db.models import apscheduler_jobs
 from broker.domain.clock import ManualClock, SystemClock
-from broker.scheduled.leader import LEASE_NAME, Leader
-from broker.scheduled.lease import Leases
-from broker.scheduled.runs import Outcome
-from broker.scheduled.settings import ScheduleSettings
-from tests.scheduled.conftest import DUTIES, FAST, RecordingDuties, eventually
+from broker.duties.leader import LEASE_NAME, Leader
+from broker.duties.lease import Leases
+from broker.duties.runs import Outcome
+from broker.duties.settings import ScheduleSettings
+from tests.duties.conftest import DUTIES, FAST, RecordingDuties, eventually
 
 Replica = tuple[Leader, RecordingDuties]
 

@@ -1,7 +1,7 @@
 """The scheduled jobs: module-level coroutines that look up the live broker by a key.
 
 APScheduler's persistent job store pickles each job: the callable by its textual reference
-("broker.scheduled.jobs:refresh_carbon") and its arguments by value. The broker's services
+("broker.duties.jobs:refresh_carbon") and its arguments by value. The broker's services
 (sessions, HTTP clients, connectors) cannot be pickled, and a row written by one replica is
 run by whichever replica leads next, so a job's only argument is a string key, and the
 live `JobContext` it stands for sits in this process-local registry: the leader registers
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker.domain.clock import Clock
-from broker.scheduled.duties import Duties
-from broker.scheduled.runs import Outcome, RunLog
+from broker.duties.contract import Duties
+from broker.duties.runs import Outcome, RunLog
 
 log = logging.getLogger(__name__)
 

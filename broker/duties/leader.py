@@ -27,14 +27,14 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from broker.db.engine import session_factory
+from broker.db.connection import session_factory
 from broker.domain.clock import Clock
-from broker.scheduled import jobs
-from broker.scheduled.duties import Duties
-from broker.scheduled.lease import Leases, LeaseState
-from broker.scheduled.runs import JobStatus, RunLog
-from broker.scheduled.schedule import JobScheduler, create_sync_engine, persisted_next_runs
-from broker.scheduled.settings import ScheduleSettings
+from broker.duties import jobs
+from broker.duties.contract import Duties
+from broker.duties.lease import Leases, LeaseState
+from broker.duties.runs import JobStatus, RunLog
+from broker.duties.schedule import JobScheduler, create_sync_engine, persisted_next_runs
+from broker.duties.settings import ScheduleSettings
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from broker.domain.clock import ManualClock
-from broker.scheduled import jobs
-from broker.scheduled.runs import Outcome, RunLog
-from tests.scheduled.conftest import DUTIES, RecordingDuties
+from broker.duties import jobs
+from broker.duties.runs import Outcome, RunLog
+from tests.duties.conftest import DUTIES, RecordingDuties
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 KEY = "test-context"
@@ -84,7 +84,7 @@ async def test_a_failing_duty_is_logged_in_one_line_and_recorded(
         clock=ManualClock(T0),
     )
     jobs.register(KEY, ctx)
-    caplog.set_level(logging.INFO, logger="broker.scheduled.jobs")
+    caplog.set_level(logging.INFO, logger="broker.duties.jobs")
     try:
         await jobs.refresh_carbon(KEY)  # does not raise
         await jobs.refresh_carbon(KEY)
@@ -124,7 +124,7 @@ async def test_a_cancelled_job_records_it_and_ends_quietly() -> None:
 async def test_a_job_without_a_live_context_does_nothing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="broker.scheduled.jobs")
+    caplog.set_level(logging.WARNING, logger="broker.duties.jobs")
 
     await jobs.reclaim_idle("written-by-another-replica")
 

@@ -1,0 +1,314 @@
+"""The engine's hot path: one fleet snapshot as arrays, with each job shape's pools cached.
+
+`placement.evaluate` is the reference: it walks every pool, explains every rejection, and
+answers `POST /v1/placements:explain`. A scheduling pass decides thousands of jobs against
+one fleet snapshot, so `FleetIndex` computes the same decisions with the work shared
+between jobs:
+
+- **Static feasibility** comes from the same rule table as `evaluate` (`rules.RULES`). It
+  depends on the job's shape, not on what is free, so it is worked out once per shape per
+  pass. The shape key is what the rules read from the job (each rule's `need`), plus what
+  the shape's terms read (preemptible or not, the origin), so two jobs share a shape
+  exactly when no rule and no term can tell them apart (`rule_masks.RuleMasks` turns the
+  rules into masks over the pools, once per distinct need). A job is first looked up by
+  its raw fields, which is cheaper than asking every rule, then by the rules' needs.
+- **Scores** (`ranking`): the cost and latency terms per shape, the carbon term per job
+  from each zone's mean intensity over its run (`carbon_grid.ZoneCarbon`).
+- **Capacity** is one array, the largest free block of each pool, kept up to date as the
+  pass allocates; the winner is the best-scoring pool whose nodes hold the job
+  (`ranking.choose`).
+- **Deferral** integrates every zone over every hourly start at once
+  (`carbon_grid.cleanest_start`).
+
+Scores are normalised over the pools that could take the job if they were empty, as in
+`evaluate`, so the two agree on the winner (property tests hold them to it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from broker.domain.carbon_grid import (
+    CarbonGrid,
+    Window,
+    ZoneCarbon,
+    ZoneGroups,
+    ceil_hour,
+    cleanest_start,
+)
+from broker.domain.fleet import MILLI_PER_GPU, GpuPool, Site
+from broker.domain.jobs import JobSpec
+from broker.domain.latency import LatencyMatrix
+from broker.domain.objective import Weights
+from broker.domain.placement import _POWER_KW, Candidate
+from broker.domain.ranking import Floats, Pick, Ranking, Shape, choose, score, shape_terms
+from broker.domain.rule_masks import RuleMasks
+from broker.domain.rules import RULES, pool_price, unit_price
+
+if TYPE_CHECKING:
+    from broker.domain.engine import Outlook
+
+# The fields of a job that its shape may depend on: all but these, which no rule's `need`
+# and no shape term reads (tests/domain/test_rules.py holds the rules to it).
+NOT_SHAPE_FIELDS = frozenset(
+    {"name", "kind", "workload", "estimated_duration_s", "deadline", "objective"}
+)
+_shape_fields = operator.attrgetter(
+    *(f.name for f in dataclasses.fields(JobSpec) if f.name not in NOT_SHAPE_FIELDS)
+)
+
+
+class FleetIndex:
+    """Pools, sites, carbon outlooks and latency of one pass, as arrays."""
+
+    def __init__(
+        self,
+        *,
+        pools: Sequence[GpuPool],
+        sites: Sequence[Site],
+        latency: LatencyMatrix,
+        outlooks: Mapping[str, Outlook | None],
+        mean_fallback: Callable[[str, float], float | None],
+        now: datetime,
+    ) -> None:
+        site_by_name = {s.name: s for s in sites}
+        kept = [p for p in pools if p.site in site_by_name]
+        self.pools: list[GpuPool] = list(kept)
+        self.position = {p.id: i for i, p in enumerate(kept)}
+        self.sites = list(sites)
+        site_pos = {s.name: i for i, s in enumerate(self.sites)}
+        self.zones = sorted({s.grid_zone for s in self.sites})
+        zone_pos = {z: i for i, z in enumerate(self.zones)}
+        self._latency = latency
+        self._now = now
+
+        def arr(values: Sequence[float]) -> Floats:
+            return np.asarray(values, dtype=np.float64)
+
+        self._price = {
+            preemptible: arr([pool_price(p, preemptible=preemptible)[0] for p in kept])
+            for preemptible in (False, True)
+        }
+        self._site = np.asarray([site_pos[p.site] for p in kept], dtype=np.int64)
+        self._zone = np.asarray(
+            [zone_pos[site_by_name[p.site].grid_zone] for p in kept], dtype=np.int64
+        )
+        self._power_pue = arr(
+            [_POWER_KW.get(p.gpu_model, 0.0) * site_by_name[p.site].pue for p in kept]
+        )
+        self._largest_free = np.zeros(len(kept), dtype=np.int64)
+        self._free = np.zeros(len(kept), dtype=np.int64)
+        for i, p in enumerate(kept):
+            self._refresh(i, p)
+        self._shapes: dict[tuple[object, ...], Shape] = {}
+        self._by_needs: dict[tuple[object, ...], Shape] = {}
+        self._rules = RuleMasks(pools=kept, sites=self.sites, site_of=self._site)
+        self._origin_latency: dict[str, Floats] = {}
+        self._fixed: dict[tuple[Shape, Weights], Floats] = {}
+        self._zone_groups: dict[Shape, ZoneGroups] = {}
+        self._carbon = ZoneCarbon(
+            zones=self.zones,
+            outlooks=[outlooks.get(z) for z in self.zones],
+            mean_fallback=mean_fallback,
+        )
+
+    # ---- capacity -------------------------------------------------------------------
+
+    def _refresh(self, i: int, pool: GpuPool) -> None:
+        used = pool.node_used()
+        cap = pool.node_capacity_milli
+        self._largest_free[i] = cap - min(used) if used else 0
+        self._free[i] = pool.free_milli
+
+    def replace(self, pool: GpuPool) -> None:
+        """Take a new version of a pool (after an allocation or a release)."""
+        i = self.position[pool.id]
+        self.pools[i] = pool
+        self._refresh(i, pool)
+
+    def allocate(self, i: int, nodes: tuple[int, ...], milli_per_node: int) -> GpuPool:
+        pool = self.pools[i].allocate(nodes, milli_per_node)
+        self.pools[i] = pool
+        self._refresh(i, pool)
+        return pool
+
+    def free_gpus(self, shape: Shape) -> float:
+        return float(self._free[shape.idx].sum()) / MILLI_PER_GPU
+
+    def usable(self, shape: Shape) -> list[GpuPool]:
+        """The pools on healthy sites that could take the shape if they were empty."""
+        return [self.pools[i] for i in shape.idx.tolist()]
+
+    # ---- shapes: static feasibility from the rule table -----------------------------
+
+    def shape(self, spec: JobSpec) -> Shape:
+        key = _shape_fields(spec)
+        got = self._shapes.get(key)
+        if got is None:
+            needs = tuple(rule.need(spec) for rule in RULES)
+            by_needs = (needs, spec.is_preemptible, spec.origin)
+            got = self._by_needs.get(by_needs)
+            if got is None:
+                got = self._by_needs[by_needs] = self._build_shape(
+                    needs, preemptible=spec.is_preemptible, origin=spec.origin
+                )
+            self._shapes[key] = got
+        return got
+
+    def _build_shape(
+        self, needs: tuple[object, ...], *, preemptible: bool, origin: str | None
+    ) -> Shape:
+        idx = self._rules.admitted(needs)
+        latency = self._origin_latency_of(origin)[self._site[idx]] if origin else None
+        # the latency rules, on the (much shorter) list the other rules leave
+        keep = self._rules.within_reach(needs, latency, len(idx))
+        if keep is not None:
+            idx = idx[keep]
+            latency = None if latency is None else latency[keep]
+        return shape_terms(
+            idx=idx,
+            price=self._price[preemptible][idx],
+            latency=latency,
+            by_latency=bool(origin),
+            zone=self._zone[idx],
+            power_pue=self._power_pue[idx],
+        )
+
+    def _origin_latency_of(self, origin: str) -> Floats:
+        got = self._origin_latency.get(origin)
+        if got is None:
+            rtts = [self._latency.rtt(origin, s.location) for s in self.sites]
+            got = self._origin_latency[origin] = np.asarray(
+                [math.nan if r is None else r for r in rtts], dtype=np.float64
+            )
+        return got
+
+    # ---- ranking --------------------------------------------------------------------
+
+    def zone_means(self, duration_s: float) -> Floats:
+        """Mean intensity per zone over [now, now + duration) (NaN where unknown)."""
+        return self._carbon.means(duration_s)
+
+    def rank(self, spec: JobSpec, shape: Shape, weights: Weights, utilisation: float) -> Ranking:
+        w = weights.normalised()
+        fixed = self._fixed.get((shape, w))
+        if fixed is None:  # the cost and latency part depends on the shape alone
+            fixed = w.cost * shape.cost_term + w.latency * shape.latency_term
+            self._fixed[(shape, w)] = fixed
+        means = self._carbon.means(spec.estimated_duration_s)
+        return score(shape, weights=w, fixed=fixed, means=means)
+
+    def pick(self, spec: JobSpec, ranking: Ranking, *, only: int | None = None) -> Pick | None:
+        """The best pool that holds the job now; ties to the tightest fit (best-fit)."""
+        res = spec.resources
+        return choose(
+            ranking,
+            pools=self.pools,
+            largest_free=self._largest_free,
+            milli_per_node=res.milli_per_node,
+            count=res.nodes,
+            only=only,
+        )
+
+    def candidate(
+        self, spec: JobSpec, ranking: Ranking, pick: Pick, utilisation: float
+    ) -> Candidate:
+        shape, k = ranking.shape, pick.k
+        pool = self.pools[pick.pool]
+        res = spec.resources
+        gpus = res.total_milli / MILLI_PER_GPU
+        hours = spec.estimated_duration_s / 3600
+        price, spot = unit_price(spec, pool)
+        site = self.sites[int(self._site[pick.pool])]
+        energy = _POWER_KW.get(pool.gpu_model, 0.0) * gpus * hours * utilisation * site.pue
+        intensity = float(ranking.means[int(shape.zone[k])])
+        latency = float(shape.latency[k])
+        return Candidate(
+            site=pool.site,
+            pool_id=pool.id,
+            gpu_model=pool.gpu_model,
+            gpu_milli=res.total_milli,
+            nodes=pick.nodes,
+            spot=spot,
+            price_per_gpu_hour=price,
+            hourly_cost_usd=price * gpus,
+            cost_usd=price * gpus * hours,
+            latency_ms=None if math.isnan(latency) else latency,
+            intensity_gco2_per_kwh=None if math.isnan(intensity) else intensity,
+            energy_kwh=energy,
+            gco2=None if math.isnan(intensity) else energy * intensity,
+            leftover_milli=pool.leftover_after(pick.nodes, res.milli_per_node),
+            cost_term=float(shape.cost_term[k]),
+            latency_term=float(shape.latency_term[k]),
+            carbon_term=float(ranking.carbon_term[k]),
+            score=float(ranking.score[k]),
+        )
+
+    # ---- deferral -------------------------------------------------------------------
+
+    def window(
+        self,
+        spec: JobSpec,
+        ranking: Ranking,
+        *,
+        utilisation: float,
+        horizon_h: int,
+        min_saving: float,
+        margin_s: float,
+    ) -> Window | None:
+        """A later start that emits at least `min_saving` less than running now, or None.
+
+        Starts are the hour boundaries after now whose run, plus `margin_s`, ends by the
+        deadline and inside the horizon; the options and the tie-breaks are those of
+        `carbon_grid.cleanest_start` (the rules of `deferral.plan_window`).
+        """
+        deadline = spec.deadline
+        grid: CarbonGrid | None = self._carbon.grid
+        if deadline is None or grid is None:
+            return None
+        shape = ranking.shape
+        res = spec.resources
+        duration = spec.estimated_duration_s
+        # latest end a start may have: the deadline less the margin, and the horizon
+        horizon = min(deadline, self._now + timedelta(hours=horizon_h))
+        limit = min(
+            (deadline - self._now).total_seconds() - margin_s,
+            ceil_hour(horizon, self._now),
+        )
+        valid = grid.starts(duration, limit)
+        if valid == 0:
+            return None
+        groups = self._zone_groups.get(shape)
+        if groups is None:
+            groups = self._zone_groups[shape] = ZoneGroups.of(shape, grid)
+        if groups.empty:
+            return None
+        gpus = res.total_milli / MILLI_PER_GPU
+        start = cleanest_start(
+            ranking,
+            grid=grid,
+            groups=groups,
+            room=self._largest_free[groups.pools] >= res.milli_per_node,
+            starts=valid,
+            duration_s=duration,
+            energy_per_kw=gpus * duration / 3600 * utilisation,
+            min_saving=min_saving,
+        )
+        if start is None:
+            return None
+        start_at = self._now + timedelta(seconds=start.offset_s)
+        pool = self.pools[int(shape.idx[start.k])]
+        return Window(
+            start_at=start_at,
+            site=pool.site,
+            pool_id=pool.id,
+            saving=start.saving,
+            reason=f"starting at {start_at.isoformat()} on {pool.site} saves {start.saving:.1%}",
+        )
