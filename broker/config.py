@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from broker.burst.settings import BurstSettings
 from broker.db.connection import DEFAULT_DATABASE_URL
@@ -25,6 +33,7 @@ from broker.domain.errors import ConfigError
 from broker.domain.latency import LatencyMatrix
 from broker.duties.settings import ScheduleSettings
 from broker.scheduling.settings import SchedulerSettings
+from carbon.power import GPU_MODELS, GpuModelSpec, power_table
 from carbon.settings import CarbonSettings
 from connectors.settings import SimSettings, SiteSettings
 from connectors.threads import DEFAULT_THREADS
@@ -70,6 +79,15 @@ class LatencySettings(_Strict):
     file: str | None = None
 
 
+class GpuModelSettings(_Strict):
+    """Figures for a GPU model `carbon.power.GPU_MODELS` lacks (or whose row is wrong for
+    your boards, e.g. a PCIe card): maximum board power in watts and memory per GPU in GB.
+    Energy and emissions are computed from them, so a model without them is refused."""
+
+    board_power_w: Annotated[int, Field(gt=0, le=5000)]
+    memory_gb: Annotated[int, Field(gt=0, le=4096)]
+
+
 class Settings(_Strict):
     database_url: str = DEFAULT_DATABASE_URL
     http: HttpSettings = HttpSettings()
@@ -80,12 +98,49 @@ class Settings(_Strict):
     carbon: CarbonSettings = CarbonSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     burst: BurstSettings = BurstSettings()
+    # Power and memory of GPU models beyond the shipped datasheet table, by the exact name
+    # pools use (`gpu_models: {RTX6000-ADA: {board_power_w: 300, memory_gb: 48}}`); also
+    # replaces a shipped row of the same name. Declared before `sites`, which are checked
+    # against it: a pool naming a model with no power figure is refused at load.
+    gpu_models: dict[str, GpuModelSettings] = Field(default_factory=dict)
     sites: tuple[SiteSettings, ...] = ()  # fields documented in `connectors.settings`
     # Threads for blocking provider-SDK calls (Kubernetes, boto3, google-cloud-compute),
     # one pool shared by every connector: it bounds how many such calls run at once, so a
     # slow provider queues its own calls instead of starving the event loop or the host.
     sdk_threads: Annotated[int, Field(ge=1, le=256)] = DEFAULT_THREADS
     config_dir: Path = Path(".")
+
+    @field_validator("gpu_models")
+    @classmethod
+    def _model_names(cls, v: dict[str, GpuModelSettings]) -> dict[str, GpuModelSettings]:
+        for name in v:
+            if not name or name != name.strip() or "|" in name:
+                raise ValueError(f"bad GPU model name {name!r}")
+        return v
+
+    @field_validator("sites")
+    @classmethod
+    def _pools_have_power(
+        cls, v: tuple[SiteSettings, ...], info: ValidationInfo
+    ) -> tuple[SiteSettings, ...]:
+        overrides = info.data.get("gpu_models")
+        if overrides is None:  # gpu_models is itself invalid, and reported
+            return v
+        known = set(GPU_MODELS) | set(overrides)
+        for i, site in enumerate(v):
+            for j, pool in enumerate(site.pools):
+                if pool.gpu_model not in known:
+                    raise ValueError(unknown_model_message(pool.gpu_model, where=(i, site.name, j)))
+        return v
+
+    def power_table(self) -> Mapping[str, GpuModelSpec]:
+        """The datasheet table with `gpu_models` applied: what energy figures must read."""
+        return power_table(
+            {
+                name: GpuModelSpec(name, memory_gb=m.memory_gb, board_power_w=m.board_power_w)
+                for name, m in self.gpu_models.items()
+            }
+        )
 
     @model_validator(mode="after")
     def _unique_sites(self) -> Settings:
@@ -103,6 +158,19 @@ class Settings(_Strict):
     def resolve(self, path: str) -> Path:
         p = Path(path)
         return p if p.is_absolute() else self.config_dir / p
+
+
+def unknown_model_message(model: str, *, where: tuple[int, str, int]) -> str:
+    """Why a pool's GPU model is refused, and the setting that fixes it."""
+    i, site, j = where
+    near = [m for m in GPU_MODELS if m.upper() == model.strip().upper()]
+    hint = f"did you mean {near[0]!r}? or " if near else ""
+    return (
+        f"site {site!r} pool {j} (sites.{i}.pools.{j}.gpu_model) names GPU model {model!r}, "
+        f"which has no power figure: {hint}add it to the top-level setting "
+        f"`gpu_models: {{{model}: {{board_power_w: <W>, memory_gb: <GB>}}}}` "
+        f"(known: {', '.join(sorted(GPU_MODELS))})"
+    )
 
 
 ENV_OVERRIDES: Mapping[str, tuple[str, ...]] = {
@@ -125,6 +193,8 @@ def load_settings(
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config {path} is not UTF-8 text: {exc.reason}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
@@ -162,7 +232,19 @@ def load_latency(settings: Settings) -> LatencyMatrix:
     if settings.latency.file is None:
         return LatencyMatrix({})
     path = settings.resolve(settings.latency.file)
-    with path.open(newline="", encoding="utf-8") as fh:
-        return LatencyMatrix.from_rows(
-            (row["src"], row["dst"], float(row["rtt_ms"])) for row in csv.DictReader(fh)
-        )
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            try:
+                return LatencyMatrix.from_rows(
+                    (row["src"], row["dst"], float(row["rtt_ms"])) for row in reader
+                )
+            except (KeyError, TypeError, ValueError, csv.Error) as exc:
+                raise ConfigError(
+                    f"latency file {path} (latency.file), line {reader.line_num}: expected "
+                    f"columns src,dst,rtt_ms with a number of ms ({type(exc).__name__}: {exc})"
+                ) from exc
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read latency file {path} (latency.file): {exc.strerror}"
+        ) from exc

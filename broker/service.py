@@ -163,6 +163,7 @@ async def _scheduler(app: web.Application) -> AsyncIterator[None]:
         settings=app[SETTINGS].scheduler,
         clock=app[CLOCK],
         metrics=app[METRICS],
+        power=app[SETTINGS].power_table(),
     )
     app[LOOP] = loop
     await loop.reconcile()

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from carbon.basis import Basis
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IntensityReading:
@@ -23,6 +25,8 @@ class IntensityReading:
     forecast: bool = False
     estimated: bool = False
     stale: bool = False
+    # operational / lifecycle / marginal; None only from sources that predate the field.
+    basis: Basis | None = None
 
 
 @runtime_checkable

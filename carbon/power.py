@@ -18,7 +18,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-__all__ = ["GPU_MODELS", "GpuModelSpec", "UnknownGpuModel", "gpu_energy_kwh", "gpu_model"]
+__all__ = [
+    "GPU_MODELS",
+    "GpuModelSpec",
+    "UnknownGpuModel",
+    "gpu_energy_kwh",
+    "gpu_model",
+    "power_table",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,23 +89,55 @@ GPU_MODELS: Mapping[str, GpuModelSpec] = MappingProxyType({spec.name: spec for s
 _BY_UPPER = {name.upper(): spec for name, spec in GPU_MODELS.items()}
 
 
-def gpu_model(model: str) -> GpuModelSpec:
-    """Spec of a model by canonical name (case-insensitive); raises UnknownGpuModel."""
-    spec = _BY_UPPER.get(model.strip().upper())
+def power_table(
+    overrides: Mapping[str, GpuModelSpec] | None = None,
+) -> Mapping[str, GpuModelSpec]:
+    """GPU_MODELS with an operator's figures (the settings' `gpu_models`) added or replacing
+    the datasheet rows of the same name; read-only. Pass it as `table=` to the lookups below.
+
+    An override keeps the name it is given: the broker matches pools to rows by exact name.
+    """
+    if not overrides:
+        return GPU_MODELS
+    table = dict(GPU_MODELS)
+    for name, spec in overrides.items():
+        if spec.name != name:
+            raise ValueError(f"override {name!r} carries the spec of {spec.name!r}")
+        table[name] = spec
+    return MappingProxyType(table)
+
+
+def gpu_model(model: str, *, table: Mapping[str, GpuModelSpec] | None = None) -> GpuModelSpec:
+    """Spec of a model by canonical name (case-insensitive) in `table` (default GPU_MODELS,
+    else a `power_table`); raises UnknownGpuModel."""
+    wanted = model.strip().upper()
+    if table is None or table is GPU_MODELS:
+        spec = _BY_UPPER.get(wanted)
+    else:
+        spec = table.get(model.strip()) or next(
+            (s for name, s in table.items() if name.upper() == wanted), None
+        )
     if spec is None:
         raise UnknownGpuModel(model)
     return spec
 
 
 def gpu_energy_kwh(
-    *, model: str, gpus: float, hours: float, utilisation: float = 1.0, pue: float = 1.0
+    *,
+    model: str,
+    gpus: float,
+    hours: float,
+    utilisation: float = 1.0,
+    pue: float = 1.0,
+    table: Mapping[str, GpuModelSpec] | None = None,
 ) -> float:
     """Energy in kWh: board power x utilisation x GPU count x hours x PUE.
 
-    Raises UnknownGpuModel for a model not in GPU_MODELS and ValueError for a negative
-    or non-finite count or duration, a utilisation outside [0, 1], or a PUE below 1.
+    Raises UnknownGpuModel for a model not in `table` (default GPU_MODELS) and ValueError
+    for a negative or non-finite count or duration, a utilisation outside [0, 1], or a PUE
+    below 1.
     """
-    spec = gpu_model(model)
+    spec = gpu_model(model, table=table)
     # Written as "not (ok)" so that NaN, which fails every comparison, is rejected too.
     if not (0.0 <= gpus < math.inf and 0.0 <= hours < math.inf):
         raise ValueError(f"gpus and hours must be finite and >= 0, got {gpus}, {hours}")

@@ -26,6 +26,12 @@ at least as long as the simulation.
 bound of what time-shifting can achieve. Realistic forecasts (with error) are added by the
 carbon-forecast work behind the same CarbonSource interface.
 
+Basis. A file's ``gco2_per_kwh`` column is on the file's basis (``file_basis``; every shared
+normalized file is life-cycle, per its README), and an optional ``gco2_per_kwh_direct``
+column holds operational values (the Electricity Maps exports). A source is built for one
+basis: it reads the column of that basis, and a file without one is refused
+(`BasisMismatch`, naming the file) rather than played on the other basis.
+
 Memory: one ``array('d')`` of values and one byte of flags per region-hour (two years of
 one zone is about 160 kB). Stdlib only; like all of ``carbon``, nothing from ``broker``.
 """
@@ -42,6 +48,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from carbon.base import IntensityReading
+from carbon.basis import Basis, DeploymentBasis, check_basis
 
 __all__ = ["HourlySeries", "ReplaySource", "load_series"]
 
@@ -50,6 +57,7 @@ _HOUR = timedelta(hours=1)
 _HOUR_S = 3600
 _REQUIRED = ("timestamp_utc", "region", "gco2_per_kwh")
 _TRUE = frozenset({"true", "1", "yes"})
+_DIRECT = "gco2_per_kwh_direct"  # operational values beside a life-cycle main column
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,10 +101,24 @@ class _Acc:
         self.estimated = False
 
 
+def _value_column(
+    path: Path, names: list[str], *, basis: DeploymentBasis, file_basis: DeploymentBasis
+) -> int:
+    """The column holding `basis` values: the main one, or the direct one for operational."""
+    offers: set[Basis] = {file_basis}
+    if file_basis == "lifecycle" and _DIRECT in names:
+        offers.add("operational")
+    check_basis(f"replay file {path}", offers=offers, wanted=basis)
+    return 2 if basis == file_basis else names.index(_DIRECT)
+
+
 def _read_file(
     path: Path,
     acc: dict[str, dict[int, _Acc]],
     seen: set[tuple[str, int]],
+    *,
+    basis: DeploymentBasis = "lifecycle",
+    file_basis: DeploymentBasis = "lifecycle",
 ) -> None:
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh)
@@ -105,10 +127,14 @@ def _read_file(
             raise ValueError(f"{path}: expected columns starting {_REQUIRED}, got {header}")
         names = [h.strip() for h in header]
         est_col = names.index("estimated") if "estimated" in names else None
+        col = _value_column(path, names, basis=basis, file_basis=file_basis)
         for line, row in enumerate(reader, start=2):
             if not row:
                 continue
-            stamp, region, raw = row[0].strip(), row[1].strip(), row[2].strip()
+            if len(row) < len(_REQUIRED):
+                raise ValueError(f"{path}:{line}: expected {len(names)} fields, got {len(row)}")
+            stamp, region = row[0].strip(), row[1].strip()
+            raw = row[col].strip() if len(row) > col else ""
             try:
                 moment = datetime.fromisoformat(stamp)
             except ValueError as exc:
@@ -163,12 +189,18 @@ def _build(region: str, hours: Mapping[int, _Acc]) -> HourlySeries | None:
     )
 
 
-def load_series(paths: Iterable[str | Path]) -> dict[str, HourlySeries]:
-    """Region -> hourly series from normalized CSV files; one region may span several files."""
+def load_series(
+    paths: Iterable[str | Path],
+    *,
+    basis: DeploymentBasis = "lifecycle",
+    file_basis: DeploymentBasis = "lifecycle",
+) -> dict[str, HourlySeries]:
+    """Region -> hourly series in `basis` from normalized CSV files whose main column is on
+    `file_basis`; one region may span several files."""
     acc: dict[str, dict[int, _Acc]] = {}
     seen: set[tuple[str, int]] = set()
     for path in paths:
-        _read_file(Path(path), acc, seen)
+        _read_file(Path(path), acc, seen, basis=basis, file_basis=file_basis)
     out: dict[str, HourlySeries] = {}
     for region, hours in acc.items():
         series = _build(region, hours)
@@ -189,7 +221,10 @@ class ReplaySource:
         aliases: Mapping[str, str] | None = None,
         anchor: datetime | None = None,
         wrap: bool = False,
+        basis: DeploymentBasis = "lifecycle",
     ) -> None:
+        self.basis: Basis = basis  # the basis the series were loaded in
+        self.bases: frozenset[Basis] = frozenset({basis})
         if anchor is not None:
             anchor = _as_utc(anchor, name="anchor")
             if anchor != _floor_hour(anchor):
@@ -210,10 +245,13 @@ class ReplaySource:
         aliases: Mapping[str, str] | None = None,
         anchor: datetime | None = None,
         wrap: bool = False,
+        basis: DeploymentBasis = "lifecycle",
+        file_basis: DeploymentBasis = "lifecycle",
     ) -> ReplaySource:
-        """Load normalized CSV files (one path or several) into a source."""
+        """Load normalized CSV files (one path or several) into a source, in `basis`."""
         files = [paths] if isinstance(paths, str | Path) else list(paths)
-        return cls(load_series(files), aliases=aliases, anchor=anchor, wrap=wrap)
+        series = load_series(files, basis=basis, file_basis=file_basis)
+        return cls(series, aliases=aliases, anchor=anchor, wrap=wrap, basis=basis)
 
     @property
     def regions(self) -> frozenset[str]:
@@ -260,7 +298,12 @@ class ReplaySource:
             return None
         _, value, estimated = readings[0]
         return IntensityReading(
-            zone=zone, at=hour, gco2_per_kwh=value, source=SOURCE_NAME, estimated=estimated
+            zone=zone,
+            at=hour,
+            gco2_per_kwh=value,
+            source=SOURCE_NAME,
+            estimated=estimated,
+            basis=self.basis,
         )
 
     async def forecast(
@@ -279,6 +322,7 @@ class ReplaySource:
                 source=SOURCE_NAME,
                 forecast=True,
                 estimated=estimated,
+                basis=self.basis,
             )
             for hour, value, estimated in self._hours(zone, start, end)
         ]

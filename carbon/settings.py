@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from carbon.basis import DeploymentBasis
 from carbon.live.settings import (
     ElectricityMapsSettings,
     UKCarbonIntensitySettings,
@@ -45,9 +46,19 @@ class ReplaySettings(_Strict):
     files: Annotated[tuple[str, ...], Field(min_length=1)]  # relative to the config file
     aliases: dict[str, str] = Field(default_factory=dict)  # site zone -> series region
     forecast: Literal["own", "perfect"] = "own"
+    # Basis of the files' `gco2_per_kwh` column. The shared normalized files are all
+    # lifecycle (their README); a `gco2_per_kwh_direct` column adds operational values.
+    file_basis: DeploymentBasis = "lifecycle"
 
 
 class CarbonSettings(_Strict):
+    # The accounting basis of every number the broker uses (docs/carbon.md, "Accounting
+    # basis"). Lifecycle by default: every hourly series in the shared data (Electricity
+    # Maps exports, Let's Wait Awhile, EIA-930) and the Electricity Maps API default are
+    # lifecycle, and the shipped table has a lifecycle value for every zone of the shipped
+    # fleets. `operational` suits the GB API (operational only) and Google-style reporting.
+    # A source that cannot serve the basis is refused when the chain is built.
+    basis: DeploymentBasis = "lifecycle"
     # Overrides the shipped table of annual means (zone,gco2_per_kwh,year,basis,source).
     static_table: str | None = None
     electricitymaps: ElectricityMapsSettings | None = None
@@ -61,6 +72,32 @@ class CarbonSettings(_Strict):
     own_forecast: bool = True
     # How far ahead the broker's own forecaster serves.
     forecast_horizon_h: Annotated[int, Field(ge=1, le=168)] = 48
+
+    @model_validator(mode="after")
+    def _one_basis(self) -> CarbonSettings:
+        # Known from the settings alone, so reported with the config (`carbon.wiring`
+        # checks the same again on the built sources, and the table and replay files).
+        if self.watttime is not None:
+            raise ValueError(
+                "watttime serves the marginal basis (MOER), a different signal from the "
+                f"{self.basis} average intensity of carbon.basis: it is never mixed into "
+                "the chain; remove the watttime section"
+            )
+        if self.uk_carbon_intensity is not None and self.basis != "operational":
+            raise ValueError(
+                "uk_carbon_intensity serves the operational basis only, but carbon.basis is "
+                f"{self.basis}: set carbon.basis: operational or remove uk_carbon_intensity"
+            )
+        em = self.electricitymaps
+        if em is not None and em.emission_factor_type is not None:
+            asked = "operational" if em.emission_factor_type == "direct" else "lifecycle"
+            if asked != self.basis:
+                raise ValueError(
+                    f"electricitymaps.emission_factor_type {em.emission_factor_type} is the "
+                    f"{asked} basis but carbon.basis is {self.basis}: leave it out (the "
+                    "source asks for carbon.basis) or make the two agree"
+                )
+        return self
 
     @property
     def live_configured(self) -> bool:

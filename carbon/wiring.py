@@ -6,6 +6,12 @@ replay/own forecast -> static table. A provider whose key cannot be read is left
 a warning naming where the key should be (never the key): the broker still schedules on
 what remains, and `broker check` reports the missing key.
 
+Every part is built for the deployment's basis (`carbon.basis`): Electricity Maps is asked
+for it, the static table and the replay read their values in it, the own forecasters stamp
+it. A part that cannot serve it (the GB API under lifecycle, WattTime's marginal signal, a
+table or replay file without that basis) is refused here with a `BasisMismatch` naming the
+part and the basis, before anything is asked; never converted silently, never mixed.
+
 `refresh` asks every chain for the next hours of each zone, which fills the live caches
 ahead of the scheduler's passes; the scheduled `refresh_carbon` job calls it.
 """
@@ -21,6 +27,7 @@ from pathlib import Path
 import aiohttp
 
 from carbon.base import CarbonSource
+from carbon.basis import DeploymentBasis, check_basis
 from carbon.forecast.source import ForecastingSource
 from carbon.live.base import LiveSource
 from carbon.live.electricitymaps import ElectricityMapsSource
@@ -111,10 +118,11 @@ def build_carbon(
 ) -> CarbonSetup:
     """The configured chain; `session` is needed only when a live provider is configured."""
     settings = settings or CarbonSettings()
+    basis = settings.basis
     static = (
-        StaticTableSource.from_csv(_resolve(config_dir, settings.static_table))
+        StaticTableSource.from_csv(_resolve(config_dir, settings.static_table), basis=basis)
         if settings.static_table
-        else StaticTableSource.default()
+        else StaticTableSource.default(basis=basis)
     )
     live, skipped = _live_sources(settings, session=session, now=now, config_dir=config_dir)
     forecaster: ForecastingSource | None = None
@@ -124,10 +132,12 @@ def build_carbon(
             [_resolve(config_dir, f) for f in settings.replay.files],
             aliases=settings.replay.aliases,
             wrap=True,
+            basis=basis,
+            file_basis=settings.replay.file_basis,
         )
         if settings.replay.forecast == "own":
             forecaster = ForecastingSource(
-                replay, clock=_Clock(now), horizon_h=settings.forecast_horizon_h
+                replay, clock=_Clock(now), horizon_h=settings.forecast_horizon_h, basis=basis
             )
             history.append(forecaster)
         else:
@@ -137,7 +147,9 @@ def build_carbon(
     if live and settings.own_forecast:
         recorded = RecordedHistory()
         chain.append(
-            ForecastingSource(recorded, clock=_Clock(now), horizon_h=settings.forecast_horizon_h)
+            ForecastingSource(
+                recorded, clock=_Clock(now), horizon_h=settings.forecast_horizon_h, basis=basis
+            )
         )
     chain += [*history, static]
     source = FallbackSource({}, default=chain) if len(chain) > 1 else static
@@ -168,10 +180,15 @@ def _live_sources(
         if session is None:
             raise ValueError("live carbon providers need an aiohttp session")
         try:
-            live[name] = _make(provider, session=session, now=now, config_dir=config_dir)
+            made = _make(
+                provider, session=session, now=now, config_dir=config_dir, basis=settings.basis
+            )
         except SourceError as exc:  # a key that cannot be read: its message names the place
             log.warning("carbon provider %s is off: %s", name, exc)
             skipped[name] = str(exc)
+            continue
+        check_basis(made.name, offers=made.bases, wanted=settings.basis)
+        live[name] = made
     return live, skipped
 
 
@@ -181,13 +198,14 @@ def _make(
     session: aiohttp.ClientSession,
     now: Callable[[], datetime],
     config_dir: Path,
+    basis: DeploymentBasis,
 ) -> LiveSource:
     if isinstance(provider, ElectricityMapsSettings):
         if provider.api_key_file is not None:
             provider = provider.model_copy(
                 update={"api_key_file": _resolve(config_dir, str(provider.api_key_file))}
             )
-        return ElectricityMapsSource(provider, session=session, clock=now)
+        return ElectricityMapsSource(provider, session=session, clock=now, basis=basis)
     if isinstance(provider, WattTimeSettings):
         if provider.password_file is not None:
             provider = provider.model_copy(

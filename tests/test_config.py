@@ -144,3 +144,130 @@ def test_example_real_sites_pass_their_connectors_settings_and_show_every_field(
             if not re.search(rf"^\s*(#\s*)?{f}:", block, re.MULTILINE)
         ]
         assert not missing, f"{site.name} does not show {missing}"
+
+
+_POOL = (
+    "sites: [{{name: lab, kind: sim, region: r, grid_zone: SE, pools: ["
+    "{{gpu_model: H100, gpu_memory_gb: 80, gpus_per_node: 8, nodes: 1, price_on_demand: 2}}, "
+    "{{gpu_model: {model}, gpu_memory_gb: 48, gpus_per_node: 8, nodes: 1, price_on_demand: 1}}"
+    "]}}]\n"
+)
+
+
+def test_a_pool_with_an_unknown_gpu_model_is_refused_naming_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(_POOL.format(model="RTX6000-ADA"))
+
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+
+    message = str(info.value)
+    assert "'RTX6000-ADA'" in message
+    assert "site 'lab' pool 1" in message and "sites.0.pools.1.gpu_model" in message
+    assert "gpu_models: {RTX6000-ADA: {board_power_w:" in message
+
+
+def test_a_wrongly_cased_model_is_refused_with_the_canonical_name(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(_POOL.format(model="l40s"))
+
+    with pytest.raises(ConfigError, match="did you mean 'L40S'"):
+        load_settings(path, env={})
+
+
+def test_gpu_models_supply_the_missing_power_figure(tmp_path: Path) -> None:
+    from carbon.power import GPU_MODELS, gpu_energy_kwh
+
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "gpu_models: {RTX6000-ADA: {board_power_w: 300, memory_gb: 48},"
+        " H100: {board_power_w: 350, memory_gb: 80}}\n" + _POOL.format(model="RTX6000-ADA")
+    )
+
+    s = load_settings(path, env={})
+
+    table = s.power_table()
+    assert table["RTX6000-ADA"].board_power_w == 300
+    assert table["H100"].board_power_w == 350  # an override replaces the datasheet row
+    assert GPU_MODELS["H100"].board_power_w == 700  # ... without touching the shipped table
+    assert gpu_energy_kwh(model="RTX6000-ADA", gpus=2, hours=1, table=table) == 0.6
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("gpu_models: {X1: {board_power_w: 0, memory_gb: 8}}", "gpu_models.X1.board_power_w"),
+        ("gpu_models: {X1: {board_power_w: 100}}", "gpu_models.X1.memory_gb"),
+        ("gpu_models: {' X1': {board_power_w: 100, memory_gb: 8}}", "bad GPU model name"),
+    ],
+)
+def test_invalid_gpu_models_are_named(tmp_path: Path, text: str, needle: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        load_settings(path, env={})
+
+
+def test_the_example_config_shows_gpu_models(tmp_path: Path) -> None:
+    import yaml
+
+    # only this section: the rest of the example is other tests' business
+    raw = yaml.safe_load((DEMO_CONFIG.parent / "example.yaml").read_text(encoding="utf-8"))
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"gpu_models": raw["gpu_models"]}))
+    assert load_settings(path, env={}).power_table()["RTX6000-ADA"].board_power_w == 300
+
+
+def test_an_unreadable_latency_file_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("latency: {file: missing.csv}")
+    with pytest.raises(ConfigError, match=r"cannot read latency file .*missing\.csv"):
+        load_latency(load_settings(path, env={}))
+    (tmp_path / "bad.csv").write_text("src,dst,rtt_ms\na,b,fast\n")
+    path.write_text("latency: {file: bad.csv}")
+    with pytest.raises(ConfigError, match=r"bad\.csv \(latency\.file\), line 2"):
+        load_latency(load_settings(path, env={}))
+
+
+def test_a_discovered_unknown_gpu_warns_naming_the_setting(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Inventory must not crash on a GPU it does not know, nor stay silent about it."""
+    from connectors.kubernetes.catalog import canonical_model
+
+    with caplog.at_level("WARNING", logger="connectors.kubernetes.catalog"):
+        assert canonical_model("NVIDIA-RTX-6000-Ada-Generation-SHARED") == "RTX-6000-ADA-GENERATION"
+        assert canonical_model("NVIDIA-RTX-6000-Ada-Generation") == "RTX-6000-ADA-GENERATION"
+        assert canonical_model("NVIDIA-H100-80GB-HBM3") == "H100"
+
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2  # once per label, not once per inventory read of the same one
+    assert "'RTX-6000-ADA-GENERATION'" in warnings[0]
+    assert "gpu_models: {RTX-6000-ADA-GENERATION: {board_power_w:" in warnings[0]
+
+
+def test_a_gcp_gpu_shape_with_an_unmapped_accelerator_warns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from connectors.gcp.catalog import MachineTypeInfo, PriceCatalog, ZoneTypes, offerings
+
+    zone = ZoneTypes(
+        zone="us-central1-a",
+        machine_types=(
+            MachineTypeInfo(
+                name="x9-gpu-8g",
+                cpus=96,
+                memory_gb=1024,
+                accelerator_type="nvidia-x9000",
+                accelerator_count=8,
+            ),
+        ),
+        accelerators=(),
+    )
+    with caplog.at_level("WARNING", logger="connectors.gcp.catalog"):
+        found = offerings(region="us-central1", zones=[zone], prices=PriceCatalog({}), allow=None)
+
+    assert found == []
+    assert any(
+        "x9-gpu-8g" in r.getMessage() and "'nvidia-x9000'" in r.getMessage() for r in caplog.records
+    )

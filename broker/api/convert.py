@@ -57,6 +57,7 @@ def spec_to_api(spec: JobSpec) -> JobIn:
         else ObjectiveIn.model_construct(
             cost=spec.objective.cost, latency=spec.objective.latency, carbon=spec.objective.carbon
         ),
+        reference_gpu_model=spec.reference_gpu_model,
     )
 
 
@@ -117,6 +118,7 @@ def _candidate(rank: int, c: Candidate) -> CandidateOut:
         carbon_intensity_gco2_per_kwh=c.intensity_gco2_per_kwh,
         energy_kwh=round(c.energy_kwh, 4),
         gco2=None if c.gco2 is None else round(c.gco2, 2),
+        duration_s=round(c.duration_s, 1),
         cost_term=round(c.cost_term, 4),
         latency_term=round(c.latency_term, 4),
         carbon_term=round(c.carbon_term, 4),

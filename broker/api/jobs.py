@@ -10,16 +10,18 @@ from aiohttp import web
 
 from broker.api.context import principal
 from broker.api.convert import explain_out, job_out, spec_from_api
-from broker.api.keys import BURSTER, CLOCK, LOOP, STORE
+from broker.api.keys import BURSTER, CLOCK, LOOP, SETTINGS, STORE
 from broker.api.problems import ApiProblem, not_found, read_model, validation_problem
 from broker.api.query import reject_unknown
-from broker.api.schemas import JobIn, JobPageOut, ProblemField
+from broker.api.schemas import CandidateOut, ExplainOut, JobIn, JobPageOut, ProblemField
 from broker.db.repository import InvalidCursor
 from broker.domain.enums import JobKind, JobState, Tier
 from broker.domain.errors import IdempotencyConflict, JobAlreadyFinished, JobNotFound
 from broker.domain.jobs import Job, JobSpec
 from broker.domain.placement import Evaluation
+from carbon.live.errors import SourceError
 from carbon.power import GPU_MODELS
+from carbon.static import SOURCE_NAME as STATIC_SOURCE
 
 routes = web.RouteTableDef()
 
@@ -28,7 +30,8 @@ LIST_PARAMS = frozenset({"state", "priority", "kind", "limit", "cursor"})
 
 
 def _check_submission(request: web.Request, spec: JobSpec, known_models: set[str]) -> None:
-    """Refuse what can never run: unknown models, deadlines that cannot be met."""
+    """Refuse what can never run: unknown models (also as the reference of the estimate),
+    deadlines that cannot be met."""
     errors: list[ProblemField] = []
     for i, model in enumerate(spec.resources.gpu_models):
         if model not in known_models:
@@ -40,6 +43,16 @@ def _check_submission(request: web.Request, spec: JobSpec, known_models: set[str
                     + ", ".join(sorted(known_models)),
                 )
             )
+    reference = spec.reference_gpu_model
+    if reference is not None and reference not in known_models:
+        errors.append(
+            ProblemField(
+                field="reference_gpu_model",
+                type="unknown_gpu_model",
+                message=f"unknown GPU model {reference!r}; known: "
+                + ", ".join(sorted(known_models)),
+            )
+        )
     if spec.deadline is not None:
         now = request.app[CLOCK].now()
         if spec.deadline <= now:
@@ -223,4 +236,33 @@ async def explain(request: web.Request) -> web.Response:
     spec = spec_from_api(body)
     _check_submission(request, spec, await _known_models(request))
     ev = await request.app[LOOP].evaluate(_draft(spec, who.tenant, request), ignore_capacity=False)
-    return web.json_response(text=explain_out(ev).model_dump_json())
+    out = await _with_carbon_basis(request, explain_out(ev))
+    return web.json_response(text=out.model_dump_json())
+
+
+async def _with_carbon_basis(request: web.Request, out: ExplainOut) -> ExplainOut:
+    """State the carbon basis, and per candidate which source gives its zone's intensity:
+    the static table is a flat annual mean, every other source is hourly."""
+    zones = {s.name: s.grid_zone for s in await request.app[STORE].sites()}
+    carbon, now = request.app[LOOP].carbon, request.app[CLOCK].now()
+    answered: dict[str, str | None] = {}
+    for zone in {zones[c.site] for c in out.candidates if c.site in zones}:
+        try:
+            reading = await carbon.current(zone, at=now)
+        except SourceError:
+            reading = None
+        answered[zone] = None if reading is None else reading.source
+
+    def mark(c: CandidateOut) -> CandidateOut:
+        source = answered.get(zones.get(c.site, ""))
+        hourly = None if source is None else source != STATIC_SOURCE
+        return c.model_copy(update={"intensity_source": source, "hourly": hourly})
+
+    candidates = [mark(c) for c in out.candidates]
+    return out.model_copy(
+        update={
+            "basis": request.app[SETTINGS].carbon.basis,
+            "candidates": candidates,
+            "winner": candidates[0] if candidates else None,
+        }
+    )

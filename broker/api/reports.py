@@ -8,7 +8,7 @@ from datetime import timedelta
 from aiohttp import web
 
 from broker.api.context import principal
-from broker.api.keys import CAPACITY, CLOCK, STORE
+from broker.api.keys import CAPACITY, CLOCK, SETTINGS, STORE
 from broker.api.query import field_problem, period, reject_unknown
 from broker.reports.html import to_html
 from broker.reports.sustainability import GroupBy, build, to_csv
@@ -39,7 +39,8 @@ async def sustainability(request: web.Request) -> web.StreamResponse:
     runs = await request.app[STORE].footprints(start=start, end=end)
     if not who.sees_all_tenants():
         runs = [r for r in runs if r.tenant == who.tenant]
-    report = build(runs, start=start, end=end, group_by=group_by)
+    basis = request.app[SETTINGS].carbon.basis
+    report = build(runs, start=start, end=end, group_by=group_by, basis=basis)
     if fmt == "csv":
         return web.Response(text=to_csv(report), content_type="text/csv", charset="utf-8")
     # Burst capacity is fleet-wide (one instance serves several tenants): operators only.

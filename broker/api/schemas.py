@@ -101,6 +101,11 @@ class JobIn(_Request):
     objective: ObjectiveIn | None = Field(
         default=None, description="Overrides the tier's cost/latency/carbon weights."
     )
+    reference_gpu_model: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
+        default=None,
+        description="The GPU model estimated_duration_s was measured on (default A100-80GB); "
+        "with the scheduler's gpu_performance on, the run on each model is scaled from it.",
+    )
 
     @model_validator(mode="after")
     def _coherent(self) -> JobIn:
@@ -219,10 +224,15 @@ class CandidateOut(_Response):
     carbon_intensity_gco2_per_kwh: float | None
     energy_kwh: float
     gco2: float | None
+    duration_s: float  # the run on this pool's GPU model (the estimate unless gpu_performance)
     cost_term: float
     latency_term: float
     carbon_term: float
     score: float
+    # Which carbon source answers for the site's zone now: "static" is a flat annual mean
+    # (hourly false); any other (replay, a live provider, the own forecast) is hourly.
+    intensity_source: str | None = None
+    hourly: bool | None = None
 
 
 class RejectionOut(_Response):
@@ -244,6 +254,7 @@ class ExplainOut(_Response):
     rejected: list[RejectionOut]
     weights: WeightsOut
     note: str
+    basis: str | None = None  # the carbon accounting basis of every intensity (carbon.basis)
 
 
 class HealthOut(_Response):

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from broker import __version__
-from broker.domain.errors import ConfigError
+from broker.domain.errors import BrokerError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--policy", choices=["broker", "fifo", "all"], default="all")
     sim.add_argument("--out", default="simulation-out", help="folder for summary.json, report.html")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
+    sim.add_argument(
+        "--gpu-performance",
+        action="store_true",
+        help="run times by GPU model (scheduler.gpu_performance; docs/performance.md)",
+    )
     sim.set_defaults(func=lazy("broker.simulation.run", "cmd_simulate"))
 
     client.add_commands(sub)
@@ -96,12 +101,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except ConfigError as exc:
-        print(f"broker: {exc}", file=sys.stderr)
+    except BrokerError as exc:
+        # A BrokerError that reaches here stopped the command before it could do its work:
+        # a config, a fleet, a trace or a carbon file, or a flag. API problems are the
+        # client's to print (exit 1). One line, like argparse's own usage errors (exit 2).
+        print(f"broker: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     return code
+
+
+def one_line(message: str) -> str:
+    """A multi-line error (settings list one problem a line) as one line: `head: a; b`."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else "error"
+    head, rest = lines[0], "; ".join(lines[1:])
+    return f"{head} {rest}" if head.endswith(":") else f"{head}: {rest}"
 
 
 if __name__ == "__main__":

@@ -95,13 +95,17 @@ def cleanest_start(
     duration_s: int,
     energy_per_kw: float,
     min_saving: float,
+    now_means: Floats,
 ) -> Start | None:
     """The (option, start) that emits least, if it saves at least `min_saving` against
     the best option now; None otherwise.
 
     `room`: per entry of `groups.pools`, whether it holds the job now; `starts`: how many
     candidate starts (`CarbonGrid.starts`); `energy_per_kw`: kWh per kW of a pool's
-    `power_pue` (GPUs x hours x utilisation).
+    `power_pue` (GPUs x estimated hours x utilisation), scaled by each pool's run-time
+    factor; `now_means`: per zone, the mean intensity over the estimate from now. Windows
+    are the estimate's length on every model (a simplification: the energy is the model's,
+    the window the reference run's).
     """
     shape = ranking.shape
     # per zone on the grid, its least-energy pool with room; options in ranking order
@@ -112,8 +116,8 @@ def cleanest_start(
     per_zone = groups.order[first[ok]]
     per_zone = per_zone[np.argsort(ranking.score[per_zone], kind="stable")]
     option_zone = shape.zone[per_zone]
-    energy = shape.power_pue[per_zone] * energy_per_kw
-    now_cost = energy * ranking.means[option_zone]
+    energy = shape.power_pue[per_zone] * shape.slow[per_zone] * energy_per_kw
+    now_cost = energy * now_means[option_zone]
     if np.isnan(now_cost).any():
         return None
     best_now = float(now_cost.min())
@@ -150,7 +154,7 @@ class ZoneGroups:
     @classmethod
     def of(cls, shape: Shape, grid: CarbonGrid) -> ZoneGroups:
         on = np.flatnonzero(grid.on[shape.zone])
-        order = on[np.lexsort((shape.power_pue[on], shape.zone[on]))]
+        order = on[np.lexsort((shape.power_pue[on] * shape.slow[on], shape.zone[on]))]
         zones = shape.zone[order]
         starts = np.flatnonzero(np.r_[True, zones[1:] != zones[:-1]]) if len(order) else order
         ends = np.r_[starts[1:], len(order)].astype(np.int64)

@@ -23,6 +23,7 @@ moved (another replica), in which case the job is simply looked at again next pa
 from __future__ import annotations
 
 import bisect
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -35,7 +36,7 @@ from broker.domain.fleet_index import FleetIndex
 from broker.domain.jobs import Job, JobSpec
 from broker.domain.latency import LatencyMatrix
 from broker.domain.objective import Weights
-from broker.domain.placement import Candidate, Evaluation, evaluate
+from broker.domain.placement import _POWER_KW, Candidate, Evaluation, evaluate
 from broker.domain.policy.fairness import (
     capacity_from_pools,
     dominant_shares,
@@ -45,8 +46,9 @@ from broker.domain.policy.fairness import (
 from broker.domain.policy.preemption import VictimSet, best_preemption
 from broker.domain.policy.quotas import QuotaLedger, check, reclaimable
 from broker.domain.ranking import Shape
-from broker.domain.rules import SiteConditions
+from broker.domain.rules import SiteConditions, rule_table
 from broker.domain.work import RunningWork, placed_work
+from carbon.performance import UNIFORM, ThroughputTable, shipped_table
 
 Hourly = Sequence[tuple[datetime, float]]
 
@@ -73,6 +75,15 @@ class EngineSettings:
     deferral_horizon_h: int = 48  # never look further ahead than this
     quotas: Mapping[str, Mapping[Tier, float]] = field(default_factory=dict)
     borrowing: bool = True
+    # throughput relative to A100-80GB by model and class ("training", "inference"), for
+    # models the shipped table has no figure for; wins over the table
+    gpu_throughput: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    # run time by GPU model (docs/performance.md); off: every model runs at the estimate's
+    # speed and no pool is refused for a missing throughput figure (the behaviour before it)
+    gpu_performance: bool = False
+    # board power in kW by exact GPU model name (`Settings.power_table()`); a pool whose
+    # model is not here is never placed, whether the performance model is on or off
+    power_kw: Mapping[str, float] = field(default_factory=lambda: dict(_POWER_KW))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,6 +114,12 @@ Decision = Place | Defer | Wait
 class Engine:
     def __init__(self, settings: EngineSettings) -> None:
         self.settings = settings
+        self.throughput: ThroughputTable = (
+            shipped_table().with_overrides(settings.gpu_throughput)
+            if settings.gpu_performance
+            else UNIFORM
+        )
+        self.rules = rule_table(self.throughput, frozenset(settings.power_kw))
 
     def weights_for(self, spec: JobSpec) -> Weights:
         return spec.objective or self.settings.weights[spec.tier]
@@ -116,18 +133,25 @@ class Engine:
         carbon: CarbonOracle,
         now: datetime,
     ) -> dict[str, SiteConditions]:
-        """Per site: the mean intensity over the job's run window if it starts now, and RTT."""
+        """Per site: the mean intensity over a run starting now (of the job's estimate, and
+        of any length through `intensity_window`: runs differ by GPU model), and RTT."""
         duration = spec.estimated_duration_s
-        by_zone: dict[str, float | None] = {}
+        means: dict[tuple[str, float], float | None] = {}
+
+        def mean(zone: str, seconds: float) -> float | None:
+            key = (zone, seconds)
+            if key not in means:
+                means[key] = _mean_from_now(carbon, zone, now=now, duration_s=seconds)
+            return means[key]
+
         out = {}
         for site in sites:
             zone = site.grid_zone
-            if zone not in by_zone:
-                by_zone[zone] = _mean_from_now(carbon, zone, now=now, duration_s=duration)
             out[site.name] = SiteConditions(
                 site=site,
-                intensity_gco2_per_kwh=by_zone[zone],
+                intensity_gco2_per_kwh=mean(zone, duration),
                 latency_ms=latency.rtt(spec.origin, site.location) if spec.origin else None,
+                intensity_window=functools.partial(mean, zone),
             )
         return out
 
@@ -139,7 +163,10 @@ class Engine:
         conditions: Mapping[str, SiteConditions],
         ignore_capacity: bool = False,
         explain: bool = True,
+        now: datetime | None = None,
     ) -> Evaluation:
+        """`evaluate` with this engine's weights, utilisation and throughput figures; with
+        `now`, deadlines rule out pools too slow to meet them."""
         return evaluate(
             spec,
             pools=pools,
@@ -148,6 +175,10 @@ class Engine:
             utilisation=self.settings.gpu_utilisation,
             ignore_capacity=ignore_capacity,
             explain=explain,
+            throughput=self.throughput,
+            rules=self.rules,
+            now=now,
+            power=self.settings.power_kw,
         )
 
     def plan(
@@ -278,8 +309,9 @@ class Engine:
         longest_s: float,
     ) -> FleetIndex:
         """The pass's fleet as arrays, with each zone's outlook far enough for the longest
-        run (`longest_s`) and for deferral."""
-        reach = timedelta(seconds=max(longest_s, (self.settings.deferral_horizon_h + 1) * 3600))
+        estimate (`longest_s`) on the slowest model, and for deferral."""
+        longest_run = longest_s * self.throughput.spread()
+        reach = timedelta(seconds=max(longest_run, (self.settings.deferral_horizon_h + 1) * 3600))
         outlooks = {
             zone: Outlook.of(carbon.hourly(zone, start=now, end=now + reach), start=now)
             for zone in {site.grid_zone for site in sites}
@@ -294,6 +326,9 @@ class Engine:
                 carbon, zone, now=now, duration_s=duration_s
             ),
             now=now,
+            throughput=self.throughput,
+            rules=self.rules,
+            power=self.settings.power_kw,
         )
 
     def _wait_reason(
@@ -307,7 +342,7 @@ class Engine:
     ) -> str:
         """Why nothing takes the job: an explaining evaluation, once per shape and pass."""
         conds = self.conditions(spec, sites=index.sites, latency=latency, carbon=carbon, now=now)
-        return _wait_reason(self.evaluate(spec, pools=index.pools, conditions=conds))
+        return _wait_reason(self.evaluate(spec, pools=index.pools, conditions=conds, now=now))
 
     def _preempt(
         self,

@@ -31,7 +31,7 @@ import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -47,21 +47,26 @@ from broker.domain.fleet import MILLI_PER_GPU, GpuPool, Site
 from broker.domain.jobs import JobSpec
 from broker.domain.latency import LatencyMatrix
 from broker.domain.objective import Weights
-from broker.domain.placement import _POWER_KW, Candidate
+from broker.domain.placement import _POWER_KW, Candidate, deadline_mask
 from broker.domain.ranking import Floats, Pick, Ranking, Shape, choose, score, shape_terms
 from broker.domain.rule_masks import RuleMasks
-from broker.domain.rules import RULES, pool_price, unit_price
+from broker.domain.rules import RULES, RejectReason, Rule, RunNeed, pool_price, unit_price
+from broker.domain.runtime import scaled_s
+from carbon.performance import UNIFORM, ThroughputTable
 
 if TYPE_CHECKING:
     from broker.domain.engine import Outlook
 
 # The fields of a job that its shape may depend on: all but these, which no rule's `need`
-# and no shape term reads (tests/domain/test_rules.py holds the rules to it).
-NOT_SHAPE_FIELDS = frozenset(
-    {"name", "kind", "workload", "estimated_duration_s", "deadline", "objective"}
-)
+# and no shape term reads (tests/domain/test_rules.py holds the rules to it); and
+# `RUN_FIELDS`, which only the performance rule reads, and only when the model is on.
+NOT_SHAPE_FIELDS = frozenset({"name", "workload", "estimated_duration_s", "deadline", "objective"})
+RUN_FIELDS = frozenset({"kind", "reference_gpu_model"})
 _shape_fields = operator.attrgetter(
     *(f.name for f in dataclasses.fields(JobSpec) if f.name not in NOT_SHAPE_FIELDS)
+)
+_shape_fields_off = operator.attrgetter(
+    *(f.name for f in dataclasses.fields(JobSpec) if f.name not in NOT_SHAPE_FIELDS | RUN_FIELDS)
 )
 
 
@@ -77,7 +82,19 @@ class FleetIndex:
         outlooks: Mapping[str, Outlook | None],
         mean_fallback: Callable[[str, float], float | None],
         now: datetime,
+        throughput: ThroughputTable | None = None,
+        rules: tuple[Rule[Any, Any], ...] = RULES,
+        power: Mapping[str, float] | None = None,
     ) -> None:
+        """`throughput` (default: uniform, the model off) and `power` (kW by GPU model,
+        default: the shipped datasheet table) must be those `rules` was built from."""
+        self._throughput = throughput if throughput is not None else UNIFORM
+        self._power = _POWER_KW if power is None else power
+        self._shape_key = _shape_fields_off if self._throughput.uniform else _shape_fields
+        self._rule_table = rules
+        self._perf_pos = next(
+            i for i, r in enumerate(rules) if r.reason is RejectReason.GPU_PERFORMANCE
+        )
         site_by_name = {s.name: s for s in sites}
         kept = [p for p in pools if p.site in site_by_name]
         self.pools: list[GpuPool] = list(kept)
@@ -100,16 +117,21 @@ class FleetIndex:
         self._zone = np.asarray(
             [zone_pos[site_by_name[p.site].grid_zone] for p in kept], dtype=np.int64
         )
+        # a model with no power figure gets 0 here, but the performance rule keeps its
+        # pools out of every shape
         self._power_pue = arr(
-            [_POWER_KW.get(p.gpu_model, 0.0) * site_by_name[p.site].pue for p in kept]
+            [self._power.get(p.gpu_model, 0.0) * site_by_name[p.site].pue for p in kept]
         )
+        self._models = sorted({p.gpu_model for p in kept})
+        model_pos = {m: i for i, m in enumerate(self._models)}
+        self._model = np.asarray([model_pos[p.gpu_model] for p in kept], dtype=np.int64)
         self._largest_free = np.zeros(len(kept), dtype=np.int64)
         self._free = np.zeros(len(kept), dtype=np.int64)
         for i, p in enumerate(kept):
             self._refresh(i, p)
         self._shapes: dict[tuple[object, ...], Shape] = {}
         self._by_needs: dict[tuple[object, ...], Shape] = {}
-        self._rules = RuleMasks(pools=kept, sites=self.sites, site_of=self._site)
+        self._rules = RuleMasks(pools=kept, sites=self.sites, site_of=self._site, rules=rules)
         self._origin_latency: dict[str, Floats] = {}
         self._fixed: dict[tuple[Shape, Weights], Floats] = {}
         self._zone_groups: dict[Shape, ZoneGroups] = {}
@@ -149,10 +171,10 @@ class FleetIndex:
     # ---- shapes: static feasibility from the rule table -----------------------------
 
     def shape(self, spec: JobSpec) -> Shape:
-        key = _shape_fields(spec)
+        key = self._shape_key(spec)
         got = self._shapes.get(key)
         if got is None:
-            needs = tuple(rule.need(spec) for rule in RULES)
+            needs = tuple(rule.need(spec) for rule in self._rule_table)
             by_needs = (needs, spec.is_preemptible, spec.origin)
             got = self._by_needs.get(by_needs)
             if got is None:
@@ -172,6 +194,18 @@ class FleetIndex:
         if keep is not None:
             idx = idx[keep]
             latency = None if latency is None else latency[keep]
+        run_need = cast(RunNeed, needs[self._perf_pos])
+        if run_need:  # the performance model is on
+            reference, workload = run_need
+            models = self._model[idx]
+            factor = np.ones(len(self._models), dtype=np.float64)
+            for m in np.unique(models).tolist():  # the rule left only models with a figure
+                factor[m] = self._throughput.run_factor(
+                    model=self._models[m], reference=reference, workload=workload
+                )
+            slow: Floats | None = factor[models]
+        else:
+            slow = None
         return shape_terms(
             idx=idx,
             price=self._price[preemptible][idx],
@@ -179,6 +213,7 @@ class FleetIndex:
             by_latency=bool(origin),
             zone=self._zone[idx],
             power_pue=self._power_pue[idx],
+            slow=slow,
         )
 
     def _origin_latency_of(self, origin: str) -> Floats:
@@ -202,12 +237,26 @@ class FleetIndex:
         if fixed is None:  # the cost and latency part depends on the shape alone
             fixed = w.cost * shape.cost_term + w.latency * shape.latency_term
             self._fixed[(shape, w)] = fixed
-        means = self._carbon.means(spec.estimated_duration_s)
-        return score(shape, weights=w, fixed=fixed, means=means)
+        # one run length per distinct speed among the shape's models
+        estimate = spec.estimated_duration_s
+        levels = shape.levels
+        if len(levels) == 1:  # one speed (always: the model off): one mean per zone
+            run = scaled_s(estimate, levels[0])
+            intensity = self._carbon.means(run)[shape.zone]
+            runs = np.asarray([run], dtype=np.float64)
+        elif levels:
+            lengths = [scaled_s(estimate, level) for level in levels]
+            means = np.stack([self._carbon.means(run) for run in lengths])
+            intensity = means[shape.level_of, shape.zone]
+            runs = np.asarray(lengths, dtype=np.float64)
+        else:
+            intensity = runs = np.zeros(0, dtype=np.float64)
+        return score(shape, weights=w, fixed=fixed, intensity=intensity, runs=runs)
 
     def pick(self, spec: JobSpec, ranking: Ranking, *, only: int | None = None) -> Pick | None:
         """The best pool that holds the job now; ties to the tightest fit (best-fit)."""
         res = spec.resources
+        late = deadline_mask(spec, ranking.runs, now=self._now)  # per speed level
         return choose(
             ranking,
             pools=self.pools,
@@ -215,6 +264,7 @@ class FleetIndex:
             milli_per_node=res.milli_per_node,
             count=res.nodes,
             only=only,
+            late=None if late is None else late[ranking.shape.level_of],
         )
 
     def candidate(
@@ -224,11 +274,12 @@ class FleetIndex:
         pool = self.pools[pick.pool]
         res = spec.resources
         gpus = res.total_milli / MILLI_PER_GPU
-        hours = spec.estimated_duration_s / 3600
+        duration = ranking.duration(k)
+        hours = spec.estimated_duration_s * float(shape.slow[k]) / 3600  # as in `evaluate`
         price, spot = unit_price(spec, pool)
         site = self.sites[int(self._site[pick.pool])]
-        energy = _POWER_KW.get(pool.gpu_model, 0.0) * gpus * hours * utilisation * site.pue
-        intensity = float(ranking.means[int(shape.zone[k])])
+        energy = self._power[pool.gpu_model] * gpus * hours * utilisation * site.pue
+        intensity = float(ranking.intensity[k])
         latency = float(shape.latency[k])
         return Candidate(
             site=pool.site,
@@ -245,6 +296,7 @@ class FleetIndex:
             energy_kwh=energy,
             gco2=None if math.isnan(intensity) else energy * intensity,
             leftover_milli=pool.leftover_after(pick.nodes, res.milli_per_node),
+            duration_s=duration,
             cost_term=float(shape.cost_term[k]),
             latency_term=float(shape.latency_term[k]),
             carbon_term=float(ranking.carbon_term[k]),
@@ -300,6 +352,7 @@ class FleetIndex:
             duration_s=duration,
             energy_per_kw=gpus * duration / 3600 * utilisation,
             min_saving=min_saving,
+            now_means=self._carbon.means(duration),
         )
         if start is None:
             return None

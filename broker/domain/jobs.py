@@ -69,6 +69,8 @@ class JobSpec:
     preemptible: bool | None = None  # None: the tier's default
     max_hourly_cost: float | None = None
     objective: Weights | None = None  # overrides the tier's weights for this job
+    # the GPU model `estimated_duration_s` was measured on; None: DEFAULT_REFERENCE
+    reference_gpu_model: str | None = None
 
     @property
     def is_preemptible(self) -> bool:

@@ -15,18 +15,27 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
 
 from broker.domain.fleet import MILLI_PER_GPU, GpuPool
 from broker.domain.jobs import JobSpec
 from broker.domain.objective import Weights
+from broker.domain.ranking import Bools, Floats
 from broker.domain.rules import (
+    RULES,
     RejectReason,
+    Rule,
     SiteConditions,
     applicable,
     first_failed,
     unit_price,
 )
-from carbon.power import GPU_MODELS
+from broker.domain.runtime import run_factor, scaled_s
+from carbon.performance import UNIFORM, ThroughputTable
+from carbon.power import GPU_MODELS, GpuModelSpec
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,6 +62,7 @@ class Candidate:
     nodes: tuple[int, ...]  # the pool's nodes chosen (best-fit), one per job node
     spot: bool
     leftover_milli: int  # free room left on the chosen nodes: lower is a tighter fit
+    duration_s: float = 0.0  # the run on this pool's GPU model (the estimate, scaled)
     cost_term: float = 0.0
     latency_term: float = 0.0
     carbon_term: float = 0.0
@@ -70,9 +80,15 @@ class Evaluation:
         return self.candidates[0] if self.candidates else None
 
 
-def static_rejection(spec: JobSpec, pool: GpuPool, cond: SiteConditions) -> Rejection | None:
+def static_rejection(
+    spec: JobSpec,
+    pool: GpuPool,
+    cond: SiteConditions,
+    *,
+    rules: tuple[Rule[Any, Any], ...] = RULES,
+) -> Rejection | None:
     """Why this pool can never take the job whatever else runs there, or None."""
-    rule = first_failed(applicable(spec, live=False), pool, cond)
+    rule = first_failed(applicable(spec, live=False, rules=rules), pool, cond)
     if rule is None:
         return None
     return Rejection(
@@ -80,12 +96,28 @@ def static_rejection(spec: JobSpec, pool: GpuPool, cond: SiteConditions) -> Reje
     )
 
 
-# (pool, conditions, nodes it would use now or None when full, price, spot, cost, energy, gCO2e)
+# (pool, conditions, nodes it would use now or None when full, price, spot, cost, energy,
+# gCO2e, run seconds, mean intensity over the run)
 _Could = tuple[
-    GpuPool, SiteConditions, tuple[int, ...] | None, float, bool, float, float, float | None
+    GpuPool,
+    SiteConditions,
+    tuple[int, ...] | None,
+    float,
+    bool,
+    float,
+    float,
+    float | None,
+    float,
+    float | None,
 ]
 
-_POWER_KW = {name: m.board_power_w / 1000 for name, m in GPU_MODELS.items()}
+
+def power_kw(table: Mapping[str, GpuModelSpec]) -> Mapping[str, float]:
+    """Board power in kW by model name, from a power table (`carbon.power.power_table`)."""
+    return {name: m.board_power_w / 1000 for name, m in table.items()}
+
+
+_POWER_KW = power_kw(GPU_MODELS)
 
 
 def evaluate(
@@ -97,28 +129,39 @@ def evaluate(
     utilisation: float = 0.8,
     ignore_capacity: bool = False,
     explain: bool = True,
+    throughput: ThroughputTable | None = None,
+    rules: tuple[Rule[Any, Any], ...] = RULES,
+    now: datetime | None = None,
+    power: Mapping[str, float] | None = None,
 ) -> Evaluation:
     """Rank every pool for `spec`; with `ignore_capacity`, ask only whether it could ever fit.
 
     With `explain=False` (the scheduler's hot path) rejections are not collected, which
-    skips building a reason for each of the many pools of other GPU models.
+    skips building a reason for each of the many pools of other GPU models. Run time, cost,
+    energy and carbon are those of the job's run on each pool's GPU model (`runtime`):
+    `throughput` (default: uniform, the model off) and `power` (kW by model, default: the
+    shipped datasheet table) must be those `rules` was built from. With
+    `now` and a deadline, a pool whose run would end after the deadline is rejected while
+    another pool the job could use meets it (`deadline_mask`).
     """
+    table = throughput if throughput is not None else UNIFORM
+    power_of = _POWER_KW if power is None else power
     rejections: list[Rejection] = []
     res = spec.resources
     need = res.total_milli
     per_node = res.milli_per_node
-    hours = spec.estimated_duration_s / 3600
     gpus = need / MILLI_PER_GPU
     # Every pool that could take the job if it were empty, with the nodes it would use now
     # (None when it is full): the terms are normalised over all of them, so a site's score
     # does not move when another site fills up, and the scheduler can rank once per pass.
     could: list[_Could] = []
-    rules = applicable(spec, live=not ignore_capacity)  # site health says nothing of "ever"
+    # site health says nothing of "ever"
+    rules_on = applicable(spec, live=not ignore_capacity, rules=rules)
     for pool in pools:
         cond = conditions.get(pool.site)
         if cond is None:
             continue
-        rule = first_failed(rules, pool, cond)
+        rule = first_failed(rules_on, pool, cond)
         if rule is not None:
             if explain:
                 rejections.append(
@@ -143,9 +186,14 @@ def evaluate(
                     detail=_capacity_detail(spec, pool),
                 )
             )
-        power = _POWER_KW.get(pool.gpu_model, 0.0)
-        energy = power * gpus * hours * utilisation * cond.site.pue
-        intensity = cond.intensity_gco2_per_kwh
+        factor = run_factor(spec, pool.gpu_model, table)
+        assert factor is not None  # the performance rule admits only models with figures
+        # cost and energy scale exactly; the run (its carbon window, the deadline) is in
+        # whole seconds, as deferral and the simulator step
+        duration = float(scaled_s(spec.estimated_duration_s, factor))
+        hours = spec.estimated_duration_s * factor / 3600
+        energy = power_of[pool.gpu_model] * gpus * hours * utilisation * cond.site.pue
+        intensity = cond.intensity_over(duration)
         price, spot = unit_price(spec, pool)
         could.append(
             (
@@ -157,15 +205,27 @@ def evaluate(
                 price * gpus * hours,
                 energy,
                 None if intensity is None else energy * intensity,
+                duration,
+                intensity,
             )
         )
+    late = deadline_mask(spec, np.asarray([f[8] for f in could]), now=now)
+    if late is not None:
+        kept: list[_Could] = []
+        for f, is_late in zip(could, late.tolist(), strict=True):
+            if is_late and f[2] is not None:
+                f = (*f[:2], None, *f[3:])
+                if explain:
+                    rejections.append(_deadline_rejection(spec, f[0], f[8], now=now))
+            kept.append(f)
+        could = kept
     w = weights.normalised()
     costs = _normalise([f[5] for f in could])
     lats = _normalise([f[1].latency_ms for f in could])
     carbs = _normalise([f[7] for f in could])
     scored = []
     for f, ct, lt, kt in zip(could, costs, lats, carbs, strict=True):
-        pool, cond, nodes, price, spot, cost, energy, gco2 = f
+        pool, cond, nodes, price, spot, cost, energy, gco2, duration, intensity = f
         if nodes is None:
             continue
         scored.append(
@@ -180,10 +240,11 @@ def evaluate(
                 hourly_cost_usd=price * gpus,
                 cost_usd=cost,
                 latency_ms=cond.latency_ms,
-                intensity_gco2_per_kwh=cond.intensity_gco2_per_kwh,
+                intensity_gco2_per_kwh=intensity,
                 energy_kwh=energy,
                 gco2=gco2,
                 leftover_milli=pool.leftover_after(nodes, per_node),
+                duration_s=duration,
                 cost_term=ct,
                 latency_term=lt,
                 carbon_term=kt,
@@ -192,6 +253,33 @@ def evaluate(
         )
     scored.sort(key=lambda c: (round(c.score, 9), c.leftover_milli, c.site, c.pool_id))
     return Evaluation(candidates=tuple(scored), rejections=tuple(rejections), weights=w)
+
+
+def deadline_mask(spec: JobSpec, durations: Floats, *, now: datetime | None) -> Bools | None:
+    """Which runs (`durations`: one per pool the job could use, or one per distinct run
+    length) end after the job's deadline, if `now` and a deadline are given; None when that
+    rules out none. Only while some run still meets the deadline: once none can, the job is
+    late anyway and the deadline does not keep it from running."""
+    if now is None or spec.deadline is None or len(durations) < 2:
+        return None  # one run length: all late or none, and neither rules a pool out
+    late = durations > (spec.deadline - now).total_seconds()
+    return late if late.any() and not late.all() else None
+
+
+def _deadline_rejection(
+    spec: JobSpec, pool: GpuPool, duration_s: float, *, now: datetime | None
+) -> Rejection:
+    assert now is not None and spec.deadline is not None
+    ends = now + timedelta(seconds=duration_s)
+    return Rejection(
+        site=pool.site,
+        pool_id=pool.id,
+        reason=RejectReason.DEADLINE,
+        detail=(
+            f"runs {duration_s / 3600:.2f} h on {pool.gpu_model}, ends {ends.isoformat()} "
+            f"after the deadline {spec.deadline.isoformat()}"
+        ),
+    )
 
 
 def _normalise(values: list[float | None]) -> list[float]:

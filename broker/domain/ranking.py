@@ -44,6 +44,9 @@ class Shape:
     latency_term: Floats
     zone: Ints  # zone position of each pool
     power_pue: Floats  # kW per GPU at the plug (board power x site PUE)
+    slow: Floats  # run seconds per second of the job's estimate, by the pool's GPU model
+    levels: tuple[float, ...]  # the distinct values of `slow` (one with the model off)
+    level_of: Ints  # each pool's position in `levels`
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +57,12 @@ class Ranking:
     weights: Weights  # normalised
     score: Floats  # scores within TIE of each other are ties, broken by best-fit
     carbon_term: Floats
-    means: Floats  # mean intensity per zone over the run window (NaN unknown)
+    intensity: Floats  # per pool: mean intensity over its run (NaN unknown)
+    runs: Floats  # per entry of `shape.levels`: run seconds at that speed
+
+    def duration(self, k: int) -> float:
+        """Run seconds on the shape's k-th pool."""
+        return float(self.runs[int(self.shape.level_of[k])])
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,26 +80,57 @@ def shape_terms(
     by_latency: bool,
     zone: Ints,
     power_pue: Floats,
+    slow: Floats | None,
 ) -> Shape:
     """A shape from its pools (`idx`) and their price per GPU-hour, latency from the job's
-    origin (None without one), zone and power; `by_latency`: the job has an origin."""
+    origin (None without one), zone, power and run-time factor; `by_latency`: the job has
+    an origin; `slow` None: every pool runs at the estimate's speed (the model off)."""
     lat = np.full(len(idx), math.nan) if latency is None else latency
+    levels: tuple[float, ...]
+    if slow is None:
+        slow, levels, level_of, run_price = (
+            np.ones(len(idx)),
+            (1.0,),
+            np.zeros(len(idx), np.int64),
+            price,
+        )
+    elif len(slow) == 0 or bool((slow == slow[0]).all()):  # one speed
+        levels = (float(slow[0]),) if len(slow) else ()
+        level_of = np.zeros(len(slow), dtype=np.int64)
+        run_price = price  # a common factor does not move a min-max normalisation
+    else:
+        distinct, inverse = np.unique(slow, return_inverse=True)
+        levels = tuple(distinct.tolist())
+        level_of = inverse.astype(np.int64).reshape(-1)
+        run_price = price * slow
     return Shape(
         idx=idx,
-        cost_term=normalise(price),  # price x GPUs x hours, scaled alike for every pool
+        # price x GPUs x run hours; the job's GPUs x estimated hours is alike for every pool
+        cost_term=normalise(run_price),
         latency=lat,
         latency_term=normalise(lat) if by_latency else np.zeros(len(idx), dtype=np.float64),
         zone=zone,
         power_pue=power_pue,
+        slow=slow,
+        levels=levels,
+        level_of=level_of,
     )
 
 
-def score(shape: Shape, *, weights: Weights, fixed: Floats, means: Floats) -> Ranking:
+def score(
+    shape: Shape, *, weights: Weights, fixed: Floats, intensity: Floats, runs: Floats
+) -> Ranking:
     """Scores over the shape's pools: `fixed`, the weighted cost and latency terms (which
-    depend on the shape alone), plus the carbon term from each zone's mean intensity."""
-    # gCO2e at each pool up to the job's own factor (GPUs x hours x utilisation), which
-    # min-max normalisation cancels: board power x PUE x mean intensity of the zone
-    gco2 = shape.power_pue * means[shape.zone]
+    depend on the shape alone), plus the carbon term from each pool's run: its length
+    (`runs`, per speed level) and the mean intensity over it (`intensity`, per pool)."""
+    # gCO2e at each pool up to the job's own factor (GPUs x utilisation), which min-max
+    # normalisation cancels: board power x PUE x run-time factor x mean intensity over the
+    # run (whole seconds);
+    # with one speed the run length is common too
+    if len(runs) > 1:  # energy scales exactly with speed (`placement.evaluate`)
+        gco2 = shape.power_pue * shape.slow * intensity
+    else:
+        gco2 = shape.power_pue * intensity
     lo = float(gco2.min()) if len(gco2) else math.nan
     if math.isnan(lo):
         carbon_term = normalise(gco2)
@@ -104,7 +143,14 @@ def score(shape: Shape, *, weights: Weights, fixed: Floats, means: Floats) -> Ra
         else:
             carbon_term = (gco2 - lo) / span
             raw = fixed + weights.carbon * carbon_term
-    return Ranking(shape=shape, weights=weights, score=raw, carbon_term=carbon_term, means=means)
+    return Ranking(
+        shape=shape,
+        weights=weights,
+        score=raw,
+        carbon_term=carbon_term,
+        intensity=intensity,
+        runs=runs,
+    )
 
 
 def choose(
@@ -115,11 +161,15 @@ def choose(
     milli_per_node: int,
     count: int,
     only: int | None = None,
+    late: Bools | None = None,
 ) -> Pick | None:
     """The best of `pools` (by position) that holds `count` nodes of `milli_per_node` now;
-    ties to the tightest fit. `largest_free`: each pool's largest free block per node."""
+    ties to the tightest fit. `largest_free`: each pool's largest free block per node;
+    `late`: per shape pool, its run would miss the deadline (`placement.deadline_mask`)."""
     shape = ranking.shape
     room = largest_free[shape.idx] >= milli_per_node
+    if late is not None:
+        room &= ~late
     if only is not None:
         room &= shape.idx == only
     masked = np.where(room, ranking.score, math.inf)

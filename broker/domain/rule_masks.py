@@ -26,7 +26,7 @@ import numpy as np
 
 from broker.domain.fleet import GpuPool, Site
 from broker.domain.ranking import Bools, Floats, Ints
-from broker.domain.rules import RULES, FromPool, FromRoute, FromSite
+from broker.domain.rules import RULES, FromPool, FromRoute, FromSite, Rule
 
 STATIC = [i for i, r in enumerate(RULES) if not isinstance(r.offer, FromRoute)]
 ROUTE = [i for i, r in enumerate(RULES) if isinstance(r.offer, FromRoute)]
@@ -45,9 +45,18 @@ class _Column:
 
 
 class RuleMasks:
-    def __init__(self, *, pools: Sequence[GpuPool], sites: Sequence[Site], site_of: Ints) -> None:
+    def __init__(
+        self,
+        *,
+        pools: Sequence[GpuPool],
+        sites: Sequence[Site],
+        site_of: Ints,
+        rules: tuple[Rule[Any, Any], ...] = RULES,
+    ) -> None:
         """`site_of`: each pool's position in `sites`. What the rules read of a pool does
-        not change in a pass, so the pools as the pass starts will do."""
+        not change in a pass, so the pools as the pass starts will do. `rules`: a
+        `rules.rule_table` (all have the layout of `RULES`)."""
+        self._table = rules
         self._pools = list(pools)
         self._sites = list(sites)
         self._site_of = site_of
@@ -78,7 +87,7 @@ class RuleMasks:
     def within_reach(self, needs: Needs, latency: Floats | None, size: int) -> Bools | None:
         """Which of `size` pools the latency rules admit, given their round trips from the
         job's origin (None: the job has none, so every one is unknown); None: all."""
-        route = [(RULES[i], needs[i]) for i in ROUTE if needs[i] is not None]
+        route = [(self._table[i], needs[i]) for i in ROUTE if needs[i] is not None]
         if not route:
             return None
         ms = np.full(size, np.nan) if latency is None else latency
@@ -93,7 +102,7 @@ class RuleMasks:
         key = (pos, need)
         if key in self._masks:
             return self._masks[key]
-        rule = RULES[pos]
+        rule = self._table[pos]
         column = self._column(pos)
         if rule.elementwise:
             with np.errstate(invalid="ignore"):
@@ -111,7 +120,7 @@ class RuleMasks:
     def _column(self, pos: int) -> _Column:
         got = self._columns.get(pos)
         if got is None:
-            rule = RULES[pos]
+            rule = self._table[pos]
             offer = rule.offer
             if isinstance(offer, FromPool):
                 offers = [offer.get(p) for p in self._pools]

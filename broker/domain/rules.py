@@ -28,6 +28,7 @@ which both paths call.
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ from typing import Any, Generic, NamedTuple, TypeVar
 from broker.domain.enums import Ability, Health
 from broker.domain.fleet import MILLI_PER_GPU, GpuPool, Site
 from broker.domain.jobs import JobSpec, Resources
+from broker.domain.runtime import reference_model, workload_class
+from carbon.performance import OVERRIDE_SETTING, UNIFORM, ThroughputTable, WorkloadClass
+from carbon.power import GPU_MODELS
 
 NeedT = TypeVar("NeedT")  # what a rule reads from the job
 OfferT = TypeVar("OfferT")  # what it reads from a pool or its site
@@ -46,6 +50,7 @@ class RejectReason(enum.StrEnum):
 
     SITE_UNHEALTHY = "site_unhealthy"
     GPU_MODEL = "gpu_model"
+    GPU_PERFORMANCE = "gpu_performance"  # no power or throughput figure for the pool's model
     GPU_MEMORY = "gpu_memory"
     MIG_PROFILE = "mig_profile"
     GPUS_PER_NODE = "gpus_per_node"
@@ -58,6 +63,7 @@ class RejectReason(enum.StrEnum):
     COST = "max_hourly_cost"
     ABILITY = "site_ability"  # the site's connector cannot run this kind of job
     CAPACITY = "capacity"
+    DEADLINE = "deadline"  # the run on this model ends after a deadline another pool meets
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,6 +73,14 @@ class SiteConditions:
     site: Site
     intensity_gco2_per_kwh: float | None = None
     latency_ms: float | None = None  # from the job's origin; None when unknown or no origin
+    # mean intensity over a run of the given seconds from now (runs differ in length by GPU
+    # model); None: `intensity_gco2_per_kwh` holds for any run
+    intensity_window: Callable[[float], float | None] | None = None
+
+    def intensity_over(self, duration_s: float) -> float | None:
+        if self.intensity_window is None:
+            return self.intensity_gco2_per_kwh
+        return self.intensity_window(duration_s)
 
 
 # ---- what a rule reads ---------------------------------------------------------------
@@ -208,7 +222,7 @@ def _within_slo(ms: float, slo: float) -> bool:
     return ms <= slo  # elementwise; an unknown (NaN) latency never meets an SLO
 
 
-RULES: tuple[Rule[Any, Any], ...] = (
+_RULES: tuple[Rule[Any, Any], ...] = (
     Rule(
         reason=RejectReason.SITE_UNHEALTHY,
         need=lambda spec: True,
@@ -333,14 +347,80 @@ RULES: tuple[Rule[Any, Any], ...] = (
     ),
 )
 
+# (reference model, workload class); () when the performance model is off, so that every
+# job has the same need (one mask, fewer shapes) and only board power is checked
+RunNeed = tuple[str, WorkloadClass] | tuple[()]
+
+# where an operator adds the board power of a model the shipped table lacks
+POWER_SETTING = "gpu_models"
+
+
+def _performance_rule(table: ThroughputTable, power: frozenset[str]) -> Rule[RunNeed, str]:
+    """A pool whose model has no board power (always: power is never guessed, a missing
+    figure would draw 0 W), or, with the performance model on, no throughput figure for the
+    job's class (and no override), is not placeable: it would run at an invented speed."""
+
+    def need(spec: JobSpec) -> RunNeed:
+        if table.uniform:
+            return ()
+        return (reference_model(spec), workload_class(spec.kind))
+
+    def admits(model: str, need: RunNeed) -> bool:
+        if model not in power:
+            return False
+        if not need:
+            return True
+        reference, workload = need
+        return table.knows(model=model, reference=reference, workload=workload)
+
+    def detail(spec: JobSpec, pool: GpuPool, cond: SiteConditions) -> str:
+        model = pool.gpu_model
+        if model not in power:
+            return (
+                f"no board power figure for GPU model {model}; set "
+                f"{POWER_SETTING}.{model}.board_power_w"
+            )
+        workload = workload_class(spec.kind)
+        missing = next(m for m in (model, reference_model(spec)) if table.get(m, workload) is None)
+        return (
+            f"no {workload.value} throughput figure for GPU model {missing}; "
+            f"set {OVERRIDE_SETTING}.{missing}.{workload.value}"
+        )
+
+    return Rule(
+        reason=RejectReason.GPU_PERFORMANCE,
+        need=need,
+        offer=FromPool(lambda pool: pool.gpu_model),
+        admits=admits,
+        detail=detail,
+    )
+
+
+SHIPPED_POWER = frozenset(GPU_MODELS)
+
+
+@functools.cache
+def rule_table(
+    table: ThroughputTable, power: frozenset[str] = SHIPPED_POWER
+) -> tuple[Rule[Any, Any], ...]:
+    """The rules for a deployment's throughput figures and the GPU models it has a board
+    power figure for (`power`): the same table whatever the figures, but for which models
+    the performance rule admits."""
+    return (*_RULES[:2], _performance_rule(table, power), *_RULES[2:])
+
+
+RULES = rule_table(UNIFORM)
+
 Applicable = Sequence[tuple[Rule[Any, Any], Any]]
 
 
-def applicable(spec: JobSpec, *, live: bool) -> Applicable:
+def applicable(
+    spec: JobSpec, *, live: bool, rules: tuple[Rule[Any, Any], ...] = RULES
+) -> Applicable:
     """The rules that apply to `spec`, in order, each with what it needs; the live ones only
     if `live`."""
     out: list[tuple[Rule[Any, Any], Any]] = []
-    for rule in RULES:
+    for rule in rules:
         if rule.live and not live:
             continue
         need = rule.need(spec)

@@ -49,6 +49,7 @@ def spec_to_dict(spec: JobSpec) -> dict[str, Any]:
             "latency": spec.objective.latency,
             "carbon": spec.objective.carbon,
         },
+        "reference_gpu_model": spec.reference_gpu_model,
     }
 
 
@@ -78,6 +79,8 @@ def spec_from_dict(data: dict[str, Any]) -> JobSpec:
         preemptible=data["preemptible"],
         max_hourly_cost=data["max_hourly_cost"],
         objective=Weights(**data["objective"]) if data.get("objective") else None,
+        # absent from jobs stored before run times by GPU model
+        reference_gpu_model=data.get("reference_gpu_model"),
     )
 
 

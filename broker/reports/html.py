@@ -216,6 +216,8 @@ td:first-child,th:first-child{{text-align:left}}.method{{color:#57606a;font-size
 <h1>Sustainability report</h1>
 <p>{_esc(report.start.isoformat())} to {_esc(report.end.isoformat())}, by {report.group_by.value};
 generated {_esc(generated_at.isoformat())}</p>
+<p>Carbon accounting basis: <strong>{_esc(report.basis)}</strong> (grid intensities of one basis
+throughout; see Method)</p>
 <p><strong>{_esc(headline)}</strong></p>
 <h2>Emissions per day, by site</h2>{emissions_chart(report)}
 <h2>Emitted and avoided, by {report.group_by.value}</h2>{avoided_chart(report)}

@@ -8,6 +8,10 @@ without embodied emissions (M, not counted). Avoided emissions compare each run 
 carbon-blind choice (the broker's ranking without carbon, started at submission; see
 `broker/scheduling/footprints.py`); a run that emitted more than that choice counts under
 `added_kgco2e`, so neither figure is ever negative and one cannot hide the other.
+
+Every report states its accounting basis (`carbon.basis`: operational or lifecycle; see
+docs/carbon.md): the intensities it rests on are all of that basis, and figures of two
+bases are not comparable.
 """
 
 from __future__ import annotations
@@ -112,12 +116,14 @@ class Report:
     groups: dict[str, Totals]
     total: Totals
     runs: tuple[RunFootprint, ...]
+    basis: str  # the deployment's carbon accounting basis: operational or lifecycle
 
     def as_dict(self) -> dict[str, object]:
         return {
             "from": self.start.isoformat(),
             "to": self.end.isoformat(),
             "group_by": self.group_by.value,
+            "basis": self.basis,
             "method": METHOD,
             "total": self.total.as_dict(),
             "groups": [{"key": k, **t.as_dict()} for k, t in self.groups.items()],
@@ -125,7 +131,12 @@ class Report:
 
 
 def build(
-    runs: Iterable[RunFootprint], *, start: datetime, end: datetime, group_by: GroupBy
+    runs: Iterable[RunFootprint],
+    *,
+    start: datetime,
+    end: datetime,
+    group_by: GroupBy,
+    basis: str,
 ) -> Report:
     key = _KEYS[group_by]
     groups: dict[str, Totals] = {}
@@ -141,6 +152,7 @@ def build(
         groups=dict(sorted(groups.items())),
         total=total,
         runs=kept,
+        basis=basis,
     )
 
 
@@ -158,6 +170,7 @@ CSV_COLUMNS: Sequence[str] = (
     "gco2_per_job",
     "unmeasured_runs",
     "estimated_runs",
+    "basis",
 )
 
 
@@ -167,6 +180,6 @@ def to_csv(report: Report) -> str:
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for k, t in report.groups.items():
-        writer.writerow({"key": k, **t.as_dict()})
-    writer.writerow({"key": "total", **report.total.as_dict()})
+        writer.writerow({"key": k, **t.as_dict(), "basis": report.basis})
+    writer.writerow({"key": "total", **report.total.as_dict(), "basis": report.basis})
     return out.getvalue()

@@ -33,6 +33,7 @@ from broker.scheduling.footprints import Accountant
 from broker.scheduling.inventory import driven_sites
 from broker.scheduling.settings import SchedulerSettings, engine_settings
 from carbon.base import CarbonSource
+from carbon.power import GpuModelSpec
 from connectors.base import Connector, StatusUpdate
 from connectors.errors import ConnectorError
 
@@ -60,13 +61,15 @@ class SchedulingLoop:
         settings: SchedulerSettings,
         clock: Clock,
         metrics: Metrics,
+        power: Mapping[str, GpuModelSpec] | None = None,
     ) -> None:
+        """`power`: the deployment's GPU power table (`Settings.power_table()`)."""
         self._store = store
         self._connectors = connectors
         self._carbon = carbon
         self._latency = latency
         self._settings = settings
-        self._engine = Engine(engine_settings(settings))
+        self._engine = Engine(engine_settings(settings, power=power))
         self._accountant = Accountant(engine=self._engine, carbon=carbon, latency=latency)
         self._clock = clock
         self._metrics = metrics
@@ -124,18 +127,18 @@ class SchedulingLoop:
         """
         fleet = await self._fleet()
         pools = fleet.pools if ignore_capacity else await self._store.pools()
+        now = self._clock.now()
         conds = self._engine.conditions(
-            job.spec,
-            sites=fleet.sites,
-            latency=self._latency,
-            carbon=fleet.carbon,
-            now=self._clock.now(),
+            job.spec, sites=fleet.sites, latency=self._latency, carbon=fleet.carbon, now=now
         )
         return self._engine.evaluate(
             job.spec,
             pools=[p for p in pools if p.site in conds],
             conditions=conds,
             ignore_capacity=ignore_capacity,
+            # explain rules out pools too slow for the deadline, as a pass does; the
+            # submission check does not refuse a job for its deadline
+            now=None if ignore_capacity else now,
         )
 
     async def known_gpu_models(self) -> set[str]:

@@ -6,6 +6,7 @@ into the pure engine's `EngineSettings`, so the domain never sees pydantic.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -13,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from broker.domain.engine import EngineSettings
 from broker.domain.enums import Tier
 from broker.domain.objective import Weights
+from broker.domain.placement import power_kw
+from carbon.performance import WorkloadClass
+from carbon.power import GPU_MODELS, GpuModelSpec
 
 
 class _Strict(BaseModel):
@@ -53,6 +57,18 @@ class SchedulerSettings(_Strict):
     # the owner reclaims by preemption when it needs them.
     quotas: dict[str, dict[Tier, Annotated[float, Field(ge=0)]]] = Field(default_factory=dict)
     borrowing: bool = True
+    # Run time by GPU model (docs/performance.md): a job's `estimated_duration_s` is taken
+    # as measured on its `reference_gpu_model` (default A100-80GB) and scaled by relative
+    # throughput on every other model, so cost, energy, emissions, deadlines and the
+    # simulator see each model's own run. Off by default: the shipped table has inference
+    # figures only, and with it on a pool whose model has no figure for the job's class is
+    # not placeable. Turn it on once `gpu_throughput` covers your fleet.
+    gpu_performance: bool = False
+    # Throughput relative to A100-80GB (= 1.0), by GPU model (exact pool name) and class
+    # (`training`, `inference`), e.g. {H100: {training: 2.1}}; wins over the shipped table.
+    gpu_throughput: dict[str, dict[WorkloadClass, Annotated[float, Field(gt=0, le=1000)]]] = Field(
+        default_factory=dict
+    )
 
     @field_validator("weights")
     @classmethod
@@ -61,7 +77,11 @@ class SchedulerSettings(_Strict):
         return {**_default_weights(), **v}
 
 
-def engine_settings(settings: SchedulerSettings) -> EngineSettings:
+def engine_settings(
+    settings: SchedulerSettings, *, power: Mapping[str, GpuModelSpec] | None = None
+) -> EngineSettings:
+    """The engine's settings; `power`: the deployment's power table
+    (`Settings.power_table()`, default the shipped datasheet table)."""
     return EngineSettings(
         weights={
             tier: Weights(cost=w.cost, latency=w.latency, carbon=w.carbon)
@@ -78,4 +98,10 @@ def engine_settings(settings: SchedulerSettings) -> EngineSettings:
         deferral_horizon_h=settings.deferral_horizon_h,
         quotas={t: dict(q) for t, q in settings.quotas.items()},
         borrowing=settings.borrowing,
+        gpu_performance=settings.gpu_performance,
+        gpu_throughput={
+            m: {c.value: v for c, v in by_class.items()}
+            for m, by_class in settings.gpu_throughput.items()
+        },
+        power_kw=power_kw(GPU_MODELS if power is None else power),
     )

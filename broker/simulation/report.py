@@ -16,12 +16,22 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from broker.domain.deferral import SiteOption, plan_window
+from broker.domain.deferral import SiteOption, WindowChoice, plan_window
 from broker.domain.engine import CarbonOracle, Engine
 from broker.domain.enums import Tier
 from broker.domain.fleet import GpuPool, Site
 from broker.domain.latency import LatencyMatrix
-from broker.simulation.simulator import Outcome, SimJob, run_cost, run_energy_kwh, run_gco2
+from broker.domain.placement import Candidate, Rejection, static_rejection
+from broker.domain.rules import RejectReason
+from broker.simulation.simulator import (
+    Outcome,
+    SimJob,
+    run_cost,
+    run_energy_kwh,
+    run_gco2,
+    to_job,
+)
+from broker.simulation.traces import TraceJob
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -162,32 +172,43 @@ def offline_lower_bound(
         if not ev.candidates:
             infeasible += 1
             continue
-        end = spec.deadline or now + timedelta(seconds=spec.estimated_duration_s)
-        options = [
-            SiteOption(
-                site=c.site,
-                pool_id=c.pool_id,
-                energy_kwh=c.energy_kwh,
-                hourly=carbon.hourly(conds[c.site].site.grid_zone, start=now, end=end),
+        # one window search per run length (one unless the performance model is on, under
+        # which each GPU model runs for its own time), the cleanest of them wins
+        by_run: dict[int, list[Candidate]] = {}
+        for c in ev.candidates:
+            by_run.setdefault(round(c.duration_s), []).append(c)
+        best: tuple[float, int, WindowChoice] | None = None
+        for run_s, cands in sorted(by_run.items()):
+            end = spec.deadline or now + timedelta(seconds=run_s)
+            options = [
+                SiteOption(
+                    site=c.site,
+                    pool_id=c.pool_id,
+                    energy_kwh=c.energy_kwh,
+                    hourly=carbon.hourly(conds[c.site].site.grid_zone, start=now, end=end),
+                )
+                for c in cands
+            ]
+            got = plan_window(
+                now=now,
+                duration_s=run_s,
+                deadline=spec.deadline,
+                tier=spec.tier,
+                options=options,
+                min_saving=0.0,
+                margin_s=0.0,
             )
-            for c in ev.candidates
-        ]
-        choice = plan_window(
-            now=now,
-            duration_s=spec.estimated_duration_s,
-            deadline=spec.deadline,
-            tier=spec.tier,
-            options=options,
-            min_saving=0.0,
-            margin_s=0.0,
-        )
+            if best is None or got.gco2 < best[0]:
+                best = (got.gco2, run_s, got)
+        assert best is not None
+        _, run_s, choice = best
         # plan_window's choice is never worse than its best run-now option
         total += choice.gco2
         gpus = spec.resources.gpu_equivalents
         entry = used.setdefault(choice.pool_id, [0.0, 0.0])
         entry[0] += choice.gco2
-        entry[1] += gpus * spec.estimated_duration_s / 3600
-        finish = choice.start_at + timedelta(seconds=spec.estimated_duration_s)
+        entry[1] += gpus * run_s / 3600
+        finish = choice.start_at + timedelta(seconds=run_s)
         steps.setdefault(choice.pool_id, []).extend([(choice.start_at, gpus), (finish, -gpus)])
     by_pool = {}
     over = 0.0
@@ -207,6 +228,71 @@ def offline_lower_bound(
         "over_capacity_share": round(over / total, 4) if total > 0 else 0.0,
         "by_pool": by_pool,
     }
+
+
+SAMPLE_IDS = 5  # job ids kept per reason in summary.json
+
+
+def unrunnable_jobs(
+    trace: Sequence[TraceJob],
+    *,
+    sites: Sequence[Site],
+    pools: Sequence[GpuPool],
+    latency: LatencyMatrix,
+    engine: Engine,
+    start: datetime,
+) -> dict[str, Any]:
+    """Jobs no pool of the fleet could ever take, even empty, grouped by reason.
+
+    Each job's reason is that of the pool that came closest: the one whose failed rule comes
+    latest in the engine's rules (a job asking 16 GPUs a node of an 8-GPU H100 pool is a
+    `gpus_per_node` job, not a `gpu_model` one because the other pools are A100s). Each
+    reason keeps a count, a few job ids and one rule's detail as an example.
+    """
+    order = {rule.reason: i for i, rule in enumerate(engine.rules)}
+    by_reason: dict[str, dict[str, Any]] = {}
+    count = 0
+    for t in trace:
+        spec = to_job(t, start=start).spec
+        conds = engine.conditions(spec, sites=sites, latency=latency, carbon=_NO_CARBON, now=start)
+        closest: Rejection | None = None
+        for pool in pools:
+            cond = conds.get(pool.site)
+            if cond is None:
+                continue
+            rejection = static_rejection(spec, pool, cond, rules=engine.rules)
+            if rejection is None:
+                closest = None
+                break
+            if closest is None or order.get(rejection.reason, -1) > order.get(closest.reason, -1):
+                closest = rejection
+        else:
+            if closest is None:  # no pool at all
+                closest = Rejection(site="", pool_id="", reason=RejectReason.CAPACITY, detail="")
+        if closest is None:
+            continue
+        count += 1
+        entry = by_reason.setdefault(
+            closest.reason.value,
+            {"count": 0, "job_ids": [], "example": closest.detail or "the fleet has no pools"},
+        )
+        entry["count"] += 1
+        if len(entry["job_ids"]) < SAMPLE_IDS:
+            entry["job_ids"].append(t.job_id)
+    return {
+        "count": count,
+        "by_reason": dict(sorted(by_reason.items(), key=lambda kv: -kv[1]["count"])),
+    }
+
+
+class _NoCarbon:
+    """Whether a job could ever run asks no intensity."""
+
+    def hourly(self, zone: str, *, start: datetime, end: datetime) -> list[tuple[datetime, float]]:
+        return []
+
+
+_NO_CARBON = _NoCarbon()
 
 
 def _peak(steps: list[tuple[datetime, float]]) -> float:

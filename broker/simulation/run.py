@@ -12,15 +12,18 @@ bursting (`broker`) and with it (`broker-burst`), so one command compares the tw
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from broker.config import load_latency, load_settings
+from broker.config import Settings, load_latency, load_settings
 from broker.domain.engine import Engine
+from broker.domain.errors import BrokerError
 from broker.scheduling.settings import engine_settings
 from broker.simulation.burst import (
     BurstOptions,
@@ -36,9 +39,10 @@ from broker.simulation.report import (
     emissions_by_hour,
     offline_lower_bound,
     summarize,
+    unrunnable_jobs,
 )
 from broker.simulation.simulator import Simulation
-from broker.simulation.traces import read_trace
+from broker.simulation.traces import TraceJob, read_trace
 from carbon.replay import ReplaySource
 from carbon.static import StaticTableSource
 from connectors.settings import pools_from_settings, site_from_settings
@@ -74,16 +78,97 @@ def _progress(label: str) -> Any:
     return show
 
 
+class InputError(BrokerError):
+    """A file or flag given to `broker simulate` cannot be used; the message says which."""
+
+
+def parse_start(text: str) -> datetime:
+    """`--start` as an aware UTC datetime; a time without a UTC offset is refused, not
+    read as the machine's local time."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(
+            f"--start {text!r} is not an RFC 3339 time such as 2022-03-07T00:00:00+00:00"
+        ) from None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise InputError(
+            f"--start {text!r} has no UTC offset: add one, e.g. {moment.isoformat()}+00:00"
+        )
+    return moment.astimezone(UTC)
+
+
+def load_trace(path: Path) -> list[TraceJob]:
+    """The trace, with a file that is not UTF-8 CSV text an `InputError` too."""
+    try:
+        return read_trace(path)
+    except UnicodeDecodeError as exc:
+        raise InputError(f"trace {path} is not UTF-8 text: {exc.reason}") from exc
+    except csv.Error as exc:
+        raise InputError(f"trace {path} is not valid CSV: {exc}") from exc
+
+
+def load_carbon(paths: Sequence[str]) -> ReplaySource | None:
+    """The replayed hourly series, or None; unreadable or malformed files are `InputError`s."""
+    if not paths:
+        return None
+    try:
+        return ReplaySource.from_csv(paths, wrap=True)
+    except OSError as exc:
+        raise InputError(
+            f"cannot read carbon file {exc.filename or ', '.join(paths)}: {exc.strerror or exc}"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"carbon file is not UTF-8 text: {', '.join(paths)}") from exc
+    except (ValueError, csv.Error) as exc:
+        raise InputError(f"carbon file: {exc}") from exc
+
+
+def refuse_power_overrides(settings: Settings) -> None:
+    """The engine and the energy figures read the shipped power table only (until they take
+    `Settings.power_table()`), so a pool whose model `gpu_models` sets would be counted at
+    the wrong power, or at none: refuse the fleet rather than report wrong emissions."""
+    used = {p.gpu_model for s in settings.sites for p in s.pools}
+    overridden = sorted(used & set(settings.gpu_models))
+    if overridden:
+        raise InputError(
+            f"fleet {settings.config_dir}: `gpu_models` sets {', '.join(overridden)}, which "
+            "broker simulate cannot apply yet (it uses the shipped datasheet table)"
+        )
+
+
+def warn_unrunnable(found: dict[str, Any], *, total: int) -> None:
+    """A few lines on stderr: how many jobs no pool can ever take, why, and examples."""
+    if not found["count"]:
+        return
+    print(
+        f"broker: warning: {found['count']:,} of {total:,} jobs can never run on this fleet; "
+        "they stay unfinished and the comparison is partial",
+        file=sys.stderr,
+    )
+    for reason, entry in found["by_reason"].items():
+        ids = ", ".join(entry["job_ids"])
+        print(f"  {reason}: {entry['count']:,} (e.g. {ids}: {entry['example']})", file=sys.stderr)
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
-    trace = read_trace(Path(args.trace))
+    start = parse_start(args.start)
     settings = load_settings(Path(args.fleet), env={})
-    start = datetime.fromisoformat(args.start).astimezone(UTC)
+    refuse_power_overrides(settings)
+    trace = load_trace(Path(args.trace))
     sites = [site_from_settings(s) for s in settings.sites]
     pools = [p for s in settings.sites for p in pools_from_settings(s)]
     latency = load_latency(settings)
-    replay = ReplaySource.from_csv(args.carbon, wrap=True) if args.carbon else None
+    replay = load_carbon(args.carbon)
     carbon = ReplayOracle(replay=replay, static=StaticTableSource.default())
-    engine = Engine(engine_settings(settings.scheduler))
+    scheduler = settings.scheduler
+    if getattr(args, "gpu_performance", False):  # each job runs for its time on its model
+        scheduler = scheduler.model_copy(update={"gpu_performance": True})
+    engine = Engine(engine_settings(scheduler))
+    unrunnable = unrunnable_jobs(
+        trace, sites=sites, pools=pools, latency=latency, engine=engine, start=start
+    )
+    warn_unrunnable(unrunnable, total=len(trace))
     util = settings.scheduler.gpu_utilisation
     policies = POLICIES if args.policy == "all" else (args.policy,)
     bursting = burst_sites(sites, settings.burst)
@@ -133,6 +218,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         "carbon": ", ".join(args.carbon) or "static annual table",
         "start": start.isoformat(),
         "jobs": len(trace),
+        "gpu_performance": scheduler.gpu_performance,
+        "unrunnable_jobs": unrunnable,
         "policies": summaries,
         "lower_bound": lower,
         "assumptions": [
@@ -165,6 +252,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             "emissions_vs_fifo": _ratio(b["kgco2e"], f["kgco2e"]),
             "cost_vs_fifo": _ratio(b["cost_usd"], f["cost_usd"]),
             "emissions_vs_lower_bound": _ratio(b["kgco2e"], lower["kgco2e"]),
+            **_partial(unrunnable=unrunnable["count"], summaries=summaries),
         }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -200,6 +288,25 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     )
     print(f"wrote {out / 'summary.json'} and {out / 'report.html'}", file=sys.stderr)
     return 0
+
+
+def _partial(*, unrunnable: int, summaries: dict[str, Any]) -> dict[str, Any]:
+    """`partial` and a note when some jobs never ran: each policy's totals then leave out
+    different work, so their ratios compare unequal sets of jobs."""
+    unfinished = {k: v["unfinished"] for k, v in summaries.items() if v["unfinished"]}
+    if not unrunnable and not unfinished:
+        return {"partial": False}
+    parts = []
+    if unrunnable:
+        parts.append(f"{unrunnable} job(s) no pool can ever run (see unrunnable_jobs)")
+    if unfinished:
+        parts.append(
+            "unfinished jobs: " + ", ".join(f"{k} {n}" for k, n in sorted(unfinished.items()))
+        )
+    return {
+        "partial": True,
+        "note": "ratios cover only the work each policy finished; " + "; ".join(parts),
+    }
 
 
 def _ratio(a: float, b: float) -> float | None:

@@ -30,6 +30,7 @@ from broker.domain.jobs import Job, JobSpec, Resources, Workload
 from broker.domain.latency import LatencyMatrix
 from broker.domain.placement import Candidate, static_rejection
 from broker.domain.rules import unit_price
+from broker.domain.runtime import run_factor, scaled_s
 from broker.domain.work import RunningWork, placed_work
 from broker.simulation.burst import CloudBurst
 from broker.simulation.traces import TraceJob
@@ -290,7 +291,7 @@ class Simulation:
         for pool_id in self.pool_order:
             pool = self.pools[pool_id]
             site = self.site_by_name[pool.site]
-            if static_rejection(spec, pool, conds[site.name]) is not None:
+            if static_rejection(spec, pool, conds[site.name], rules=self.engine.rules) is not None:
                 continue
             nodes = pool.fit(milli_per_node=res.milli_per_node, count=res.nodes)
             if nodes is None:
@@ -305,7 +306,7 @@ class Simulation:
                 spot=spot,
                 price_per_gpu_hour=price,
                 hourly_cost_usd=price * res.gpu_equivalents,
-                cost_usd=price * res.gpu_equivalents * spec.estimated_duration_s / 3600,
+                cost_usd=price * res.gpu_equivalents * self._run_s(spec, pool.gpu_model) / 3600,
                 latency_ms=None,
                 intensity_gco2_per_kwh=None,
                 energy_kwh=0.0,
@@ -313,6 +314,18 @@ class Simulation:
                 leftover_milli=pool.leftover_after(nodes, res.milli_per_node),
             )
         return None
+
+    def _run_s(self, spec: JobSpec, model: str, *, actual_s: int | None = None) -> int:
+        """Seconds the job runs on `model`: the trace's time (`actual_s`, else the estimate)
+        as measured on the job's reference model, scaled by the engine's throughput figures
+        when the performance model is on; unchanged when it is off."""
+        base = spec.estimated_duration_s if actual_s is None else actual_s
+        table = self.engine.throughput
+        if table.uniform:
+            return base
+        factor = run_factor(spec, model, table)
+        assert factor is not None  # the engine's rules place a job only where it has a figure
+        return scaled_s(base, factor)
 
     # ---- applying decisions ---------------------------------------------------------------
 
@@ -348,7 +361,8 @@ class Simulation:
         if sj.first_start is None:
             sj.first_start = now
         sj.token += 1
-        self._push(now + timedelta(seconds=sj.trace.duration_s), "finish", sj.job.id, sj.token)
+        run_s = self._run_s(spec, pool.gpu_model, actual_s=sj.trace.duration_s)
+        self._push(now + timedelta(seconds=run_s), "finish", sj.job.id, sj.token)
         self._record(now)
 
     def _preempt(self, sj: SimJob, now: datetime) -> None:

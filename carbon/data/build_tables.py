@@ -1,10 +1,17 @@
 """Regenerate the shipped zone-intensity and cloud-region tables from the shared data folder.
 
 The product ships a small annual-average table so that carbon-aware placement works with no
-account at any data provider. Every number comes from a permissively licensed public file
-(Google's region-carbon-info, Apache-2.0; codecarbon's global energy mix, MIT). Electricity
-Maps exports and Let's Wait Awhile series are deliberately never read here: their licences
-do not allow shipping them in a product.
+account at any data provider. A zone may have a row per accounting basis (operational,
+lifecycle; see docs/carbon.md, "Accounting basis"):
+
+* operational: Google's newest figure for the zone's Google Cloud region (Apache-2.0);
+* life-cycle: Google's newest life-cycle figure (the 2019-2020 files, Apache-2.0) where that
+  region existed then, else codecarbon's national life-cycle mix (MIT; Ember/OWID data,
+  CC-BY-4.0) for a country zone.
+
+Every number comes from a permissively licensed public file. Electricity Maps exports and
+Let's Wait Awhile series are deliberately never read here: their licences do not allow
+shipping them in a product (the replay reads them from the user's own copy instead).
 
 The choices that need judgement (which cloud region stands for a zone, which regions map to
 which zone) are written out as tables below, so a reviewer reads them in one place. Output is
@@ -86,10 +93,17 @@ GOOGLE_ZONE_REGIONS: Final[Mapping[str, str]] = {
     "ZA": "africa-south1",  # Johannesburg
 }
 
-# Country zones with no Google region: codecarbon's country-level figure (ISO 3166 alpha-3).
+# Country zones whose life-cycle row is codecarbon's national figure (ISO 3166 alpha-3): the
+# zones with no Google region (IE, NO) and those whose Google region opened after Google's
+# last life-cycle file (2020). Operational rows for IE and NO do not exist licence-clean.
 CODECARBON_ZONE_COUNTRIES: Final[Mapping[str, str]] = {
+    "ES": "ESP",
+    "FR": "FRA",
     "IE": "IRL",
+    "IL": "ISR",
     "NO": "NOR",
+    "SE": "SWE",
+    "ZA": "ZAF",
 }
 
 # Region -> zone mappings beyond the shared hand-made mapping file. Every GCP region that
@@ -195,6 +209,15 @@ def read_codecarbon_mix(path: Path) -> dict[str, tuple[Decimal, int]]:
     }
 
 
+def _google_lifecycle(shared: Path) -> tuple[int, dict[str, Decimal]]:
+    """(year, region -> value) of Google's newest file with a life-cycle column."""
+    for year, path in sorted(_google_yearly_files(shared).items(), reverse=True):
+        basis, values = read_google_year(path)
+        if basis == _LIFECYCLE:
+            return year, values
+    raise FileNotFoundError("no Google yearly file with a life-cycle column")
+
+
 def _render(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -207,20 +230,26 @@ def _build_zones(shared: Path) -> list[tuple[str, str, str, str, str]]:
     files = _google_yearly_files(shared)
     year = max(files)
     basis, google = read_google_year(files[year])
+    lc_year, google_lc = _google_lifecycle(shared)
+    mix = read_codecarbon_mix(shared / _CODECARBON_MIX)
     rows: list[tuple[str, str, str, str, str]] = []
+    lifecycle: set[str] = set()
     for zone, region in GOOGLE_ZONE_REGIONS.items():
         if region not in google:
             raise KeyError(f"{region} (for {zone}) missing from Google {year}")
         source = f"google-region-carbon-info:{year}:{region}"
         rows.append((zone, _half_up(google[region]), str(year), basis, source))
-    mix = read_codecarbon_mix(shared / _CODECARBON_MIX)
+        if region in google_lc:
+            source = f"google-region-carbon-info:{lc_year}:{region}"
+            rows.append((zone, _half_up(google_lc[region]), str(lc_year), _LIFECYCLE, source))
+            lifecycle.add(zone)
     for zone, iso in CODECARBON_ZONE_COUNTRIES.items():
-        if zone in GOOGLE_ZONE_REGIONS:
-            raise ValueError(f"{zone} has both a Google and a codecarbon source")
+        if zone in lifecycle:
+            raise ValueError(f"{zone} has both a Google and a codecarbon life-cycle row")
         value, data_year = mix[iso]
         source = f"codecarbon-global-energy-mix:{iso}"
         rows.append((zone, _half_up(value), str(data_year), _LIFECYCLE, source))
-    return sorted(rows)
+    return sorted(rows, key=lambda row: (row[0], row[3]))
 
 
 def _build_regions(shared: Path, zones: Iterable[str]) -> list[tuple[str, str, str]]:

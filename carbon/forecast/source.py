@@ -21,8 +21,10 @@ overlapping ``[start, end)``:
   history to train (``MIN_HISTORY_H`` + ``MIN_TRAIN_H`` hours), forecasts fall back to the
   seasonal-naive (same hour yesterday) baseline and are marked ``estimated``.
 
-Every reading carries ``source="broker-forecast"``. ``restore`` installs saved models at
-start-up, and ``on_trained`` lets the owner save each newly trained one (``store``).
+Every reading carries ``source="broker-forecast"`` and the ``basis`` of its history (the
+wiring builds it with the basis of the source it learns from: one basis, never mixed).
+``restore`` installs saved models at start-up, and ``on_trained`` lets the owner save each
+newly trained one (``store``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Protocol
 import numpy as np
 
 from carbon.base import IntensityReading
+from carbon.basis import Basis
 from carbon.forecast.baselines import Forecaster, Persistence, SeasonalNaive
 from carbon.forecast.features import MIN_HISTORY_H, FeatureSpec
 from carbon.forecast.history import HOUR, Hourly, as_utc, floor_hour
@@ -87,7 +90,11 @@ class ForecastingSource:
         kind: ModelKind = "ridge",
         stale_after: timedelta = timedelta(hours=3),
         on_trained: Callable[[TrainedModel], None] | None = None,
+        basis: Basis | None = None,
     ) -> None:
+        # The basis of `history`, stamped on every reading (None: undeclared, for tests).
+        self.basis = basis
+        self.bases: frozenset[Basis] = frozenset() if basis is None else frozenset({basis})
         self._history = history
         self._clock = clock
         self._spec = FeatureSpec(max_horizon_h=horizon_h)
@@ -188,6 +195,7 @@ class ForecastingSource:
                 at=h,
                 gco2_per_kwh=float(known.values[known.position(h)]),
                 source=self.name,
+                basis=self.basis,
             )
             for h in hours
             if known.first_hour <= h < known.end
@@ -223,6 +231,7 @@ class ForecastingSource:
                 forecast=True,
                 estimated=estimated,
                 stale=stale,
+                basis=self.basis,
             )
             for h in wanted
         ]

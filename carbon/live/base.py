@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
 from carbon.base import IntensityReading
+from carbon.basis import Basis
 from carbon.live.cache import TTLCache
 from carbon.live.errors import ZoneUnknown
 from carbon.live.http import Clock, HttpClient
@@ -52,6 +53,9 @@ class LiveSource(ABC):
     """Base of the HTTP-backed CarbonSources; subclasses implement the three hooks."""
 
     name: str
+    # The bases the provider can serve, and the one this instance serves (readings carry it).
+    bases: frozenset[Basis]
+    basis: Basis
 
     def __init__(self, *, http: HttpClient, settings: LiveSourceSettings, clock: Clock) -> None:
         self._http = http
@@ -140,6 +144,7 @@ class LiveSource(ABC):
             forecast=point.forecast,
             estimated=point.estimated,
             stale=stale,
+            basis=self.basis,
         )
 
     async def _load(
@@ -214,6 +219,8 @@ class CachedView:
 
     def __init__(self, source: LiveSource) -> None:
         self.name = f"{source.name}:cached"
+        self.bases = source.bases
+        self.basis = source.basis
         self._source = source
 
     def __repr__(self) -> str:

@@ -1,7 +1,8 @@
 """Electricity Maps API v3 as a CarbonSource (https://static.electricitymaps.com/api/docs/).
 
 Endpoints used, all ``GET`` with the key in the ``auth-token`` header and
-``emissionFactorType`` from the settings (lifecycle by default, like the API):
+``emissionFactorType`` for the deployment's basis (``carbon.basis``: lifecycle ->
+``lifecycle``, operational -> ``direct``), so the source serves either basis:
 
 * ``/carbon-intensity/latest?zone=``   -> ``{"zone", "carbonIntensity", "datetime",
   "updatedAt", "createdAt", "emissionFactorType", "isEstimated", "estimationMethod"}``
@@ -29,6 +30,7 @@ from typing import Any
 
 import aiohttp
 
+from carbon.basis import Basis, DeploymentBasis
 from carbon.live.base import LiveSource, Loaded, utc_now
 from carbon.live.errors import BadResponse, ZoneUnknown
 from carbon.live.http import Clock, HttpClient, Sleep
@@ -44,12 +46,14 @@ class ElectricityMapsSource(LiveSource):
     """Carbon intensity from Electricity Maps (latest, last 24 h, forecast)."""
 
     name: str = PROVIDER
+    bases: frozenset[Basis] = frozenset({"operational", "lifecycle"})
 
     def __init__(
         self,
         settings: ElectricityMapsSettings,
         *,
         session: aiohttp.ClientSession,
+        basis: DeploymentBasis | None = None,
         clock: Clock = utc_now,
         sleep: Sleep | None = None,
         rng: random.Random | None = None,
@@ -66,7 +70,10 @@ class ElectricityMapsSource(LiveSource):
         )
         super().__init__(http=http, settings=settings, clock=clock)
         self._key = key
-        self._factor = settings.emission_factor_type
+        if basis is None:  # the settings' own factor type, else the API default
+            basis = "operational" if settings.emission_factor_type == "direct" else "lifecycle"
+        self.basis = basis
+        self._factor = "direct" if basis == "operational" else "lifecycle"
 
     async def _get(self, endpoint: str, zone: str) -> Mapping[str, Any]:
         path = f"/carbon-intensity/{endpoint}"

@@ -18,6 +18,10 @@ Nothing raises out of the chain while a later source answers. When no source ans
 least one failed, `SourceUnavailable` says which failed and why (the failover history); when
 every source simply does not know the zone, the answer is None / [] as the protocol asks.
 
+Bases: every source of a chain must serve the same accounting basis (`carbon.basis`); a
+chain that would mix two is refused when it is built (`BasisMismatch` names the source).
+Sources that declare no basis (test doubles) are not checked.
+
 Logging: the first failure of a source for a zone is logged once at WARNING, with the error
 message (which never holds a key, see `errors.py`); repeats during the same outage are not.
 The first success after an outage is logged at INFO and re-arms the warning.
@@ -30,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from carbon.base import CarbonSource, IntensityReading
+from carbon.basis import Basis, BasisMismatch, basis_of
 from carbon.live.errors import SourceError, SourceUnavailable
 from carbon.live.series import HOUR, as_utc, floor_hour
 
@@ -51,10 +56,17 @@ class FallbackSource:
     ) -> None:
         self._chains = {zone: tuple(chain) for zone, chain in chains.items()}
         self._default = tuple(default)
+        self.basis: Basis | None = _one_basis([*self._default, *self._all_chained()])
+        self.bases: frozenset[Basis] = (
+            frozenset() if self.basis is None else frozenset({self.basis})
+        )
         self._down: set[tuple[str, str]] = set()  # (zone, source name) in an outage
 
     def __repr__(self) -> str:
         return f"FallbackSource(zones={sorted(self._chains)}, default={len(self._default)})"
+
+    def _all_chained(self) -> list[CarbonSource]:
+        return [source for chain in self._chains.values() for source in chain]
 
     def chain(self, zone: str) -> tuple[CarbonSource, ...]:
         """The sources asked for `zone`, in order."""
@@ -139,6 +151,25 @@ class FallbackSource:
                 provider=self.name,
                 attempts=len(failures),
             )
+
+
+def _one_basis(sources: Sequence[CarbonSource]) -> Basis | None:
+    """The one basis the declared sources share; `BasisMismatch` if they mix two."""
+    first: tuple[str, Basis] | None = None
+    for source in sources:
+        basis = basis_of(source)
+        if basis is None:
+            continue
+        if first is None:
+            first = (source.name, basis)
+        elif basis != first[1]:
+            raise BasisMismatch(
+                f"carbon source {source.name} serves the {basis} basis but {first[0]} "
+                f"serves {first[1]}: one chain never mixes bases (carbon.basis)",
+                source=source.name,
+                basis=basis,
+            )
+    return None if first is None else first[1]
 
 
 def _hours(start: datetime, end: datetime) -> set[datetime]:

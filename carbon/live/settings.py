@@ -133,8 +133,9 @@ class ElectricityMapsSettings(LiveSourceSettings):
     # Where the auth-token lives: an environment variable's name, or a file's path.
     api_key_env: Annotated[str, Field(min_length=1)] | None = None
     api_key_file: Path | None = None
-    # "lifecycle" (LCA, the API default, the basis of the shipped table) or "direct".
-    emission_factor_type: Literal["lifecycle", "direct"] = "lifecycle"
+    # Deprecated: the source asks for `carbon.basis` (lifecycle -> "lifecycle", operational
+    # -> "direct"). When given, it must agree with carbon.basis.
+    emission_factor_type: Literal["lifecycle", "direct"] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> ElectricityMapsSettings:

@@ -34,6 +34,7 @@ from typing import Any
 
 import aiohttp
 
+from carbon.basis import Basis
 from carbon.live.base import LiveSource, Loaded, utc_now
 from carbon.live.errors import BadResponse, ZoneUnknown
 from carbon.live.http import Clock, HttpClient, Sleep
@@ -89,6 +90,9 @@ class UKCarbonIntensitySource(LiveSource):
     """Half-hourly GB grid intensity, national ("GB") and regional ("GB-<regionid>")."""
 
     name: str = SOURCE_NAME
+    # NESO's methodology counts direct (combustion) emissions only: operational, no other.
+    bases: frozenset[Basis] = frozenset({"operational"})
+    basis: Basis = "operational"
 
     def __init__(
         self,

@@ -39,6 +39,7 @@ from typing import Any
 import aiohttp
 from pydantic import SecretStr
 
+from carbon.basis import Basis
 from carbon.live.base import LiveSource, Loaded, utc_now
 from carbon.live.errors import BadResponse, SourceAuthError
 from carbon.live.http import Clock, HttpClient, Sleep
@@ -74,6 +75,9 @@ class WattTimeSource(LiveSource):
     """Marginal (MOER) CO2 intensity from WattTime: history, forecast and signal index."""
 
     name: str = SOURCE_NAME
+    # Its own basis: a chain on an average basis refuses it (`carbon.basis`).
+    bases: frozenset[Basis] = frozenset({"marginal"})
+    basis: Basis = "marginal"
 
     def __init__(
         self,

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import csv
 import fnmatch
+import functools
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +33,7 @@ from broker.domain.fleet import GpuPool
 from carbon.power import gpu_model
 
 DEFAULT_PRICES = Path(__file__).resolve().parent / "data" / "prices.csv"
+log = logging.getLogger(__name__)
 
 # GCP accelerator type name -> canonical GPU model (carbon.power.GPU_MODELS). Types not here
 # (virtual-workstation variants, P4, TPUs) are ignored.
@@ -177,6 +180,8 @@ def offerings(
             bundled = m.accelerator_type
             if bundled is not None and bundled in ACCELERATOR_MODELS and m.accelerator_count:
                 found.append((m, bundled, m.accelerator_count, False))
+            elif bundled is not None and m.accelerator_count:
+                _warn_unmapped(bundled, m.name)
         for acc in zone.accelerators:
             if acc.name not in ATTACHABLE:
                 continue
@@ -211,6 +216,20 @@ def offerings(
             )
         )
     return result
+
+
+# Once per type and process: the catalog is listed again every `catalog_ttl_s`.
+@functools.cache
+def _warn_unmapped(accelerator: str, machine_type: str) -> None:
+    """A GPU machine type left out because its accelerator has no canonical model (and so no
+    power figure): say so, instead of a region that silently offers less."""
+    log.warning(
+        "GCP machine type %s carries accelerator %r, which maps to no known GPU model; it is "
+        "not offered. Add it to connectors/gcp/catalog.py ACCELERATOR_MODELS, and if the "
+        "model is new give its figures in the settings' `gpu_models`",
+        machine_type,
+        accelerator,
+    )
 
 
 def cheapest(offers: Iterable[Offering], *, gpu_model_name: str, spot: bool) -> list[Offering]:

@@ -12,11 +12,15 @@ See https://github.com/NVIDIA/k8s-device-plugin (gpu-feature-discovery labels).
 
 from __future__ import annotations
 
+import functools
+import logging
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
 
 from carbon.power import GPU_MODELS
+
+log = logging.getLogger(__name__)
 
 # Product label (case-insensitive, suffixes stripped) → canonical model.
 PRODUCT_MODELS: Mapping[str, str] = MappingProxyType(
@@ -54,8 +58,26 @@ def canonical_model(product: str) -> str:
     known = PRODUCT_MODELS.get(base)
     if known is not None:
         return known
-    slug = _VENDOR.sub("", _NOT_SLUG.sub("-", base).strip("-"))
-    return slug or "UNKNOWN"
+    slug = _VENDOR.sub("", _NOT_SLUG.sub("-", base).strip("-")) or "UNKNOWN"
+    _warn_unknown(product.strip(), slug)
+    return slug
+
+
+# Once per label and process: inventory is read every minute and would repeat it forever.
+@functools.cache
+def _warn_unknown(product: str, model: str) -> None:
+    """A node's GPU has no power figure: its pool draws no energy in the broker's estimates
+    unless the operator supplies one, so say which setting does."""
+    if model in GPU_MODELS:
+        return
+    log.warning(
+        "GPU product %r (nvidia.com/gpu.product) is not a known model; its pool is %r, "
+        "which has no board power figure: add `gpu_models: {%s: {board_power_w: <W>, "
+        "memory_gb: <GB>}}` to the broker's settings",
+        product,
+        model,
+        model,
+    )
 
 
 def nominal_memory_gb(model: str, memory_mib: int | None) -> float:

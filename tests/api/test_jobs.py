@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import ADMIN, NLP, TOKENS, VISION, job_body, wait_for_state
+from broker.service import create_app
+from carbon.performance import WorkloadClass, shipped_table
+from tests.conftest import ADMIN, NLP, TOKENS, VISION, fast_settings, job_body, wait_for_state
 
 Client = TestClient[Any, Any]
 
@@ -241,3 +245,76 @@ async def test_tokens_never_reach_the_logs(
     text = caplog.text + "".join(str(r.args) for r in caplog.records)
     for token in (*TOKENS, "not-a-real-token-123"):
         assert token not in text
+
+
+# ---- explain: run time, energy and the reference model --------------------------------
+
+
+async def explain(client: Client, body: dict[str, Any]) -> dict[str, Any]:
+    resp = await client.post("/v1/placements:explain", json=body, headers=VISION)
+    assert resp.status == 200, await resp.text()
+    data: dict[str, Any] = await resp.json()
+    return data
+
+
+@pytest.fixture
+async def perf_client(aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[Client]:
+    """The demo fleet with run times by GPU model (`scheduler.gpu_performance`) on."""
+    settings = fast_settings(
+        f"sqlite+aiosqlite:///{tmp_path / 'broker.db'}",
+        **{"scheduler.gpu_performance": True},
+    )
+    cli: Client = await aiohttp_client(create_app(settings))
+    yield cli
+    await cli.close()
+
+
+async def test_explain_gives_each_candidate_its_run_time_and_energy(client: Client) -> None:
+    body = job_body(estimated_duration_s=7200, resources={"gpus": 1, "gpu_models": []})
+    ev = await explain(client, body)
+    assert {c["gpu_model"] for c in ev["candidates"]} >= {"H100", "L4"}
+    for cand in ev["candidates"]:
+        # the performance model is off by default: every model runs for the estimate
+        assert cand["duration_s"] == 7200
+        assert cand["energy_kwh"] > 0
+        assert cand["cost_usd"] == pytest.approx(cand["hourly_cost_usd"] * 2, rel=1e-3)
+    assert not any(r["reason"] == "gpu_performance" for r in ev["rejected"])
+
+
+async def test_explain_scales_run_time_by_gpu_model_when_on(perf_client: Client) -> None:
+    body = job_body(
+        kind="inference",
+        priority="P2",
+        estimated_duration_s=3600,
+        reference_gpu_model="A100-80GB",
+        resources={"gpus": 1, "gpu_models": []},
+    )
+    ev = await explain(perf_client, body)
+    by_model = {c["gpu_model"]: c for c in ev["candidates"]}
+    table = shipped_table()
+    for model in ("H100", "L4", "A100-80GB"):
+        rel = table.relative(model, WorkloadClass.INFERENCE)
+        assert by_model[model]["duration_s"] == pytest.approx(3600 / rel, abs=0.5), model
+    # a slower model runs longer and, per GPU-hour, costs and uses energy for longer
+    h100, l4 = by_model["H100"], by_model["L4"]
+    assert l4["duration_s"] > h100["duration_s"]
+    assert l4["cost_usd"] == pytest.approx(
+        l4["hourly_cost_usd"] * l4["duration_s"] / 3600, rel=1e-3
+    )
+
+    # training: the shipped table has no training figure but the reference's own, so only
+    # the reference model runs it; every other pool is refused for the missing figure
+    ev = await explain(perf_client, {**body, "kind": "training"})
+    assert {c["gpu_model"] for c in ev["candidates"]} == {"A100-80GB"}
+    refused = [r for r in ev["rejected"] if r["reason"] == "gpu_performance"]
+    assert refused and all("scheduler.gpu_throughput" in r["detail"] for r in refused)
+
+
+async def test_an_unknown_reference_model_is_a_422(client: Client) -> None:
+    body = job_body(reference_gpu_model="TPU-v9")
+    for path in ("/v1/placements:explain", "/v1/jobs"):
+        resp = await client.post(path, json=body, headers=VISION)
+        assert resp.status == 422, path
+        problem = await resp.json()
+        assert [e["field"] for e in problem["errors"]] == ["reference_gpu_model"]
+        assert problem["errors"][0]["type"] == "unknown_gpu_model"

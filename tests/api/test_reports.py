@@ -101,6 +101,7 @@ async def test_json_report_totals_match_a_hand_sum(client: Client) -> None:
     assert set(groups) == {"clean", "dirty"}
     assert groups["dirty"]["kgco2e"] == pytest.approx(0.5)
     assert "SCI" in body["method"]
+    assert body["basis"] == "lifecycle"  # the default carbon.basis of the test config
 
 
 async def test_users_see_their_tenant_only_and_groups_by_day_and_tier(client: Client) -> None:
@@ -126,6 +127,7 @@ async def test_csv_and_html(client: Client) -> None:
     rows = list(csv.DictReader(io.StringIO(await resp.text())))
     assert [r["key"] for r in rows] == ["nlp-team", "vision-team", "total"]
     assert float(rows[-1]["kgco2e"]) == pytest.approx(0.6)
+    assert {r["basis"] for r in rows} == {"lifecycle"}
     resp = await client.get(
         "/v1/reports/sustainability", params={**PERIOD, "format": "html"}, headers=ADMIN
     )
@@ -133,6 +135,7 @@ async def test_csv_and_html(client: Client) -> None:
     assert resp.content_type == "text/html"
     assert page.count("<svg") == 3 and "<script" not in page
     assert "0.600 kgCO2e emitted" in page
+    assert "Carbon accounting basis: <strong>lifecycle</strong>" in page
 
 
 async def test_an_empty_period_is_an_empty_valid_report(client: Client) -> None:

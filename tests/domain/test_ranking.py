@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -150,7 +151,7 @@ def assert_same(fast: Candidate, slow: Candidate, *, tied: bool) -> None:
         assert math.isclose(getattr(fast, name), getattr(slow, name), abs_tol=1e-9), name
     if tied:
         return
-    for name in ("cost_usd", "energy_kwh", "hourly_cost_usd", "price_per_gpu_hour"):
+    for name in ("cost_usd", "energy_kwh", "hourly_cost_usd", "price_per_gpu_hour", "duration_s"):
         assert math.isclose(getattr(fast, name), getattr(slow, name), rel_tol=1e-12), name
     assert (fast.spot, fast.leftover_milli) == (slow.spot, slow.leftover_milli)
     assert (fast.gco2 is None) == (slow.gco2 is None)
@@ -158,20 +159,36 @@ def assert_same(fast: Candidate, slow: Candidate, *, tied: bool) -> None:
         assert math.isclose(fast.gco2, slow.gco2, rel_tol=1e-9)
 
 
+# With the performance model on: training speeds of different levels for all but T4 (a
+# gap, so the performance rule refuses T4 pools for training); inference from the table.
+PERFORMANCE = replace(
+    SETTINGS,
+    gpu_performance=True,
+    gpu_throughput={"H100": {"training": 2.5}, "A100": {"training": 0.8}, "L4": {"training": 0.3}},
+)
+
+
+@pytest.mark.parametrize("on", [False, True], ids=["model-off", "model-on"])
 @pytest.mark.parametrize("seed", range(60))
-def test_index_picks_what_evaluate_ranks_first(seed: int) -> None:
+def test_index_picks_what_evaluate_ranks_first(seed: int, on: bool) -> None:
     rng = random.Random(seed)
     sites, pools, latency = fleet(rng)
     carbon = Series(rng)
-    engine = Engine(SETTINGS)
+    engine = Engine(PERFORMANCE if on else SETTINGS)
     index = engine.fleet_index(
         pools=pools, sites=sites, latency=latency, carbon=carbon, now=NOW, longest_s=36000
     )
     compared = 0
     for _ in range(40):
         spec = job_spec(rng)
+        if on:  # runs differ in length by model, and deadlines may rule slow ones out
+            spec = replace(
+                spec,
+                kind=rng.choice((JobKind.TRAINING, JobKind.INFERENCE)),
+                reference_gpu_model=rng.choice((None, "H100", "L4")),
+            )
         conds = engine.conditions(spec, sites=sites, latency=latency, carbon=carbon, now=NOW)
-        slow = engine.evaluate(spec, pools=index.pools, conditions=conds, explain=False)
+        slow = engine.evaluate(spec, pools=index.pools, conditions=conds, explain=False, now=NOW)
         ranking = index.rank(
             spec, index.shape(spec), engine.weights_for(spec), SETTINGS.gpu_utilisation
         )

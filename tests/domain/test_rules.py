@@ -21,7 +21,7 @@ import pytest
 from broker.domain.engine import Engine, Hourly
 from broker.domain.enums import Ability, Health, JobKind, SiteKind, Tier
 from broker.domain.fleet import GpuPool, Site
-from broker.domain.fleet_index import NOT_SHAPE_FIELDS, FleetIndex
+from broker.domain.fleet_index import NOT_SHAPE_FIELDS, RUN_FIELDS, FleetIndex
 from broker.domain.jobs import JobSpec, Resources, Workload
 from broker.domain.latency import LatencyMatrix
 from broker.domain.objective import Weights
@@ -35,7 +35,9 @@ from broker.domain.rules import (
     first_failed,
     job_hourly,
     pool_price,
+    rule_table,
 )
+from carbon.performance import shipped_table
 from tests.domain import test_ranking as randomly
 
 NOW = datetime(2025, 6, 2, 9, 0, tzinfo=UTC)
@@ -136,6 +138,9 @@ CASES: dict[RejectReason, tuple[JobSpec, dict[str, Any], dict[str, Any]]] = {
         {},
     ),
     RejectReason.COST: (make_job(max_hourly_cost=5.0), {}, {"price_on_demand": 10.0}),
+    # with the performance model off only board power is checked, and always: a model with
+    # no power figure would draw 0 W in the ranking
+    RejectReason.GPU_PERFORMANCE: (make_job(), {}, {"gpu_model": "RTX6000-ADA"}),
 }
 
 
@@ -162,8 +167,57 @@ def both_paths(
 def test_every_reason_but_capacity_is_exactly_one_rule() -> None:
     names = [rule.reason for rule in RULES]
     assert len(names) == len(set(names))
-    assert set(names) == set(RejectReason) - {RejectReason.CAPACITY}
-    assert set(CASES) == set(names), "every rule needs a case below"
+    assert set(names) == set(RejectReason) - {RejectReason.CAPACITY, RejectReason.DEADLINE}
+    assert set(CASES) == set(names), "every rule needs a case"
+
+
+def test_with_the_model_on_a_missing_throughput_figure_alone_rejects() -> None:
+    """The shipped table has no training figure for H100: with `gpu_performance` on, a
+    training job measured on A100-80GB cannot be timed there, in either path."""
+    on = Engine(replace(ENGINE.settings, gpu_performance=True))
+    spec = make_job(kind=JobKind.TRAINING)
+    ok, bad = make_site("ok"), make_site("bad")
+    ok_pool, bad_pool = make_pool("ok", gpu_model="A100-80GB"), make_pool("bad")
+    index = on.fleet_index(
+        pools=[ok_pool, bad_pool],
+        sites=[ok, bad],
+        latency=LATENCY,
+        carbon=NoCarbon(),
+        now=NOW,
+        longest_s=3600,
+    )
+    conds = on.conditions(spec, sites=[ok, bad], latency=LATENCY, carbon=NoCarbon(), now=NOW)
+    ev = on.evaluate(spec, pools=index.pools, conditions=conds)
+    assert [(r.pool_id, r.reason) for r in ev.rejections] == [
+        (bad_pool.id, RejectReason.GPU_PERFORMANCE)
+    ]
+    assert "scheduler.gpu_throughput.H100.training" in ev.rejections[0].detail
+    assert [c.pool_id for c in ev.candidates] == [ok_pool.id]
+    assert {index.pools[i].id for i in index.shape(spec).idx.tolist()} == {ok_pool.id}
+    others = [
+        (r, n)
+        for r, n in applicable(spec, live=True, rules=on.rules)
+        if r.reason is not RejectReason.GPU_PERFORMANCE
+    ]
+    assert first_failed(others, bad_pool, conds["bad"]) is None, "only this rule may reject"
+    # off (the default) the same pool is placeable: H100 has a board power figure
+    assert static_rejection(spec, bad_pool, conds["bad"]) is None
+    # an inference job has H100 figures, so the pool takes it with the model on too
+    assert (
+        static_rejection(make_job(kind=JobKind.INFERENCE), bad_pool, conds["bad"], rules=on.rules)
+        is None
+    )
+
+
+def test_run_fields_shape_jobs_only_with_the_model_on() -> None:
+    """`RUN_FIELDS` (kind, the reference model) are read by the performance rule only when
+    the model is on; off, every job has the same need of it."""
+    on = rule_table(shipped_table())
+    a = make_job(kind=JobKind.TRAINING)
+    b = make_job(kind=JobKind.INFERENCE, reference_gpu_model="H100")
+    assert [r.need(a) for r in RULES] == [r.need(b) for r in RULES]
+    assert [r.need(a) for r in on] != [r.need(b) for r in on]
+    assert RUN_FIELDS.isdisjoint(NOT_SHAPE_FIELDS)
 
 
 def test_latency_rules_work_on_arrays() -> None:
@@ -202,9 +256,6 @@ def test_the_shape_key_covers_every_field_a_rule_reads() -> None:
     assert NOT_SHAPE_FIELDS.issubset(f.name for f in fields(JobSpec))
     changed: dict[str, Callable[[JobSpec], object]] = {
         "name": lambda spec: spec.name + "x",
-        "kind": lambda spec: (
-            JobKind.INFERENCE if spec.kind is not JobKind.INFERENCE else JobKind.TRAINING
-        ),
         "workload": lambda spec: Workload(image="other", command=("run",)),
         "estimated_duration_s": lambda spec: spec.estimated_duration_s * 2 + 1,
         "deadline": lambda spec: NOW if spec.deadline is None else None,

@@ -276,8 +276,8 @@ def test_broker_simulate_command_writes_summary_and_report(tmp_path: Path) -> No
     assert summary["jobs"] == 6
     b, f = summary["policies"]["broker"], summary["policies"]["fifo"]
     assert b["unfinished"] == f["unfinished"] == 0
-    # static table: SE 19.39, PJM 343.48 g/kWh; six 1-GPU H100 hours at the default PUE 1.2
-    assert b["kgco2e"] == pytest.approx(6 * H100_KW * 1.2 * 19.39 / 1000, abs=0.0005)
+    # static table, lifecycle basis: SE 40.7, PJM 361 g/kWh; six 1-GPU H100 hours, PUE 1.2
+    assert b["kgco2e"] == pytest.approx(6 * H100_KW * 1.2 * 40.7 / 1000, abs=0.0005)
     assert b["kgco2e"] < f["kgco2e"]
     assert summary["lower_bound"]["kgco2e"] <= b["kgco2e"] + 1e-9
     html = (out / "report.html").read_text()
@@ -320,5 +320,52 @@ def test_replay_oracle_falls_back_to_the_static_table(tmp_path: Path) -> None:
     assert [v for _, v in rows] == [100.0, 200.0, 100.0]  # looped
     se = oracle.hourly("SE", start=T0 + timedelta(minutes=30), end=T0 + timedelta(hours=2))
     assert [t for t, _ in se] == [T0, T0 + timedelta(hours=1)]
-    assert {v for _, v in se} == {19.39}
+    assert {v for _, v in se} == {40.7}  # the lifecycle row (codecarbon, Sweden)
     assert oracle.hourly("NOWHERE", start=T0, end=T0 + timedelta(hours=1)) == []
+
+
+def test_run_time_depends_on_the_model_with_gpu_performance_on() -> None:
+    from dataclasses import replace
+
+    from carbon.performance import WorkloadClass, shipped_table
+
+    sites = [site("slow", "S"), site("fast", "F")]
+    l4 = replace(pool("slow"), id="slow/L4", gpu_model="L4", gpu_memory_gb=24)
+    pools = [l4, pool("fast")]
+    oracle = carbon(S=[50.0] * FLAT, F=[50.0] * FLAT)
+    # inference jobs measured on the reference (A100-80GB), either model acceptable
+    # (8 GPUs each: one job fills a pool)
+    trace = [
+        replace(job(f"j{i}", tier=Tier.P1, gpus=8), gpu_models=("H100", "L4")) for i in range(2)
+    ]
+    table = shipped_table()
+
+    def run_s(on: bool, policy: str) -> dict[str, float]:
+        out = simulate(
+            trace,
+            sites=sites,
+            pools=pools,
+            oracle=oracle,
+            policy=policy,
+            eng=engine(deferral=False, gpu_performance=on),
+        )
+        return {
+            r.gpu_model: (r.end - r.start).total_seconds()
+            for sj in out.jobs
+            for r in sj.runs
+            if r.end is not None
+        }
+
+    # FIFO takes the first pool (L4) for one job and the H100 for the other
+    on = run_s(True, "fifo")
+    for model in ("L4", "H100"):
+        expected = 3600 / table.relative(model, WorkloadClass.INFERENCE)
+        assert on[model] == pytest.approx(expected, abs=1), model
+    assert on["L4"] > 3 * on["H100"]
+    # off: every model runs for the trace's time, as before
+    assert run_s(False, "fifo") == {"L4": 3600, "H100": 3600}
+    # the broker, with carbon alike, ranks the faster run (less energy) first
+    broker = run_s(True, "broker")
+    assert broker["H100"] == pytest.approx(
+        3600 / table.relative("H100", WorkloadClass.INFERENCE), abs=1
+    )

@@ -144,13 +144,15 @@ def make_em(
     sleeps: Sleeps,
     secrets_env: None,
 ) -> Callable[..., ElectricityMapsSource]:
-    """An ElectricityMapsSource on the fake; keyword arguments override settings."""
+    """An ElectricityMapsSource on the fake; keyword arguments override settings (`basis`
+    is the deployment's basis, given to the source)."""
 
-    def make(**overrides: Any) -> ElectricityMapsSource:
+    def make(basis: Any = None, **overrides: Any) -> ElectricityMapsSource:
         values: dict[str, Any] = {"base_url": url(em_server, "/v3"), "api_key_env": EM_ENV}
         values.update(overrides)
         return ElectricityMapsSource(
             ElectricityMapsSettings(**values),
+            basis=basis,
             session=session,
             clock=clock,
             sleep=sleeps,

@@ -39,6 +39,9 @@ def stamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
+_FACTORS = frozenset({"lifecycle", "direct"})
+
+
 class FakeElectricityMaps(FakeApi):
     def __init__(
         self,
@@ -69,6 +72,11 @@ class FakeElectricityMaps(FakeApi):
             return json_reply({"error": "Invalid auth-token", "message": _MISSING}, 401)
         if token != self.token:
             return json_reply({"error": "Invalid auth-token", "message": _INVALID}, 401)
+        factor = request.query.get("emissionFactorType", "lifecycle")
+        if factor not in _FACTORS:  # the API's two emission factor types, as documented
+            return json_reply(
+                {"error": "Bad request", "message": f"Invalid emissionFactorType '{factor}'"}, 400
+            )
         zone = request.query.get("zone", "")
         if zone not in self.zones:
             return json_reply(

@@ -64,6 +64,40 @@ async def test_direct_emission_factors_come_from_the_settings(
     assert reading is not None and reading.gco2_per_kwh == round((300.0 + 30) * 0.8, 2)
 
 
+@pytest.mark.parametrize(
+    ("basis", "factor"), [("operational", "direct"), ("lifecycle", "lifecycle")]
+)
+async def test_every_request_asks_for_the_deployments_basis(
+    make_em: Callable[..., ElectricityMapsSource],
+    em_fake: FakeElectricityMaps,
+    basis: str,
+    factor: str,
+) -> None:
+    source = make_em(basis=basis)
+    assert source.basis == basis and source.bases == {"operational", "lifecycle"}
+    latest = await source.current("DE", at=NOW)
+    ahead = await source.forecast("DE", start=NOW_HOUR - 2 * H, end=NOW_HOUR + 3 * H)
+    assert {r.query["emissionFactorType"] for r in em_fake.requests} == {factor}
+    assert len(em_fake.requests) == 3  # latest, history, forecast
+    lifecycle = 300.0 + 3 * NOW_HOUR.hour
+    expected = lifecycle if factor == "lifecycle" else round(lifecycle * 0.8, 2)
+    assert latest is not None and latest.gco2_per_kwh == expected
+    assert {r.basis for r in [latest, *ahead]} == {basis}
+
+
+async def test_the_fake_refuses_an_unknown_emission_factor_type(
+    em_fake: FakeElectricityMaps, em_server: object, session: object
+) -> None:
+    import aiohttp
+    from aiohttp.test_utils import TestServer
+
+    assert isinstance(em_server, TestServer) and isinstance(session, aiohttp.ClientSession)
+    url = em_server.make_url("/v3/carbon-intensity/latest")
+    params = {"zone": "DE", "emissionFactorType": "marginal"}
+    async with session.get(url, params=params, headers={"auth-token": TOKEN}) as reply:
+        assert reply.status == 400
+
+
 async def test_the_key_may_live_in_a_file(
     make_em: Callable[..., ElectricityMapsSource], em_fake: FakeElectricityMaps, key_file: object
 ) -> None:

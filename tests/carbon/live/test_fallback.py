@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from carbon.base import CarbonSource
+from carbon.basis import BasisMismatch
 from carbon.live import (
     ElectricityMapsSource,
     FallbackSource,
@@ -174,11 +175,27 @@ async def test_a_source_without_the_zone_is_passed_over_quietly(
     static: StaticTableSource,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    chain = FallbackSource({}, default=[make_uk(), static])
+    chain = FallbackSource({}, default=[make_uk(), StaticTableSource.default(basis="operational")])
     caplog.set_level(logging.DEBUG, logger=LOGGER)
     reading = await chain.current("DE", at=NOW)
     assert reading is not None and reading.source == "static"
     assert caplog.records == []
+
+
+def test_a_chain_that_mixes_bases_is_refused(
+    make_uk: Callable[..., UKCarbonIntensitySource],
+    make_em: Callable[..., ElectricityMapsSource],
+    static: StaticTableSource,
+) -> None:
+    with pytest.raises(BasisMismatch, match="static serves the lifecycle basis") as caught:
+        FallbackSource({}, default=[make_uk(), static])
+    assert (caught.value.source, caught.value.basis) == ("static", "lifecycle")
+    with pytest.raises(BasisMismatch, match="electricitymaps"):
+        FallbackSource({"GB": [make_uk()], "DE": [make_em(basis="lifecycle")]})
+    # Electricity Maps offers both bases: built for operational, it joins the GB API.
+    em = make_em(basis="operational")
+    chain = FallbackSource({}, default=[make_uk(), em, em.cached()])
+    assert chain.basis == "operational"
 
 
 async def test_when_every_source_fails_the_error_lists_them(

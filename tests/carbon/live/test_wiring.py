@@ -11,6 +11,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from broker.config import load_settings
+from carbon.basis import BasisMismatch
 from carbon.settings import CarbonSettings
 from carbon.static import StaticTableSource
 from carbon.wiring import build_carbon
@@ -47,6 +48,7 @@ async def test_live_then_cached_then_static_through_an_outage(
                 "max_attempts": 1,
             },
             "uk_carbon_intensity": {"base_url": url(uk_server), "max_attempts": 1},
+            "basis": "operational",  # the GB API's only basis; Electricity Maps asks "direct"
         }
     )
     setup = build_carbon(settings, session=session, now=clock, config_dir=Path("."))
@@ -70,7 +72,7 @@ async def test_live_then_cached_then_static_through_an_outage(
     assert stale is not None and stale.source == "electricitymaps" and stale.stale
     # ...and a zone nobody fetched before falls to the static table: scheduling goes on.
     fr = await setup.source.current("FR", at=clock())
-    static = StaticTableSource.default().entry("FR")
+    static = StaticTableSource.default(basis="operational").entry("FR")
     assert fr is not None and fr.source == "static" and static is not None
     assert fr.gco2_per_kwh == static.gco2_per_kwh
 
@@ -210,3 +212,49 @@ async def test_broker_check_covers_the_carbon_providers(
     assert f"environment variable {EM_ENV} is not set" in em.items[0].detail
     assert hint_for(em.items[0]).startswith("put the key where the carbon settings name it")
     assert fake_electricitymaps.TOKEN not in repr(results)
+
+
+def test_a_chain_of_mixed_bases_is_refused_at_build_time(tmp_path: Path) -> None:
+    """Sources that cannot serve carbon.basis stop the build, naming source and basis."""
+    lifecycle_only = tmp_path / "lwa.csv"
+    lifecycle_only.write_text(
+        "timestamp_utc,region,gco2_per_kwh\n2020-01-01T00:00:00Z,DE,300\n", encoding="utf-8"
+    )
+    settings = CarbonSettings.model_validate(
+        {"basis": "operational", "replay": {"files": [str(lifecycle_only)]}}
+    )
+    with pytest.raises(BasisMismatch, match=r"replay file .*lwa\.csv cannot serve the oper"):
+        build_carbon(settings, session=None, now=lambda: NOW, config_dir=tmp_path)
+    # The same file under lifecycle, and a file with a direct column under operational, build.
+    settings = CarbonSettings.model_validate({"replay": {"files": [str(lifecycle_only)]}})
+    assert build_carbon(settings, session=None, now=lambda: NOW, config_dir=tmp_path)
+    both = tmp_path / "em.csv"
+    both.write_text(
+        "timestamp_utc,region,gco2_per_kwh,gco2_per_kwh_direct,estimated\n"
+        "2022-01-01T00:00:00Z,DE,300,250,false\n",
+        encoding="utf-8",
+    )
+    settings = CarbonSettings.model_validate(
+        {"basis": "operational", "replay": {"files": [str(both)], "forecast": "perfect"}}
+    )
+    setup = build_carbon(settings, session=None, now=lambda: NOW, config_dir=tmp_path)
+    assert getattr(setup.source, "basis", None) == "operational"
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"uk_carbon_intensity": {}}, "uk_carbon_intensity serves the operational basis only"),
+        (
+            {"watttime": {"username": "u", "password_env": "WT"}, "basis": "operational"},
+            "watttime serves the marginal basis",
+        ),
+        (
+            {"electricitymaps": {"api_key_env": "K", "emission_factor_type": "direct"}},
+            "emission_factor_type direct is the operational basis but carbon.basis is lifecycle",
+        ),
+    ],
+)
+def test_settings_refuse_a_provider_off_the_basis(section: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        CarbonSettings.model_validate(section)
