@@ -45,7 +45,7 @@ from broker.domain.policy.fairness import (
 )
 from broker.domain.policy.preemption import VictimSet, best_preemption
 from broker.domain.policy.quotas import QuotaLedger, check, reclaimable
-from broker.domain.ranking import Shape
+from broker.domain.ranking import Ranking, Shape
 from broker.domain.rules import SiteConditions, rule_table
 from broker.domain.work import RunningWork, placed_work
 from carbon.performance import UNIFORM, ThroughputTable, shipped_table
@@ -239,8 +239,14 @@ class Engine:
                     )
                 )
                 continue
-            ranking = index.rank(spec, shape, self.weights_for(spec), s.gpu_utilisation)
-            pick = index.pick(spec, ranking)
+            # no pool with a free block for it: no pick, whatever the ranking (capacity only
+            # shrinks in a pass but for preemption), so skip ranking a job that must wait
+            weights = self.weights_for(spec)
+            ranking: Ranking | None = None
+            pick = None
+            if index.has_room(shape, spec.resources.milli_per_node):
+                ranking = index.rank(spec, shape, weights, s.gpu_utilisation)
+                pick = index.pick(spec, ranking)
             victims: VictimSet | None = None
             if pick is None:
                 chosen = self._preempt(job, index.usable(shape), work, ledger, now)
@@ -256,11 +262,19 @@ class Engine:
                 work = [w for w in work if w.job_id not in victims.job_ids]
                 if s.quotas:
                     ledger = QuotaLedger.from_running(work)
+                if ranking is None:
+                    ranking = index.rank(spec, shape, weights, s.gpu_utilisation)
                 pick = index.pick(spec, ranking, only=index.position[pool.id])
                 if pick is None:  # the policy promised room it could not make
                     decisions.append(Wait(job=job, reason="preemption would not free a slot"))
                     continue
-            elif s.deferral and spec.deadline is not None and spec.tier is not Tier.P1:
+            assert ranking is not None  # a pick comes from a ranking
+            if (
+                victims is None  # placed without preempting
+                and s.deferral
+                and spec.deadline is not None
+                and spec.tier is not Tier.P1
+            ):
                 window = index.window(
                     spec,
                     ranking,

@@ -161,6 +161,11 @@ class FleetIndex:
         self._refresh(i, pool)
         return pool
 
+    def has_room(self, shape: Shape, milli_per_node: int) -> bool:
+        """Whether some pool of the shape has a node with `milli_per_node` free (necessary
+        for `pick` to find one)."""
+        return bool((self._largest_free[shape.idx] >= milli_per_node).any())
+
     def free_gpus(self, shape: Shape) -> float:
         return float(self._free[shape.idx].sum()) / MILLI_PER_GPU
 

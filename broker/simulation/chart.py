@@ -92,6 +92,11 @@ def _burst_table(summary: Mapping[str, Any]) -> str:
     )
 
 
+def _first_wait(first: Mapping[str, Any]) -> str:
+    """`5.2 h at 57.5 %`: when a job first waited, and the share of GPUs then allocated."""
+    return f"{first['at_s'] / 3600:,.1f} h at {first['allocated_share']:.1%}"
+
+
 def render(
     *,
     summary: Mapping[str, Any],
@@ -101,9 +106,14 @@ def render(
     rows = []
     for name, s in summary["policies"].items():
         p99 = s["wait_s"]["P1"]["p99"]
+        waiting = s.get("allocation_while_waiting")
+        share = "-" if waiting is None else f"{waiting['overall']:.1%}"
+        first = s.get("first_wait")
         rows.append(
             f"<tr><td>{html.escape(name)}</td><td>{s['kgco2e']:,.1f}</td><td>{s['cost_usd']:,.0f}</td>"
             f"<td>{s['energy_kwh']:,.0f}</td><td>{s['allocation_ratio_mean']:.1%}</td>"
+            f"<td>{share}</td>"
+            f"<td>{'-' if first is None else _first_wait(first)}</td>"
             f"<td>{'-' if p99 is None else f'{p99:,.0f}'}</td><td>{s['deadline_misses']}</td>"
             f"<td>{s['preemptions']}</td><td>{s['deferred_jobs']}</td></tr>"
         )
@@ -111,10 +121,11 @@ def render(
     over = summary["lower_bound"].get("over_capacity_share", 0.0)
     table = (
         "<table><tr><th>policy</th><th>kgCO2e</th><th>cost USD</th><th>energy kWh</th>"
-        "<th>GPU allocation</th><th>P1 wait p99 s</th><th>deadline misses</th>"
+        "<th>GPU allocation</th><th>allocation while jobs wait</th><th>first wait</th>"
+        "<th>P1 wait p99 s</th><th>deadline misses</th>"
         "<th>preemptions</th><th>deferred</th></tr>"
         + "".join(rows)
-        + f"<tr><td>offline lower bound</td><td>{lb:,.1f}</td><td colspan=7>each job alone at its "
+        + f"<tr><td>offline lower bound</td><td>{lb:,.1f}</td><td colspan=9>each job alone at its "
         f"cleanest feasible site and window, capacity ignored ({over:.0%} of it in pools "
         "its own schedule overfills)</td></tr></table>"
     )

@@ -1,5 +1,8 @@
 """Convert public GPU-cluster traces (Philly, Microsoft ITP) into the canonical trace CSV.
 
+The Alibaba openb pod list (`openb`) has its own module, `broker.simulation.openb`: it
+states CPU, memory, fractions, models and QoS, so nothing below is derived for it.
+
 Both sources give only arrival time, run time, GPU count and a team (Philly virtual cluster,
 ITP cluster id). Everything else the broker schedules on is derived here by a fixed,
 documented rule (see docs/traces.md, which repeats these numbers):
@@ -49,6 +52,8 @@ from pathlib import Path
 from typing import TextIO
 
 from broker.domain.enums import JobKind, Tier
+from broker.simulation.alibaba import UnknownAlibabaModel
+from broker.simulation.openb import convert_openb, openb_summary
 from broker.simulation.traces import TraceError, TraceJob, write_trace
 
 DAY_S = 86_400
@@ -335,7 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="broker trace convert",
         description="Convert a public GPU trace into the broker's canonical trace CSV.",
     )
-    parser.add_argument("source", choices=sorted(READERS), help="the input trace's format")
+    parser.add_argument(
+        "source", choices=sorted((*READERS, "openb")), help="the input trace's format"
+    )
     parser.add_argument("input", type=Path, help="source CSV (.gz is read as gzip)")
     parser.add_argument("output", type=Path, help="canonical trace CSV to write")
     parser.add_argument("--seed", type=int, default=0, help="seed of the derived fields")
@@ -346,6 +353,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--deadline-slack-h", type=float, default=24.0, help="P2/P3 deadline slack (hours)"
     )
     parser.add_argument("--gpus-per-node", type=int, default=8, help="node size for gang jobs")
+    parser.add_argument(
+        "--undisclosed-as",
+        default=None,
+        metavar="MODEL",
+        help="openb: undisclosed gpu_spec models (G1-G3) as this known model "
+        "(as in python -m broker.simulation.fleets)",
+    )
     return parser
 
 
@@ -358,6 +372,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.gpus_per_node < 1:
         print("--gpus-per-node must be ≥ 1", file=sys.stderr)
         return 2
+    if args.source == "openb":
+        return _main_openb(args)
     try:
         result = convert(
             READERS[args.source](args.input),
@@ -377,6 +393,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
         return 2
     print(summary(result), file=sys.stderr)
+    return 0
+
+
+def _main_openb(args: argparse.Namespace) -> int:
+    try:
+        result = convert_openb(
+            args.input,
+            undisclosed_as=args.undisclosed_as,
+            start_day=args.start_day,
+            days=args.days,
+            limit=args.limit,
+            deadline_slack_h=args.deadline_slack_h,
+        )
+        write_trace(args.output, result.jobs)
+    except (TraceError, UnknownAlibabaModel) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+        return 2
+    print(openb_summary(result), file=sys.stderr)
     return 0
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,6 +23,7 @@ from broker.domain.fleet import GpuPool, Site
 from broker.domain.latency import LatencyMatrix
 from broker.domain.placement import Candidate, Rejection, static_rejection
 from broker.domain.rules import RejectReason
+from broker.simulation.allocation import allocation_while_waiting, check_summary, first_wait
 from broker.simulation.simulator import (
     Outcome,
     SimJob,
@@ -54,7 +55,14 @@ def _dist(values: Sequence[float]) -> dict[str, float | int | None]:
     }
 
 
-def summarize(outcome: Outcome, *, carbon: CarbonOracle, utilisation: float) -> dict[str, Any]:
+def summarize(
+    outcome: Outcome,
+    *,
+    carbon: CarbonOracle,
+    utilisation: float,
+    power_kw: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """The replay's figures; `power_kw`: the engine's board power per GPU model in kW."""
     jobs = outcome.jobs
     waits: dict[str, list[float]] = {t.value: [] for t in Tier}
     jct: dict[str, list[float]] = {t.value: [] for t in Tier}
@@ -77,9 +85,9 @@ def summarize(outcome: Outcome, *, carbon: CarbonOracle, utilisation: float) -> 
         deferred += sj.deferred
         for run in sj.runs:
             run_usd = run_cost(run)
-            run_g = run_gco2(run, utilisation=utilisation, carbon=carbon)
+            run_g = run_gco2(run, utilisation=utilisation, carbon=carbon, power_kw=power_kw)
             cost += run_usd
-            energy += run_energy_kwh(run, utilisation=utilisation)
+            energy += run_energy_kwh(run, utilisation=utilisation, power_kw=power_kw)
             gco2 += run_g
             site = by_site.setdefault(run.site, [0.0, 0.0, 0.0])
             site[0] += run_g
@@ -93,6 +101,13 @@ def summarize(outcome: Outcome, *, carbon: CarbonOracle, utilisation: float) -> 
         "wait_s": {tier: _dist(v) for tier, v in waits.items()},
         "completion_s": {tier: _dist(v) for tier, v in jct.items()},
         "allocation_ratio_mean": _time_weighted(outcome),
+        "allocation_while_waiting": allocation_while_waiting(
+            outcome.samples, capacity=outcome.capacity_by_model
+        ),
+        "first_wait": first_wait(
+            outcome.samples, start=outcome.start, total_gpus=outcome.total_gpus
+        ),
+        "final_state_check": check_summary(outcome.checks),
         "cost_usd": round(cost, 2),
         "energy_kwh": round(energy, 1),
         "kgco2e": round(gco2 / 1000, 4),
@@ -123,7 +138,11 @@ def _time_weighted(outcome: Outcome) -> float:
 
 
 def emissions_by_hour(
-    outcome: Outcome, *, carbon: CarbonOracle, utilisation: float
+    outcome: Outcome,
+    *,
+    carbon: CarbonOracle,
+    utilisation: float,
+    power_kw: Mapping[str, float] | None = None,
 ) -> list[tuple[datetime, float]]:
     """kgCO2e per clock hour, for charts: each run's energy spread evenly over its time."""
     buckets: dict[datetime, float] = {}
@@ -131,9 +150,8 @@ def emissions_by_hour(
         for run in sj.runs:
             if run.end is None or run.end <= run.start:
                 continue
-            rate = (
-                run_energy_kwh(run, utilisation=utilisation) / (run.end - run.start).total_seconds()
-            )
+            energy = run_energy_kwh(run, utilisation=utilisation, power_kw=power_kw)
+            rate = energy / (run.end - run.start).total_seconds()
             for hour, intensity in carbon.hourly(run.zone, start=run.start, end=run.end):
                 lo, hi = max(run.start, hour), min(run.end, hour + timedelta(hours=1))
                 if hi > lo:

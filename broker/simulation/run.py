@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from broker.config import Settings, load_latency, load_settings
+from broker.config import load_latency, load_settings
 from broker.domain.engine import Engine
 from broker.domain.errors import BrokerError
 from broker.scheduling.settings import engine_settings
@@ -124,19 +124,6 @@ def load_carbon(paths: Sequence[str]) -> ReplaySource | None:
         raise InputError(f"carbon file: {exc}") from exc
 
 
-def refuse_power_overrides(settings: Settings) -> None:
-    """The engine and the energy figures read the shipped power table only (until they take
-    `Settings.power_table()`), so a pool whose model `gpu_models` sets would be counted at
-    the wrong power, or at none: refuse the fleet rather than report wrong emissions."""
-    used = {p.gpu_model for s in settings.sites for p in s.pools}
-    overridden = sorted(used & set(settings.gpu_models))
-    if overridden:
-        raise InputError(
-            f"fleet {settings.config_dir}: `gpu_models` sets {', '.join(overridden)}, which "
-            "broker simulate cannot apply yet (it uses the shipped datasheet table)"
-        )
-
-
 def warn_unrunnable(found: dict[str, Any], *, total: int) -> None:
     """A few lines on stderr: how many jobs no pool can ever take, why, and examples."""
     if not found["count"]:
@@ -151,11 +138,33 @@ def warn_unrunnable(found: dict[str, Any], *, total: int) -> None:
         print(f"  {reason}: {entry['count']:,} (e.g. {ids}: {entry['example']})", file=sys.stderr)
 
 
+def warn_cpu_only(count: int, *, total: int) -> None:
+    if count:
+        print(
+            f"broker: warning: {count:,} of {total:,} jobs are CPU-only (gpus = 0) and are not "
+            "replayed: the simulator has no CPU or memory ledger yet; the comparison is partial",
+            file=sys.stderr,
+        )
+
+
+def warn_state(label: str, check: dict[str, Any]) -> None:
+    """The replay's own ledger check failed: a bug in the simulator, not in the trace."""
+    if check["ok"]:
+        return
+    print(
+        f"broker: warning: {label}: {check['violation_count']} ledger violation(s), e.g. "
+        f"{check['violations'][0]} (see final_state_check)",
+        file=sys.stderr,
+    )
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     start = parse_start(args.start)
     settings = load_settings(Path(args.fleet), env={})
-    refuse_power_overrides(settings)
-    trace = load_trace(Path(args.trace))
+    rows = load_trace(Path(args.trace))
+    trace = [t for t in rows if not t.cpu_only]
+    cpu_only = len(rows) - len(trace)
+    warn_cpu_only(cpu_only, total=len(rows))
     sites = [site_from_settings(s) for s in settings.sites]
     pools = [p for s in settings.sites for p in pools_from_settings(s)]
     latency = load_latency(settings)
@@ -164,7 +173,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     scheduler = settings.scheduler
     if getattr(args, "gpu_performance", False):  # each job runs for its time on its model
         scheduler = scheduler.model_copy(update={"gpu_performance": True})
-    engine = Engine(engine_settings(scheduler))
+    engine = Engine(engine_settings(scheduler, power=settings.power_table()))
     unrunnable = unrunnable_jobs(
         trace, sites=sites, pools=pools, latency=latency, engine=engine, start=start
     )
@@ -203,11 +212,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             label=label,
         )
         outcome = sim.run()
-        summaries[label] = summarize(outcome, carbon=carbon, utilisation=util)
+        summaries[label] = summarize(
+            outcome, carbon=carbon, utilisation=util, power_kw=engine.settings.power_kw
+        )
+        warn_state(label, summaries[label]["final_state_check"])
         if burster is not None:
             summaries[label]["burst"] = burster.summary(end=outcome.end)
         allocation[label] = outcome.allocation
-        emissions[label] = emissions_by_hour(outcome, carbon=carbon, utilisation=util)
+        emissions[label] = emissions_by_hour(
+            outcome, carbon=carbon, utilisation=util, power_kw=engine.settings.power_kw
+        )
     assert outcome is not None
     lower = offline_lower_bound(
         outcome.jobs, sites=sites, pools=pools, latency=latency, carbon=carbon, engine=engine
@@ -217,7 +231,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         "fleet": str(args.fleet),
         "carbon": ", ".join(args.carbon) or "static annual table",
         "start": start.isoformat(),
-        "jobs": len(trace),
+        "jobs": len(rows),
+        "cpu_only_jobs_not_replayed": cpu_only,
         "gpu_performance": scheduler.gpu_performance,
         "unrunnable_jobs": unrunnable,
         "policies": summaries,
@@ -228,6 +243,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             "starting is instant",
             f"GPU utilisation {util:.0%} of board power, times site PUE",
             "carbon forecasts are perfect (replayed actuals)",
+            "CPU and memory are not accounted per node: CPU-only jobs are not replayed, and "
+            "final_state_check covers GPUs only (CPU and memory over-commit will be checked "
+            "once the ledger tracks them)",
         ],
     }
     if options is not None:
@@ -252,7 +270,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             "emissions_vs_fifo": _ratio(b["kgco2e"], f["kgco2e"]),
             "cost_vs_fifo": _ratio(b["cost_usd"], f["cost_usd"]),
             "emissions_vs_lower_bound": _ratio(b["kgco2e"], lower["kgco2e"]),
-            **_partial(unrunnable=unrunnable["count"], summaries=summaries),
+            **_partial(unrunnable=unrunnable["count"], cpu_only=cpu_only, summaries=summaries),
         }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -290,13 +308,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _partial(*, unrunnable: int, summaries: dict[str, Any]) -> dict[str, Any]:
+def _partial(*, unrunnable: int, cpu_only: int = 0, summaries: dict[str, Any]) -> dict[str, Any]:
     """`partial` and a note when some jobs never ran: each policy's totals then leave out
-    different work, so their ratios compare unequal sets of jobs."""
+    different work, so their ratios compare unequal sets of jobs (or, for CPU-only jobs,
+    leave out work the trace asked for)."""
     unfinished = {k: v["unfinished"] for k, v in summaries.items() if v["unfinished"]}
-    if not unrunnable and not unfinished:
+    if not unrunnable and not unfinished and not cpu_only:
         return {"partial": False}
     parts = []
+    if cpu_only:
+        parts.append(f"{cpu_only} CPU-only job(s) not replayed (see cpu_only_jobs_not_replayed)")
     if unrunnable:
         parts.append(f"{unrunnable} job(s) no pool can ever run (see unrunnable_jobs)")
     if unfinished:

@@ -12,19 +12,24 @@ Assumptions, stated in the summary as well: a job's estimated duration is its re
 (perfect estimates); a preempted job restarts from scratch when placed again; starting is
 instant; energy is GPU board power × GPUs × run time × utilisation × site PUE; emissions
 integrate that energy against the zone's hourly intensity over each actual run.
+
+Besides the allocation at every change, each instant ends with a `Sample` (jobs waiting,
+GPUs allocated by model) for the allocation-while-waiting figures, and the ledger is checked
+against the running work at the peak of allocation and at the end (`allocation.py`).
+CPU-only trace rows are refused: there is no CPU or memory ledger to replay them on yet.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from broker.domain.deferral import run_window_gco2
-from broker.domain.engine import CarbonOracle, Defer, Engine, Place, Wait
-from broker.domain.enums import JobState
+from broker.domain.engine import CarbonOracle, Decision, Defer, Engine, Place, Wait
+from broker.domain.enums import JobState, Tier
 from broker.domain.fleet import MILLI_PER_GPU, GpuPool, Site
 from broker.domain.jobs import Job, JobSpec, Resources, Workload
 from broker.domain.latency import LatencyMatrix
@@ -32,9 +37,16 @@ from broker.domain.placement import Candidate, static_rejection
 from broker.domain.rules import unit_price
 from broker.domain.runtime import run_factor, scaled_s
 from broker.domain.work import RunningWork, placed_work
+from broker.simulation.allocation import (
+    Sample,
+    StateCheck,
+    capacity_by_model,
+    check_state,
+    sample,
+)
 from broker.simulation.burst import CloudBurst
 from broker.simulation.traces import TraceJob
-from carbon.power import GPU_MODELS, gpu_energy_kwh
+from carbon.power import GPU_MODELS
 
 Progress = Callable[[int, int], None]
 
@@ -75,16 +87,29 @@ class Outcome:
     total_gpus: float
     start: datetime
     end: datetime
+    samples: list[Sample] = field(default_factory=list)  # one per instant, after its pass
+    capacity_by_model: dict[str, float] = field(default_factory=dict)  # burst at its limit
+    checks: list[StateCheck] = field(default_factory=list)  # the ledger at the peak, the end
+
+
+_DEFAULT_RESOURCES = Resources()
 
 
 def to_job(t: TraceJob, *, start: datetime) -> Job:
+    """The broker's job for a trace row; CPU and memory the trace leaves unstated (0) take
+    `Resources`' defaults."""
     submitted = start + timedelta(seconds=t.submit_s)
     spec = JobSpec(
         name=t.job_id[:128],
         tier=t.tier,
         kind=t.kind,
         resources=Resources(
-            gpus=t.gpus, gpu_models=t.gpu_models, gpu_fraction=t.gpu_fraction, nodes=t.nodes
+            gpus=t.gpus,
+            gpu_models=t.gpu_models,
+            gpu_fraction=t.gpu_fraction,
+            nodes=t.nodes,
+            cpu=t.cpu or _DEFAULT_RESOURCES.cpu,
+            memory_gb=t.memory_gb or _DEFAULT_RESOURCES.memory_gb,
         ),
         workload=Workload(image="trace"),
         estimated_duration_s=t.duration_s,
@@ -124,6 +149,12 @@ class Simulation:
             raise ValueError(f"unknown policy {policy!r}")
         if burst is not None and policy != "broker":
             raise ValueError("only the broker policy bursts")
+        cpu_only = [t.job_id for t in trace if t.cpu_only]
+        if cpu_only:  # the caller counts and reports them (run.py); never dropped silently
+            raise ValueError(
+                f"{len(cpu_only)} CPU-only job(s) (e.g. {cpu_only[0]}) cannot be replayed: "
+                "the simulator has no CPU or memory ledger yet"
+            )
         self.policy = policy
         self.label = label or policy
         self.burst = burst
@@ -135,6 +166,9 @@ class Simulation:
         # what the policy could hold: burst pools count at their limit
         limits = burst.limits.values() if burst is not None else ()
         self.capacity = float(sum(p.total_gpus for p in (*pools, *limits)))
+        self.capacity_by_model = capacity_by_model((*pools, *limits))
+        self.samples: list[Sample] = []
+        self.peak = (-1.0, start, dict(self.pools), dict[str, RunningWork]())  # GPUs, then state
         self.latency = latency
         self.carbon = carbon
         self.start = start
@@ -145,6 +179,11 @@ class Simulation:
         self.deferred: dict[str, SimJob] = {}
         self.running: dict[str, RunningWork] = {}
         self.stuck: set[str] = set()
+        # Pools that gained room (a run ended) since stuck jobs were last looked at: after a
+        # completion only stuck jobs that fit in one of them are ranked again (`_unstick`).
+        self.freed: set[str] = set()
+        self.recheck = False  # a run completed this instant
+        self.ranked = 0  # jobs handed to the engine (tests/simulation/test_simulator_speed.py)
         self.events: list[tuple[datetime, int, str, str, int]] = []
         self.seq = itertools.count()
         self.allocation: list[tuple[datetime, float]] = [(start, 0.0)]
@@ -184,14 +223,20 @@ class Simulation:
                     self._end_run(sj, now, preempted=False)
                     sj.finish = now
                     done += 1
-                    self.stuck.clear()
+                    self.recheck = True
                     if self.progress is not None:
                         self.progress(done, total)
             if self.pending:
                 self._pass(now)
             for tick in ticks:  # after the pass: it may have put idle nodes to work
                 self._burst_tick(tick, now)
+            self._sample(now)
         end = max([last, *(sj.finish for sj in self.jobs.values() if sj.finish)])
+        _, peak_at, peak_pools, peak_running = self.peak
+        checks = [
+            check_state(at=peak_at, label="peak", pools=peak_pools, running=peak_running.values()),
+            check_state(at=now, label="end", pools=self.pools, running=self.running.values()),
+        ]
         return Outcome(
             policy=self.label,
             jobs=list(self.jobs.values()),
@@ -199,7 +244,18 @@ class Simulation:
             total_gpus=self.capacity,
             start=self.start,
             end=end,
+            samples=self.samples,
+            capacity_by_model=self.capacity_by_model,
+            checks=checks,
         )
+
+    def _sample(self, now: datetime) -> None:
+        """The state the instant leaves; a new peak of allocation keeps a copy to check."""
+        s = sample(at=now, waiting=len(self.pending), pools=self.pools.values())
+        self.samples.append(s)
+        used = sum(s.allocated.values())
+        if used > self.peak[0]:
+            self.peak = (used, now, dict(self.pools), dict(self.running))
 
     # ---- bursting -------------------------------------------------------------------------
 
@@ -244,21 +300,28 @@ class Simulation:
     # ---- one scheduling pass --------------------------------------------------------------
 
     def _pass(self, now: datetime) -> None:
+        # after a completion every stuck job used to be ranked again; now only those that
+        # might fit (`_unstick`), unless that cannot be told
+        pruned = self.recheck and self._unstick()
+        if self.recheck and not pruned:
+            self.stuck.clear()
+        self.recheck = False
         if self.policy == "fifo":
             self._fifo(now)
             return
         queue = [sj.job for sj in self.pending.values() if sj.job.id not in self.stuck]
         if not queue:
             return
-        decisions = self.engine.plan(
-            queue=queue,
-            pools=list(self.pools.values()),
-            running=list(self.running.values()),
-            sites=self.sites,
-            latency=self.latency,
-            carbon=self.carbon,
-            now=now,
-        )
+        decisions = self._plan(queue, now)
+        if (
+            pruned
+            and self.stuck
+            and any(isinstance(d, Place) and d.victims and d.victims.job_ids for d in decisions)
+        ):
+            # a preemption may leave room a job left stuck could use later in the same pass:
+            # decide the whole queue as a pass after a completion always did
+            self.stuck.clear()
+            decisions = self._plan(list(sj.job for sj in self.pending.values()), now)
         for d in decisions:
             sj = self.jobs[d.job.id]
             if isinstance(d, Wait):
@@ -273,10 +336,53 @@ class Simulation:
                         self._preempt(self.jobs[victim], now)
                 self._start(sj, d.candidate, now, borrowed=d.borrowed)
 
+    def _plan(self, queue: list[Job], now: datetime) -> list[Decision]:
+        self.ranked += len(queue)
+        return self.engine.plan(
+            queue=queue,
+            pools=list(self.pools.values()),
+            running=list(self.running.values()),
+            sites=self.sites,
+            latency=self.latency,
+            carbon=self.carbon,
+            now=now,
+        )
+
+    def _unstick(self) -> bool:
+        """After a completion, release the stuck jobs that might be placed now; False when
+        every stuck job must be looked at again instead.
+
+        A job stuck since its pass found no room keeps finding none until one of its pools
+        gains room: runs ending (or preempted) are the only releases, and a pass only takes
+        capacity. So a stuck job is ranked again only if some node of a pool released since
+        then holds it (any pool: a superset of those its rules allow); P1 jobs, which may
+        preempt, always are. If the pass then preempts, the caller decides the whole queue.
+        Quotas (an owner reclaiming borrowed GPUs preempts too) and bursting (nodes join)
+        keep the plain rule: everything is looked at again.
+        """
+        freed = [self.pools[i] for i in sorted(self.freed)]
+        self.freed.clear()
+        if self.burst is not None or self.engine.settings.quotas:
+            return False
+        fits: dict[tuple[int, int], bool] = {}
+        release = []
+        for job_id in self.stuck:
+            spec = self.jobs[job_id].job.spec
+            res = spec.resources
+            key = (res.milli_per_node, res.nodes)
+            if key not in fits:
+                fits[key] = any(
+                    p.fit(milli_per_node=key[0], count=key[1]) is not None for p in freed
+                )
+            if fits[key] or (spec.tier is Tier.P1 and self.engine.settings.preemption):
+                release.append(job_id)
+        self.stuck.difference_update(release)
+        return True
+
     def _fifo(self, now: datetime) -> None:
-        for sj in sorted(self.pending.values(), key=lambda s: (s.job.created_at, s.job.id)):
-            if sj.job.id in self.stuck:
-                continue
+        # stuck jobs are skipped: leave them out before sorting (the same order)
+        free = [sj for sj in self.pending.values() if sj.job.id not in self.stuck]
+        for sj in sorted(free, key=lambda s: (s.job.created_at, s.job.id)):
             cand = self._first_fit(sj.job.spec)
             if cand is None:
                 self.stuck.add(sj.job.id)
@@ -375,6 +481,7 @@ class Simulation:
     def _end_run(self, sj: SimJob, now: datetime, *, preempted: bool) -> None:
         work = self.running.pop(sj.job.id)
         pool = self.pools[work.pool_id]
+        self.freed.add(pool.id)
         self.pools[pool.id] = pool.allocate(work.node_indices, -work.milli_per_node)
         if self.burst is not None:
             self.burst.occupy(pool.id, work.node_indices, now=now, delta=-1)
@@ -398,24 +505,36 @@ class _NoCarbon:
         return []
 
 
-def run_energy_kwh(run: Run, *, utilisation: float) -> float:
-    """kWh of one run; 0 for a GPU model without a known board power (none in the table)."""
-    if run.end is None or run.gpu_model not in GPU_MODELS:
+_SHIPPED_KW: Mapping[str, float] = {m: spec.board_power_w / 1000 for m, spec in GPU_MODELS.items()}
+
+
+def run_energy_kwh(
+    run: Run, *, utilisation: float, power_kw: Mapping[str, float] | None = None
+) -> float:
+    """kWh of one run: board power (`power_kw`, the engine's table with the fleet's
+    `gpu_models` overrides; default the shipped datasheet table) x GPUs x hours x utilisation
+    x PUE. A model without a power figure is an error, never a silent zero: the engine
+    never places work on one."""
+    if run.end is None:
         return 0.0
-    return gpu_energy_kwh(
-        model=run.gpu_model,
-        gpus=run.gpus,
-        hours=(run.end - run.start).total_seconds() / 3600,
-        utilisation=utilisation,
-        pue=run.pue,
-    )
+    table = _SHIPPED_KW if power_kw is None else power_kw
+    if run.gpu_model not in table:
+        raise ValueError(f"no board power for GPU model {run.gpu_model!r} (run on {run.pool_id})")
+    hours = (run.end - run.start).total_seconds() / 3600
+    return table[run.gpu_model] * run.gpus * hours * utilisation * run.pue
 
 
-def run_gco2(run: Run, *, utilisation: float, carbon: CarbonOracle) -> float:
+def run_gco2(
+    run: Run,
+    *,
+    utilisation: float,
+    carbon: CarbonOracle,
+    power_kw: Mapping[str, float] | None = None,
+) -> float:
     """Grams CO2e of one run; an intensity gap is an error, never a silent zero."""
     if run.end is None or run.end <= run.start:
         return 0.0
-    energy = run_energy_kwh(run, utilisation=utilisation)
+    energy = run_energy_kwh(run, utilisation=utilisation, power_kw=power_kw)
     gco2 = run_window_gco2(
         energy_kwh=energy,
         start=run.start,

@@ -8,7 +8,7 @@ order when read; this order when written):
 | `job_id` | text, unique | the job's name in the trace |
 | `submit_s` | float ≥ 0 | submission time, seconds from the start of the trace |
 | `duration_s` | int > 0 | actual run time in seconds once placed (not an estimate) |
-| `gpus` | int ≥ 1 | GPUs **per node** |
+| `gpus` | int ≥ 0 | GPUs **per node**; 0 only for a CPU-only job (then `cpu` > 0) |
 | `gpu_fraction` | empty, or 0 < f < 1 | a share of one GPU; then `gpus` must be 1 and `nodes` 1 |
 | `nodes` | int ≥ 1 | nodes of a gang job; all must be placed at once |
 | `gpu_models` | `\\|`-separated | allowed GPU models (`H100\\|A100-80GB`); empty = any |
@@ -18,6 +18,12 @@ order when read; this order when written):
 | `origin` | empty, or `cloud:region` | where the requests come from (a `config/latency.csv` key) |
 | `preemptible` | true/false/empty | empty = the tier's default (only P3 is preemptible) |
 | `kind` | inference/training/experiment | what the job does |
+| `cpu` | optional: empty, or float ≥ 0 | CPU cores **per node**; empty or 0 = not stated |
+| `memory_gb` | optional: empty, or float ≥ 0 | GB of memory **per node**; empty or 0 = not stated |
+
+The last two columns are optional when read (a 13-column file from before they existed
+still reads, every job with 0 = not stated) and always written. A row with `gpus` = 0 is a
+CPU-only job: it needs `cpu` > 0 and runs on a GPU node's CPUs and memory.
 
 A job that needs more GPUs than one node holds is written as a gang: `nodes = ceil(total /
 gpus_per_node)` and `gpus = ceil(total / nodes)` (so 16 GPUs on 8-GPU nodes is 2 × 8, and
@@ -59,7 +65,11 @@ COLUMNS: tuple[str, ...] = (
     "origin",
     "preemptible",
     "kind",
+    "cpu",
+    "memory_gb",
 )
+OPTIONAL_COLUMNS: frozenset[str] = frozenset({"cpu", "memory_gb"})
+"""Columns a trace may leave out (files written before they existed); an absent one reads as 0."""
 
 
 class TraceError(BrokerError, ValueError):
@@ -104,6 +114,8 @@ class TraceJob:
     origin: str | None
     preemptible: bool | None
     kind: JobKind
+    cpu: float = 0.0  # cores per node; 0 = not stated
+    memory_gb: float = 0.0  # GB per node; 0 = not stated
 
     def __post_init__(self) -> None:
         try:
@@ -116,6 +128,11 @@ class TraceJob:
         """GPUs held by the whole job (a fraction counts as that share of one GPU)."""
         return self.gpu_fraction if self.gpu_fraction is not None else float(self.gpus * self.nodes)
 
+    @property
+    def cpu_only(self) -> bool:
+        """The job asks for no GPU, only CPU (and memory) on GPU nodes."""
+        return self.gpus == 0
+
 
 def _validate(job: TraceJob) -> None:
     if not job.job_id:
@@ -124,8 +141,13 @@ def _validate(job: TraceJob) -> None:
         raise _CellError("submit_s", f"must be a finite number ≥ 0, got {job.submit_s}")
     if job.duration_s <= 0:
         raise _CellError("duration_s", f"must be > 0, got {job.duration_s}")
-    if job.gpus < 1:
-        raise _CellError("gpus", f"must be ≥ 1, got {job.gpus}")
+    for column, amount in (("cpu", job.cpu), ("memory_gb", job.memory_gb)):
+        if not (math.isfinite(amount) and amount >= 0):
+            raise _CellError(column, f"must be a finite number ≥ 0, got {amount}")
+    if job.gpus < 0:
+        raise _CellError("gpus", f"must be ≥ 1 (or 0 for a CPU-only job), got {job.gpus}")
+    if job.gpus == 0 and job.cpu <= 0:
+        raise _CellError("gpus", "is 0 but cpu is 0 or empty: a CPU-only job must request cpu > 0")
     if job.nodes < 1:
         raise _CellError("nodes", f"must be ≥ 1, got {job.nodes}")
     if job.gpu_fraction is not None:
@@ -169,6 +191,11 @@ def _float(text: str) -> float:
 
 def _opt_float(text: str) -> float | None:
     return None if text == "" else _float(text)
+
+
+def _amount(text: str) -> float:
+    """An optional resource amount: empty = 0 (not stated)."""
+    return 0.0 if text == "" else _float(text)
 
 
 def _opt_text(text: str) -> str | None:
@@ -222,7 +249,7 @@ def parse_trace(lines: Iterable[str], *, name: str = "<trace>") -> list[TraceJob
     header = reader.fieldnames
     if header is None:
         raise TraceError(f"{name}: line 1: empty file, expected a header", line=1)
-    missing = [c for c in COLUMNS if c not in header]
+    missing = [c for c in COLUMNS if c not in header and c not in OPTIONAL_COLUMNS]
     if missing:
         raise TraceError(
             f"{name}: line 1: missing column(s) {', '.join(missing)}", line=1, column=missing[0]
@@ -234,8 +261,8 @@ def parse_trace(lines: Iterable[str], *, name: str = "<trace>") -> list[TraceJob
     seen: set[str] = set()
     for row in reader:
         line = reader.line_num
-        if None in row or any(row[c] is None for c in COLUMNS):
-            raise TraceError(f"{name}: line {line}: expected {len(COLUMNS)} fields", line=line)
+        if None in row or any(row[c] is None for c in header):
+            raise TraceError(f"{name}: line {line}: expected {len(header)} fields", line=line)
         job = _row_to_job(row, name=name, line=line)
         if job.job_id in seen:
             raise TraceError(
@@ -252,7 +279,7 @@ def parse_trace(lines: Iterable[str], *, name: str = "<trace>") -> list[TraceJob
 def _row_to_job(row: dict[str, str], *, name: str, line: int) -> TraceJob:
     def cell(column: str, parse: Callable[[str], _T]) -> _T:
         try:
-            return parse(row[column])
+            return parse(row.get(column, ""))
         except ValueError as exc:
             raise TraceError(
                 f"{name}: line {line}: column {column!r}: {exc}", line=line, column=column
@@ -273,6 +300,8 @@ def _row_to_job(row: dict[str, str], *, name: str, line: int) -> TraceJob:
             origin=cell("origin", _opt_text),
             preemptible=cell("preemptible", _bool),
             kind=cell("kind", _kind),
+            cpu=cell("cpu", _amount),
+            memory_gb=cell("memory_gb", _amount),
         )
     except _InvalidJob as exc:
         raise TraceError(
@@ -292,6 +321,11 @@ def _fmt_float(value: float) -> str:
     return repr(value)
 
 
+def _fmt_amount(value: float) -> str:
+    """0 (not stated) as an empty cell, so unstated resources cost two commas a row."""
+    return "" if value == 0 else _fmt_float(value)
+
+
 def job_to_row(job: TraceJob) -> dict[str, str]:
     """The canonical CSV cells of one job."""
     return {
@@ -308,6 +342,8 @@ def job_to_row(job: TraceJob) -> dict[str, str]:
         "origin": job.origin or "",
         "preemptible": "" if job.preemptible is None else str(job.preemptible).lower(),
         "kind": job.kind.value,
+        "cpu": _fmt_amount(job.cpu),
+        "memory_gb": _fmt_amount(job.memory_gb),
     }
 
 
@@ -330,12 +366,15 @@ def records_from_trace(jobs: Iterable[TraceJob], *, epoch: datetime) -> list[Dem
     Trace run times are what a job took once placed and the sources record no queueing, so
     each job is taken to start when submitted: the table then shows the demand the trace's
     users expressed, not what some fleet managed to serve. The model is the job's first
-    choice, `ANY_MODEL` when it accepts any.
+    choice, `ANY_MODEL` when it accepts any. CPU-only jobs ask for no GPU and are left out:
+    the table counts GPU demand.
     """
     if epoch.tzinfo is None:
         raise ValueError("epoch must be timezone-aware")
     records = []
     for job in jobs:
+        if job.cpu_only:
+            continue
         at = epoch + timedelta(seconds=job.submit_s)
         records.append(
             DemandRecord(

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +21,8 @@ from types import MappingProxyType
 from typing import Any
 
 from connectors.base import CloudInstance, InstanceState
+
+log = logging.getLogger(__name__)
 
 # Ownership tags every broker-launched instance carries.
 TAG_OWNER = "gpu-broker:owner"
@@ -91,6 +95,7 @@ def gpu_type(raw: Mapping[str, Any]) -> GpuType | None:
     memory_mib = int(gpu.get("MemoryInfo", {}).get("SizeInMiB", 0))
     model = canonical_model(str(gpu.get("Name", "")), memory_mib)
     if model is None:
+        _warn_unmapped(str(gpu.get("Name", "")), memory_mib, str(raw.get("InstanceType", "")))
         return None
     return GpuType(
         instance_type=str(raw["InstanceType"]),
@@ -99,6 +104,21 @@ def gpu_type(raw: Mapping[str, Any]) -> GpuType | None:
         gpu_memory_gb=round(memory_mib / MIB_PER_GB, 1),
         vcpus=int(raw.get("VCpuInfo", {}).get("DefaultVCpus", 0)),
         memory_gb=round(int(raw.get("MemoryInfo", {}).get("SizeInMiB", 0)) / MIB_PER_GB, 1),
+    )
+
+
+# Once per GPU and process: the catalog is listed again on every refresh.
+@functools.cache
+def _warn_unmapped(name: str, memory_mib: int, instance_type: str) -> None:
+    """An instance type left out because its GPU has no canonical model (and so no power
+    figure): say so, instead of a region that silently offers less."""
+    log.warning(
+        "EC2 instance type %s carries GPU %r (%d MiB), which maps to no known GPU model; it "
+        "is not offered. Add it to connectors/aws/mapping.py, and if the model is new give "
+        "its figures in the settings' `gpu_models`",
+        instance_type,
+        name,
+        memory_mib,
     )
 
 

@@ -6,6 +6,7 @@ one runs it as a subprocess, which is what a user sees.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,7 @@ def run(
     extra: tuple[str, ...] = (),
 ) -> tuple[int, str]:
     """Run `broker simulate` on these file contents (None: the file does not exist)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, content in (("trace.csv", trace), ("fleet.yaml", fleet), ("carbon.csv", carbon)):
         path = tmp_path / name
@@ -132,11 +134,30 @@ def test_a_bad_fleet_file(
     assert_one_line(*run(tmp_path, capsys, fleet=content), *needles)
 
 
-def test_a_fleet_whose_power_overrides_the_simulator_cannot_apply(
+def test_a_fleet_with_power_overrides_replays_at_the_configured_power(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    fleet = "gpu_models: {H100: {board_power_w: 350, memory_gb: 80}}\n" + GOOD_FLEET
-    assert_one_line(*run(tmp_path, capsys, fleet=fleet), "gpu_models", "H100")
+    """`gpu_models` reaches the engine and the energy figures: a replaced row (H100 at
+    350 W instead of 700 W) halves the energy, and a model only the fleet knows runs."""
+    ten_hours = GOOD_TRACE.replace(",3600,", ",36000,")
+    halved_fleet = "gpu_models: {H100: {board_power_w: 350, memory_gb: 80}}\n" + GOOD_FLEET
+    own_fleet = "gpu_models: {LAB-X1: {board_power_w: 350, memory_gb: 80}}\n" + GOOD_FLEET
+    runs = {
+        "shipped": (GOOD_FLEET, ten_hours),
+        "halved": (halved_fleet, ten_hours),
+        "own": (
+            own_fleet.replace("gpu_model: H100", "gpu_model: LAB-X1"),
+            ten_hours.replace(",H100,", ",LAB-X1,"),
+        ),
+    }
+    energy = {}
+    for name, (fleet, trace) in runs.items():
+        code, err = run(tmp_path / name, capsys, fleet=fleet, trace=trace)
+        assert code == 0, err
+        summary = json.loads((tmp_path / name / "out" / "summary.json").read_text())
+        energy[name] = summary["policies"]["fifo"]["energy_kwh"]
+    # ten H100 hours at 80 % utilisation and PUE 1.2: 6.72 kWh at 700 W, 3.36 at 350 W
+    assert energy == {"shipped": 6.7, "halved": 3.4, "own": 3.4}
 
 
 @pytest.mark.parametrize(

@@ -13,11 +13,19 @@ import pytest
 
 from broker.domain.enums import JobKind, Tier
 from broker.simulation import convert
-from broker.simulation.traces import COLUMNS, TraceError, TraceJob, read_trace, write_trace
+from broker.simulation.traces import (
+    COLUMNS,
+    OPTIONAL_COLUMNS,
+    TraceError,
+    TraceJob,
+    read_trace,
+    write_trace,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_TRACES = REPO.parent / "shared" / "data" / "traces"
 HEADER = ",".join(COLUMNS)
+HEADER_13 = ",".join(c for c in COLUMNS if c not in OPTIONAL_COLUMNS)  # before cpu, memory_gb
 
 
 def _job(**overrides: object) -> TraceJob:
@@ -62,12 +70,17 @@ def test_round_trip_keeps_every_field_and_sorts_by_submit(tmp_path: Path) -> Non
         ),
         _job(job_id="gang", submit_s=7.0, gpus=8, nodes=2, gpu_models=("H100", "A100-80GB")),
         _job(job_id="sweep", submit_s=3.0, tier=Tier.P3, kind=JobKind.EXPERIMENT, preemptible=True),
+        _job(job_id="etl", submit_s=9.0, gpus=0, cpu=12.5, memory_gb=64.0),
+        _job(job_id="fat", submit_s=9.0, gpus=2, cpu=32.0, memory_gb=0.5),
     ]
     path = tmp_path / "t.csv"
-    assert write_trace(path, jobs) == 4
+    assert write_trace(path, jobs) == 6
     back = read_trace(path)
     assert back == sorted(jobs, key=lambda j: j.submit_s)
-    assert [j.job_id for j in back] == ["chat", "sweep", "gang", "late"]  # ties keep order
+    assert [j.job_id for j in back] == ["chat", "sweep", "gang", "etl", "fat", "late"]
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines[4] == "etl,9,60,0,,1,,P2,team-a,,,,training,12.5,64"
+    assert lines[6].endswith(",training,,")  # 0 = not stated: empty cells
     assert path.read_text(encoding="utf-8").splitlines()[0] == HEADER
     write_trace(tmp_path / "again.csv", back)
     assert (tmp_path / "again.csv").read_bytes() == path.read_bytes()
@@ -75,11 +88,38 @@ def test_round_trip_keeps_every_field_and_sorts_by_submit(tmp_path: Path) -> Non
 
 def test_columns_may_come_in_any_order(tmp_path: Path) -> None:
     cols = list(reversed(COLUMNS))
-    cells = ["a", "5", "30", "2", "", "1", "", "P3", "t", "", "", "", "experiment"]
+    cells = ["a", "5", "30", "2", "", "1", "", "P3", "t", "", "", "", "experiment", "8", ""]
     row = dict(zip(COLUMNS, cells, strict=True))
     path = _write(tmp_path / "t.csv", ",".join(row[c] for c in cols), header=",".join(cols))
     [job] = read_trace(path)
     assert (job.job_id, job.gpus, job.tier, job.preemptible) == ("a", 2, Tier.P3, None)
+    assert (job.cpu, job.memory_gb) == (8.0, 0.0)
+
+
+def test_a_13_column_trace_still_reads_and_is_rewritten_with_15(tmp_path: Path) -> None:
+    old = _write(tmp_path / "old.csv", "a,0,60,1,,1,,P2,t,,,,training", header=HEADER_13)
+    [job] = read_trace(old)
+    assert (job.cpu, job.memory_gb) == (0.0, 0.0)
+    write_trace(tmp_path / "new.csv", [job])
+    assert (tmp_path / "new.csv").read_text(encoding="utf-8") == (
+        f"{HEADER}\na,0,60,1,,1,,P2,t,,,,training,,\n"
+    )
+    assert read_trace(tmp_path / "new.csv") == [job]
+    only_cpu = _write(
+        tmp_path / "cpu.csv", "a,0,60,1,,1,,P2,t,,,,training,4", header=HEADER_13 + ",cpu"
+    )
+    assert read_trace(only_cpu)[0].cpu == 4.0
+
+
+def test_cpu_only_job() -> None:
+    job = _job(gpus=0, cpu=4.0)
+    assert job.cpu_only
+    assert job.gpu_total == 0
+    assert not _job().cpu_only
+    with pytest.raises(TraceError) as info:
+        _job(gpus=0)
+    assert info.value.column == "gpus"
+    assert "CPU-only" in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -89,7 +129,8 @@ def test_columns_may_come_in_any_order(tmp_path: Path) -> None:
         ("b,1,-5,1,,1,,P2,t,,,,training", "duration_s", "> 0"),
         ("b,1,6.5,1,,1,,P2,t,,,,training", "duration_s", "integer"),
         ("b,x,60,1,,1,,P2,t,,,,training", "submit_s", "number"),
-        ("b,1,60,0,,1,,P2,t,,,,training", "gpus", "≥ 1"),
+        ("b,1,60,0,,1,,P2,t,,,,training", "gpus", "cpu > 0"),
+        ("b,1,60,-1,,1,,P2,t,,,,training", "gpus", "≥ 1"),
         ("b,1,60,2,0.5,1,,P1,t,,,,inference", "gpu_fraction", "gpus = 1"),
         ("b,1,60,1,1.5,1,,P1,t,,,,inference", "gpu_fraction", "between 0 and 1"),
         ("b,100,60,1,,1,,P2,t,50,,,training", "deadline_s", "submit_s"),
@@ -102,7 +143,7 @@ def test_columns_may_come_in_any_order(tmp_path: Path) -> None:
     ],
 )
 def test_bad_cell_names_line_and_column(tmp_path: Path, row: str, column: str, needle: str) -> None:
-    path = _write(tmp_path / "t.csv", "a,0,60,1,,1,,P2,t,,,,training", row)
+    path = _write(tmp_path / "t.csv", "a,0,60,1,,1,,P2,t,,,,training", row, header=HEADER_13)
     with pytest.raises(TraceError) as info:
         read_trace(path)
     assert info.value.line == 3
@@ -110,6 +151,28 @@ def test_bad_cell_names_line_and_column(tmp_path: Path, row: str, column: str, n
     message = str(info.value)
     assert f"{path}: line 3: column {column!r}" in message
     assert needle in message
+
+
+@pytest.mark.parametrize(
+    ("row", "column", "needle"),
+    [
+        ("b,1,60,0,,1,,P2,t,,,,training,,16", "gpus", "CPU-only"),
+        ("b,1,60,0,,1,,P2,t,,,,training,0,16", "gpus", "cpu > 0"),
+        ("b,1,60,1,,1,,P2,t,,,,training,-2,", "cpu", "≥ 0"),
+        ("b,1,60,1,,1,,P2,t,,,,training,four,", "cpu", "number"),
+        ("b,1,60,1,,1,,P2,t,,,,training,,nan", "memory_gb", "finite"),
+        ("b,1,60,1,,1,,P2,t,,,,training,,-1", "memory_gb", "≥ 0"),
+    ],
+)
+def test_bad_cpu_or_memory_names_line_and_column(
+    tmp_path: Path, row: str, column: str, needle: str
+) -> None:
+    path = _write(tmp_path / "t.csv", "a,0,60,0,,1,,P2,t,,,,training,2,", row)
+    with pytest.raises(TraceError) as info:
+        read_trace(path)
+    assert (info.value.line, info.value.column) == (3, column)
+    assert f"{path}: line 3: column {column!r}" in str(info.value)
+    assert needle in str(info.value)
 
 
 def test_missing_column_is_reported_on_line_1(tmp_path: Path) -> None:
@@ -123,8 +186,10 @@ def test_missing_column_is_reported_on_line_1(tmp_path: Path) -> None:
 def test_unknown_column_short_row_and_empty_file(tmp_path: Path) -> None:
     with pytest.raises(TraceError, match="unknown column"):
         read_trace(_write(tmp_path / "a.csv", header=HEADER + ",extra"))
-    with pytest.raises(TraceError, match="line 2: expected 13 fields"):
+    with pytest.raises(TraceError, match="line 2: expected 15 fields"):
         read_trace(_write(tmp_path / "b.csv", "a,0,60"))
+    with pytest.raises(TraceError, match="line 2: expected 13 fields"):
+        read_trace(_write(tmp_path / "b.csv", "a,0,60", header=HEADER_13))
     (tmp_path / "c.csv").write_text("", encoding="utf-8")
     with pytest.raises(TraceError, match="line 1: empty file"):
         read_trace(tmp_path / "c.csv")
@@ -387,4 +452,8 @@ def test_shipped_sample_regenerates_byte_for_byte(name: str, tmp_path: Path) -> 
         pytest.skip(f"{src} is not available")
     out = tmp_path / name
     assert convert.main([source, str(src), str(out), *options]) == 0
-    assert out.read_bytes() == (REPO / "config" / "traces" / name).read_bytes()
+    # The shipped samples predate the cpu and memory_gb columns (13 columns); compare with
+    # their canonical rewrite, which is byte for byte what the converter now writes.
+    shipped = tmp_path / f"shipped-{name}"
+    write_trace(shipped, read_trace(REPO / "config" / "traces" / name))
+    assert out.read_bytes() == shipped.read_bytes()

@@ -108,10 +108,19 @@ def usage_from_running(
     in the share.
     """
     usage: dict[str, dict[str, float]] = {}
-    for w in running:
-        mine = usage.setdefault(w.tenant, {})
-        name = gpu_resource(w.gpu_model)
-        mine[name] = mine.get(name, 0.0) + w.gpu_milli / MILLI_PER_GPU
+    names: dict[str, str] = {}  # resource name by model, not one f-string per work item
+    extra = cpu_by_job is not None or memory_gb_by_job is not None
+    for w in running:  # the hot loop of a pass over thousands of running jobs
+        mine = usage.get(w.tenant)
+        if mine is None:
+            mine = usage[w.tenant] = {}
+        name = names.get(w.gpu_model)
+        if name is None:
+            name = names[w.gpu_model] = gpu_resource(w.gpu_model)
+        milli = w.milli_per_node * len(w.node_indices)  # `gpu_milli`, inlined
+        mine[name] = mine.get(name, 0.0) + milli / MILLI_PER_GPU
+        if not extra:
+            continue
         if cpu_by_job is not None and w.job_id in cpu_by_job:
             mine[CPU] = mine.get(CPU, 0.0) + cpu_by_job[w.job_id]
         if memory_gb_by_job is not None and w.job_id in memory_gb_by_job:

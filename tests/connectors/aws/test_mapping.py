@@ -180,3 +180,14 @@ def test_zone_order() -> None:
         "us-east-1a",
     )
     assert zone_order(offered, preferred=(), subnets={"us-east-1b": "subnet-1"}) == ("us-east-1b",)
+
+
+def test_an_unknown_gpu_is_left_out_with_a_warning_naming_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("WARNING", logger="connectors.aws.mapping"):
+        assert gpu_type(instance_type("x9.48xlarge", "X9000", 8, 196608)) is None
+        assert gpu_type(instance_type("x9.48xlarge", "X9000", 8, 196608)) is None
+    warnings = [r.getMessage() for r in caplog.records if "X9000" in r.getMessage()]
+    assert len(warnings) == 1, warnings  # once per GPU and process
+    assert "x9.48xlarge" in warnings[0] and "gpu_models" in warnings[0]

@@ -1,0 +1,32 @@
+"""The simulator ranks a stuck job again only when a completion could have made room for it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from broker.domain.latency import LatencyMatrix
+from broker.simulation.simulator import Simulation
+from tests.simulation.test_simulator import FLAT, T0, carbon, engine, job, pool, site
+
+
+def test_a_completion_too_small_for_the_stuck_jobs_does_not_rank_them_again() -> None:
+    # one 8-GPU node: a and b share it, five whole-node jobs wait
+    trace = [job("a", gpus=4, duration_s=3600), job("b", gpus=4, duration_s=600)]
+    trace += [job(f"w{i}", gpus=8, duration_s=3600) for i in range(5)]
+    sim = Simulation(
+        trace=trace,
+        sites=[site("s", "Z")],
+        pools=[pool("s")],
+        latency=LatencyMatrix({}),
+        carbon=carbon(Z=[FLAT] * 200),
+        engine=engine(deferral=False),
+        start=T0,
+        policy="broker",
+    )
+    out = sim.run()
+    starts = {sj.job.id: sj.first_start for sj in out.jobs}
+    assert starts["a"] == starts["b"] == T0
+    # b's end frees 4 GPUs, which no waiting job can use; a's end frees the node
+    assert [starts[f"w{i}"] for i in range(5)] == [T0 + timedelta(hours=h) for h in range(1, 6)]
+    # 7 at the start, none when b ends, then the 5, 4, 3, 2, 1 still waiting at each end
+    assert sim.ranked == 7 + 5 + 4 + 3 + 2 + 1
