@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import bisect
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -46,7 +46,7 @@ from broker.domain.policy.fairness import (
 from broker.domain.policy.preemption import VictimSet, best_preemption
 from broker.domain.policy.quotas import QuotaLedger, check, reclaimable
 from broker.domain.ranking import Ranking, Shape
-from broker.domain.rules import SiteConditions, rule_table
+from broker.domain.rules import RejectReason, SiteConditions, rule_table
 from broker.domain.work import RunningWork, placed_work
 from carbon.performance import UNIFORM, ThroughputTable, shipped_table
 
@@ -252,9 +252,7 @@ class Engine:
                 chosen = self._preempt(job, index.usable(shape), work, ledger, now)
                 if chosen is None:
                     if shape not in waits:  # say why once per shape and pass
-                        waits[shape] = self._wait_reason(
-                            spec, index, latency=latency, carbon=carbon, now=now
-                        )
+                        waits[shape] = self.wait_reason(spec, index, shape)
                     decisions.append(Wait(job=job, reason=waits[shape]))
                     continue
                 pool, victims = chosen
@@ -345,18 +343,10 @@ class Engine:
             power=self.settings.power_kw,
         )
 
-    def _wait_reason(
-        self,
-        spec: JobSpec,
-        index: FleetIndex,
-        *,
-        latency: LatencyMatrix,
-        carbon: CarbonOracle,
-        now: datetime,
-    ) -> str:
-        """Why nothing takes the job: an explaining evaluation, once per shape and pass."""
-        conds = self.conditions(spec, sites=index.sites, latency=latency, carbon=carbon, now=now)
-        return _wait_reason(self.evaluate(spec, pools=index.pools, conditions=conds, now=now))
+    def wait_reason(self, spec: JobSpec, index: FleetIndex, shape: Shape) -> str:
+        """Why nothing takes the job now (`plan` asks once per shape and pass): the reasons an
+        explaining `evaluate` gives (`FleetIndex.wait_reasons`), without its sentences."""
+        return wait_text(index.wait_reasons(spec, shape))
 
     def _preempt(
         self,
@@ -469,8 +459,8 @@ def _release(pool: GpuPool, victims: Sequence[RunningWork]) -> GpuPool:
     return replace(pool, node_allocated=tuple(used))
 
 
-def _wait_reason(ev: Evaluation) -> str:
-    if not ev.rejections:
+def wait_text(reasons: Collection[RejectReason]) -> str:
+    """A Wait's reason from the reasons the pools reject the job for (`Evaluation.rejections`)."""
+    if not reasons:
         return "no site offers a matching pool"
-    reasons = sorted({r.reason.value for r in ev.rejections})
-    return "no pool can take it now (" + ", ".join(reasons) + ")"
+    return "no pool can take it now (" + ", ".join(sorted(r.value for r in reasons)) + ")"

@@ -17,6 +17,8 @@ between jobs:
 - **Capacity** is one array, the largest free block of each pool, kept up to date as the
   pass allocates; the winner is the best-scoring pool whose nodes hold the job
   (`ranking.choose`).
+- **Why a job waits** is the set of reasons `evaluate(explain=True)` would give, from the
+  rule masks and the capacity array, without the per-pool sentences (`wait_reasons`).
 - **Deferral** integrates every zone over every hourly start at once
   (`carbon_grid.cleanest_start`).
 
@@ -229,6 +231,34 @@ class FleetIndex:
                 [math.nan if r is None else r for r in rtts], dtype=np.float64
             )
         return got
+
+    # ---- why a job waits -------------------------------------------------------------
+
+    def wait_reasons(self, spec: JobSpec, shape: Shape) -> set[RejectReason]:
+        """The reasons `placement.evaluate(explain=True)` gives over this pass's pools now
+        (each pool's first failed rule, no room, too slow for the deadline), as a set."""
+        needs = tuple(rule.need(spec) for rule in self._rule_table)
+        if spec.origin:
+            latency = self._origin_latency_of(spec.origin)[self._site]
+        else:
+            latency = np.full(len(self.pools), np.nan)
+        reasons = self._rules.first_failures(needs, latency)
+        res = spec.resources
+        roomy = self._largest_free[shape.idx] >= res.milli_per_node  # necessary for a fit
+        fits = np.zeros(len(shape.idx), dtype=bool)
+        for k in np.flatnonzero(roomy).tolist():
+            pool = self.pools[int(shape.idx[k])]
+            fits[k] = pool.fit(milli_per_node=res.milli_per_node, count=res.nodes) is not None
+        if not fits.all():
+            reasons.add(RejectReason.CAPACITY)
+        runs = np.asarray(
+            [scaled_s(spec.estimated_duration_s, level) for level in shape.levels],
+            dtype=np.float64,
+        )
+        late = deadline_mask(spec, runs, now=self._now)  # per speed level, as `pick` asks
+        if late is not None and (late[shape.level_of] & fits).any():
+            reasons.add(RejectReason.DEADLINE)
+        return reasons
 
     # ---- ranking --------------------------------------------------------------------
 

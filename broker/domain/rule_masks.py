@@ -14,6 +14,9 @@ rule and a need into a mask over all pools once, and caches it:
 
 The latency rules read the round trip from the job's origin, which differs per origin;
 `within_reach` applies them to the shorter list the other rules leave.
+
+`first_failures` answers why a job waits from the same masks: which rules are the first
+one some pool fails, as `placement.evaluate` names them pool by pool.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import numpy as np
 
 from broker.domain.fleet import GpuPool, Site
 from broker.domain.ranking import Bools, Floats, Ints
-from broker.domain.rules import RULES, FromPool, FromRoute, FromSite, Rule
+from broker.domain.rules import RULES, FromPool, FromRoute, FromSite, RejectReason, Rule
 
 STATIC = [i for i, r in enumerate(RULES) if not isinstance(r.offer, FromRoute)]
 ROUTE = [i for i, r in enumerate(RULES) if isinstance(r.offer, FromRoute)]
@@ -96,6 +99,27 @@ class RuleMasks:
             for rule, need in route:
                 keep &= np.asarray(rule.admits(ms, need), dtype=bool)
         return keep
+
+    def first_failures(self, needs: Needs, latency: Floats) -> set[RejectReason]:
+        """The rules that are the first rule some pool fails, in the table's order (what
+        `placement.evaluate` names each rejected pool by); `latency`: every pool's round
+        trip from the job's origin, NaN when unknown or the job has none."""
+        out: set[RejectReason] = set()
+        alive = np.ones(len(self._pools), dtype=bool)  # the pools every rule so far admits
+        for pos, (rule, need) in enumerate(zip(self._table, needs, strict=True)):
+            if need is None:
+                continue
+            if isinstance(rule.offer, FromRoute):
+                with np.errstate(invalid="ignore"):
+                    admits: Bools | None = np.asarray(rule.admits(latency, need), dtype=bool)
+            else:
+                admits = self._mask(pos, need)
+            if admits is None:
+                continue
+            if (alive & ~admits).any():
+                out.add(rule.reason)
+                alive &= admits
+        return out
 
     def _mask(self, pos: int, need: object) -> Bools | None:
         """Which pools rule `pos` admits for `need`; None when it admits them all."""
