@@ -39,21 +39,19 @@ then keeps the first N. `submit_s` is measured from the first kept job.
 from __future__ import annotations
 
 import argparse
-import csv
-import gzip
 import math
 import random
 import sys
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TextIO
 
 from broker.domain.enums import JobKind, Tier
 from broker.simulation.alibaba import UnknownAlibabaModel
 from broker.simulation.openb import convert_openb, openb_summary
+from broker.simulation.sources import source_number, source_rows
 from broker.simulation.traces import TraceError, TraceJob, write_trace
 
 DAY_S = 86_400
@@ -121,46 +119,11 @@ class Conversion:
 # Reading the sources.
 
 
-def _open_text(path: Path) -> TextIO:
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return path.open(encoding="utf-8", newline="")
-
-
-def _rows(path: Path, *, required: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:
-    """(line number, row) for each data row, after checking the header."""
-    try:
-        f = _open_text(path)
-    except OSError as exc:
-        raise TraceError(f"cannot read {path}: {exc.strerror}") from exc
-    with f:
-        reader = csv.DictReader(f)
-        missing = [c for c in required if c not in (reader.fieldnames or ())]
-        if missing:
-            raise TraceError(f"{path}: line 1: missing column(s) {', '.join(missing)}", line=1)
-        for row in reader:
-            yield reader.line_num, row
-
-
-def _number(row: dict[str, str], column: str, *, path: Path, line: int) -> float:
-    try:
-        value = float(row[column])
-    except (TypeError, ValueError):
-        raise TraceError(
-            f"{path}: line {line}: column {column!r}: not a number: {row[column]!r}",
-            line=line,
-            column=column,
-        ) from None
-    if not math.isfinite(value):
-        raise TraceError(f"{path}: line {line}: column {column!r}: not finite", line=line)
-    return value
-
-
 def read_philly(path: Path) -> list[SourceJob]:
     """Pollux's philly.csv: timestamp, duration, num_gpus, gpu_time, cluster (the VC)."""
     raw: list[tuple[int, datetime, float, float, str]] = []
     for index, (line, row) in enumerate(
-        _rows(path, required=("timestamp", "duration", "num_gpus", "cluster"))
+        source_rows(path, required=("timestamp", "duration", "num_gpus", "cluster"))
     ):
         try:
             ts = datetime.strptime(row["timestamp"], "%Y-%m-%d %H:%M:%S")
@@ -171,8 +134,8 @@ def read_philly(path: Path) -> list[SourceJob]:
                 line=line,
                 column="timestamp",
             ) from None
-        duration = _number(row, "duration", path=path, line=line)
-        gpus = _number(row, "num_gpus", path=path, line=line)
+        duration = source_number(row, "duration", path=path, line=line)
+        gpus = source_number(row, "num_gpus", path=path, line=line)
         raw.append((index, ts, duration, gpus, row["cluster"]))
     if not raw:
         return []
@@ -193,14 +156,14 @@ def read_itp(path: Path) -> list[SourceJob]:
     """ElasticFlow ITP traces, all clusters: cluster, job_id, submission_time, duration, num_gpu."""
     jobs = []
     for index, (line, row) in enumerate(
-        _rows(path, required=("cluster", "submission_time", "duration", "num_gpu"))
+        source_rows(path, required=("cluster", "submission_time", "duration", "num_gpu"))
     ):
         jobs.append(
             SourceJob(
                 index=index,
-                t_s=_number(row, "submission_time", path=path, line=line),
-                duration_s=math.ceil(_number(row, "duration", path=path, line=line)),
-                gpus=math.ceil(_number(row, "num_gpu", path=path, line=line)),
+                t_s=source_number(row, "submission_time", path=path, line=line),
+                duration_s=math.ceil(source_number(row, "duration", path=path, line=line)),
+                gpus=math.ceil(source_number(row, "num_gpu", path=path, line=line)),
                 tenant=row["cluster"],
             )
         )

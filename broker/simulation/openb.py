@@ -26,17 +26,14 @@ scheduled). Mapping (docs/traces.md repeats it):
 
 from __future__ import annotations
 
-import csv
-import gzip
 import math
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
 
 from broker.domain.enums import JobKind, Tier
 from broker.simulation.alibaba import UnknownAlibabaModel, broker_model
+from broker.simulation.sources import source_number, source_rows
 from broker.simulation.traces import TraceError, TraceJob
 
 COLUMNS = (
@@ -71,40 +68,6 @@ class OpenbConversion:
     outside_window: int
 
 
-def _open(path: Path) -> TextIO:
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return path.open(encoding="utf-8", newline="")
-
-
-def _rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
-    try:
-        f = _open(path)
-    except OSError as exc:
-        raise TraceError(f"cannot read {path}: {exc.strerror}") from exc
-    with f:
-        reader = csv.DictReader(f)
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or ())]
-        if missing:
-            raise TraceError(f"{path}: line 1: missing column(s) {', '.join(missing)}", line=1)
-        for row in reader:
-            yield reader.line_num, row
-
-
-def _num(row: dict[str, str], column: str, *, path: Path, line: int) -> float:
-    try:
-        value = float(row[column])
-    except (TypeError, ValueError):
-        raise TraceError(
-            f"{path}: line {line}: column {column!r}: not a number: {row[column]!r}",
-            line=line,
-            column=column,
-        ) from None
-    if not math.isfinite(value):
-        raise TraceError(f"{path}: line {line}: column {column!r}: not finite", line=line)
-    return value
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Pod:
     name: str
@@ -122,8 +85,8 @@ def _pod(row: dict[str, str], *, path: Path, line: int, undisclosed_as: str | No
     def fail(column: str, reason: str) -> TraceError:
         return TraceError(f"{path}: line {line}: column {column!r}: {reason}", line=line)
 
-    gpus = int(_num(row, "num_gpu", path=path, line=line))
-    milli = _num(row, "gpu_milli", path=path, line=line) if row["gpu_milli"] else 0.0
+    gpus = int(source_number(row, "num_gpu", path=path, line=line))
+    milli = source_number(row, "gpu_milli", path=path, line=line) if row["gpu_milli"] else 0.0
     try:
         tier = TIERS[row["qos"]]
     except KeyError:
@@ -134,9 +97,9 @@ def _pod(row: dict[str, str], *, path: Path, line: int, undisclosed_as: str | No
         models = tuple(dict.fromkeys(broker_model(m, undisclosed_as=undisclosed_as) for m in names))
     except UnknownAlibabaModel as exc:
         raise fail("gpu_spec", str(exc)) from None
-    created = _num(row, "creation_time", path=path, line=line)
-    start = _num(row, "scheduled_time", path=path, line=line)
-    end = _num(row, "deletion_time", path=path, line=line)
+    created = source_number(row, "creation_time", path=path, line=line)
+    start = source_number(row, "scheduled_time", path=path, line=line)
+    end = source_number(row, "deletion_time", path=path, line=line)
     return _Pod(
         name=row["name"],
         created=created,
@@ -145,8 +108,8 @@ def _pod(row: dict[str, str], *, path: Path, line: int, undisclosed_as: str | No
         fraction=milli / MILLI if gpus == 1 and 0 < milli < MILLI else None,
         models=models,
         tier=tier,
-        cpu=_num(row, "cpu_milli", path=path, line=line) / MILLI,
-        memory_gb=_num(row, "memory_mib", path=path, line=line) / MIB_PER_GB,
+        cpu=source_number(row, "cpu_milli", path=path, line=line) / MILLI,
+        memory_gb=source_number(row, "memory_mib", path=path, line=line) / MIB_PER_GB,
     )
 
 
@@ -162,7 +125,7 @@ def convert_openb(
     """Read and convert an openb pod list (see the module docstring for the mapping)."""
     read = never = no_time = no_res = 0
     pods: list[_Pod] = []
-    for line, row in _rows(path):
+    for line, row in source_rows(path, required=COLUMNS):
         read += 1
         if not row["scheduled_time"].strip():
             never += 1
