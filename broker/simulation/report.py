@@ -24,7 +24,7 @@ from broker.domain.latency import LatencyMatrix
 from broker.domain.placement import Candidate, Rejection, static_rejection
 from broker.domain.rules import RejectReason
 from broker.simulation.allocation import allocation_while_waiting, check_summary, first_wait
-from broker.simulation.simulator import (
+from broker.simulation.runs import (
     Outcome,
     SimJob,
     run_cost,

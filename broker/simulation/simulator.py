@@ -10,7 +10,7 @@ no preemption, no deferral (later jobs may backfill around a blocked one).
 
 Assumptions, stated in the summary as well: a job's estimated duration is its real one
 (perfect estimates); a preempted job restarts from scratch when placed again; starting is
-instant; energy is GPU board power × GPUs × run time × utilisation × site PUE; emissions
+instant; energy is GPU board power × GPUs × run time × utilisation × site PUE (`runs.py`); emissions
 integrate that energy against the zone's hourly intensity over each actual run.
 
 Besides the allocation at every change, each instant ends with a `Sample` (jobs waiting,
@@ -21,17 +21,16 @@ CPU-only trace rows are refused: there is no CPU or memory ledger to replay them
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
-from broker.domain.deferral import run_window_gco2
 from broker.domain.engine import CarbonOracle, Decision, Defer, Engine, Place, Wait
-from broker.domain.enums import JobState, Tier
+from broker.domain.enums import Tier
 from broker.domain.fleet import MILLI_PER_GPU, GpuPool, Site
-from broker.domain.jobs import Job, JobSpec, Resources, Workload
+from broker.domain.jobs import Job, JobSpec
 from broker.domain.latency import LatencyMatrix
 from broker.domain.placement import Candidate, static_rejection
 from broker.domain.rules import unit_price
@@ -39,92 +38,15 @@ from broker.domain.runtime import run_factor, scaled_s
 from broker.domain.work import RunningWork, placed_work
 from broker.simulation.allocation import (
     Sample,
-    StateCheck,
     capacity_by_model,
     check_state,
     sample,
 )
 from broker.simulation.burst import CloudBurst
+from broker.simulation.runs import Outcome, Run, SimJob, to_job
 from broker.simulation.traces import TraceJob
-from carbon.power import GPU_MODELS
 
 Progress = Callable[[int, int], None]
-
-
-@dataclass(slots=True)
-class Run:
-    """One stretch of a job on a pool; a preempted job has several."""
-
-    site: str
-    pool_id: str
-    gpu_model: str
-    gpus: float
-    price_per_gpu_hour: float
-    pue: float
-    zone: str
-    start: datetime
-    end: datetime | None = None
-    preempted: bool = False
-
-
-@dataclass(slots=True)
-class SimJob:
-    trace: TraceJob
-    job: Job
-    runs: list[Run] = field(default_factory=list)
-    first_start: datetime | None = None
-    finish: datetime | None = None
-    preemptions: int = 0
-    deferred: bool = False
-    token: int = 0  # invalidates the completion event of an earlier, preempted run
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    policy: str
-    jobs: list[SimJob]
-    allocation: list[tuple[datetime, float]]  # (time, allocated GPUs) at every change
-    total_gpus: float
-    start: datetime
-    end: datetime
-    samples: list[Sample] = field(default_factory=list)  # one per instant, after its pass
-    capacity_by_model: dict[str, float] = field(default_factory=dict)  # burst at its limit
-    checks: list[StateCheck] = field(default_factory=list)  # the ledger at the peak, the end
-
-
-_DEFAULT_RESOURCES = Resources()
-
-
-def to_job(t: TraceJob, *, start: datetime) -> Job:
-    """The broker's job for a trace row; CPU and memory the trace leaves unstated (0) take
-    `Resources`' defaults."""
-    submitted = start + timedelta(seconds=t.submit_s)
-    spec = JobSpec(
-        name=t.job_id[:128],
-        tier=t.tier,
-        kind=t.kind,
-        resources=Resources(
-            gpus=t.gpus,
-            gpu_models=t.gpu_models,
-            gpu_fraction=t.gpu_fraction,
-            nodes=t.nodes,
-            cpu=t.cpu or _DEFAULT_RESOURCES.cpu,
-            memory_gb=t.memory_gb or _DEFAULT_RESOURCES.memory_gb,
-        ),
-        workload=Workload(image="trace"),
-        estimated_duration_s=t.duration_s,
-        deadline=None if t.deadline_s is None else start + timedelta(seconds=t.deadline_s),
-        origin=t.origin,
-        preemptible=t.preemptible,
-    )
-    return Job(
-        id=t.job_id,
-        tenant=t.tenant,
-        spec=spec,
-        state=JobState.PENDING,
-        created_at=submitted,
-        updated_at=submitted,
-    )
 
 
 class Simulation:
@@ -184,6 +106,12 @@ class Simulation:
         self.freed: set[str] = set()
         self.recheck = False  # a run completed this instant
         self.ranked = 0  # jobs handed to the engine (tests/simulation/test_simulator_speed.py)
+        # FIFO: per job, the pools its static rules allow (fixed: first-fit asks them at the
+        # start, carbon-blind); per pool, the sorted free room of its nodes for the pool
+        # state it was taken from (pools are replaced on every change)
+        self.allowed: dict[str, tuple[str, ...]] = {}
+        self.rooms: dict[str, tuple[GpuPool, list[int]]] = {}
+        self.fit_checks = 0  # jobs first-fit looked at (tests/simulation/test_simulator_speed.py)
         self.events: list[tuple[datetime, int, str, str, int]] = []
         self.seq = itertools.count()
         self.allocation: list[tuple[datetime, float]] = [(start, 0.0)]
@@ -380,28 +308,63 @@ class Simulation:
         return True
 
     def _fifo(self, now: datetime) -> None:
-        # stuck jobs are skipped: leave them out before sorting (the same order)
+        # stuck jobs are skipped: leave them out before sorting (the same order). A pass only
+        # takes capacity, so a job whose allowed pools and shape already found no room in
+        # this pass finds none either: it is left stuck without looking again.
         free = [sj for sj in self.pending.values() if sj.job.id not in self.stuck]
+        blocked: set[tuple[tuple[str, ...], int, int]] = set()
         for sj in sorted(free, key=lambda s: (s.job.created_at, s.job.id)):
-            cand = self._first_fit(sj.job.spec)
+            res = sj.job.spec.resources
+            shape = (self._allowed(sj.job), res.milli_per_node, res.nodes)
+            cand = None if shape in blocked else self._first_fit(sj.job.spec, shape[0])
             if cand is None:
+                blocked.add(shape)
                 self.stuck.add(sj.job.id)
             else:
                 self._start(sj, cand, now, borrowed=False)
 
-    def _first_fit(self, spec: JobSpec) -> Candidate | None:
+    def _allowed(self, job: Job) -> tuple[str, ...]:
+        """The pools, in fleet order, that the job's static rules allow (cached per job)."""
+        if job.id not in self.allowed:
+            spec = job.spec
+            conds = self.engine.conditions(
+                spec, sites=self.sites, latency=self.latency, carbon=_NoCarbon(), now=self.start
+            )
+            self.allowed[job.id] = tuple(
+                pool_id
+                for pool_id in self.pool_order
+                if static_rejection(
+                    spec,
+                    self.pools[pool_id],
+                    conds[self.pools[pool_id].site],
+                    rules=self.engine.rules,
+                )
+                is None
+            )
+        return self.allowed[job.id]
+
+    def _has_room(self, pool: GpuPool, *, milli_per_node: int, count: int) -> bool:
+        """Whether `pool.fit` finds `count` nodes with `milli_per_node` free, without sorting
+        the nodes for each job: the sorted free room is kept per pool state."""
+        kept = self.rooms.get(pool.id)
+        if kept is None or kept[0] is not pool:
+            cap = pool.node_capacity_milli
+            kept = (pool, sorted(cap - used for used in pool.node_used()))
+            self.rooms[pool.id] = kept
+        rooms = kept[1]
+        return len(rooms) - bisect.bisect_left(rooms, milli_per_node) >= count
+
+    def _first_fit(self, spec: JobSpec, allowed: tuple[str, ...]) -> Candidate | None:
+        self.fit_checks += 1
         res = spec.resources
-        conds = self.engine.conditions(
-            spec, sites=self.sites, latency=self.latency, carbon=_NoCarbon(), now=self.start
-        )
-        for pool_id in self.pool_order:
+        for pool_id in allowed:
             pool = self.pools[pool_id]
-            site = self.site_by_name[pool.site]
-            if static_rejection(spec, pool, conds[site.name], rules=self.engine.rules) is not None:
+            if not self._has_room(pool, milli_per_node=res.milli_per_node, count=res.nodes):
                 continue
             nodes = pool.fit(milli_per_node=res.milli_per_node, count=res.nodes)
             if nodes is None:
                 continue
+            site = self.site_by_name[pool.site]
             price, spot = unit_price(spec, pool)
             return Candidate(
                 site=site.name,
@@ -503,53 +466,3 @@ class _NoCarbon:
 
     def hourly(self, zone: str, *, start: datetime, end: datetime) -> list[tuple[datetime, float]]:
         return []
-
-
-_SHIPPED_KW: Mapping[str, float] = {m: spec.board_power_w / 1000 for m, spec in GPU_MODELS.items()}
-
-
-def run_energy_kwh(
-    run: Run, *, utilisation: float, power_kw: Mapping[str, float] | None = None
-) -> float:
-    """kWh of one run: board power (`power_kw`, the engine's table with the fleet's
-    `gpu_models` overrides; default the shipped datasheet table) x GPUs x hours x utilisation
-    x PUE. A model without a power figure is an error, never a silent zero: the engine
-    never places work on one."""
-    if run.end is None:
-        return 0.0
-    table = _SHIPPED_KW if power_kw is None else power_kw
-    if run.gpu_model not in table:
-        raise ValueError(f"no board power for GPU model {run.gpu_model!r} (run on {run.pool_id})")
-    hours = (run.end - run.start).total_seconds() / 3600
-    return table[run.gpu_model] * run.gpus * hours * utilisation * run.pue
-
-
-def run_gco2(
-    run: Run,
-    *,
-    utilisation: float,
-    carbon: CarbonOracle,
-    power_kw: Mapping[str, float] | None = None,
-) -> float:
-    """Grams CO2e of one run; an intensity gap is an error, never a silent zero."""
-    if run.end is None or run.end <= run.start:
-        return 0.0
-    energy = run_energy_kwh(run, utilisation=utilisation, power_kw=power_kw)
-    gco2 = run_window_gco2(
-        energy_kwh=energy,
-        start=run.start,
-        duration_s=(run.end - run.start).total_seconds(),
-        hourly=carbon.hourly(run.zone, start=run.start, end=run.end),
-    )
-    if gco2 is None:
-        raise ValueError(
-            f"no carbon intensity for zone {run.zone} over {run.start.isoformat()} .. "
-            f"{run.end.isoformat()}"
-        )
-    return gco2
-
-
-def run_cost(run: Run) -> float:
-    if run.end is None:
-        return 0.0
-    return run.price_per_gpu_hour * run.gpus * (run.end - run.start).total_seconds() / 3600

@@ -20,7 +20,8 @@ from broker.scheduling.conditions import HourlyTable
 from broker.simulation.allocation import check_state, check_summary
 from broker.simulation.report import summarize
 from broker.simulation.run import warn_state
-from broker.simulation.simulator import Outcome, Simulation, to_job
+from broker.simulation.runs import Outcome, to_job
+from broker.simulation.simulator import Simulation
 from broker.simulation.traces import TraceJob, write_trace
 
 T0 = datetime(2022, 3, 7, tzinfo=UTC)

@@ -18,7 +18,8 @@ from broker.domain.objective import Weights
 from broker.scheduling.conditions import HourlyTable
 from broker.simulation.burst import BurstOptions, CloudBurst, burst_sites, elastic
 from broker.simulation.report import summarize
-from broker.simulation.simulator import Outcome, Simulation
+from broker.simulation.runs import Outcome
+from broker.simulation.simulator import Simulation
 from broker.simulation.traces import TraceJob, write_trace
 
 T0 = datetime(2022, 3, 7, tzinfo=UTC)
