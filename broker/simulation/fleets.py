@@ -28,7 +28,6 @@ Stated assumptions (docs/simulation.md, "Saturated fleets from node lists", repe
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 from collections import Counter
@@ -39,6 +38,8 @@ from pathlib import Path
 from broker.config import load_settings
 from broker.domain.errors import ConfigError
 from broker.simulation.alibaba import UnknownAlibabaModel, assumed, broker_model
+from broker.simulation.sources import source_number, source_rows
+from broker.simulation.traces import TraceError
 from carbon.power import GPU_MODELS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,15 +81,6 @@ class NodeListError(ValueError):
     """A node list cannot be read; the message names the file and line."""
 
 
-def _number(row: dict[str, str], column: str, *, path: Path, line: int) -> float:
-    try:
-        return float(row[column])
-    except (KeyError, TypeError, ValueError):
-        raise NodeListError(
-            f"{path}: line {line}: column {column!r}: not a number: {row.get(column)!r}"
-        ) from None
-
-
 def read_nodes(path: Path, *, fmt: str, undisclosed_as: str | None = None) -> NodeList:
     """The node list at `path` in `fmt` (`openb` or `spot`), counted by shape."""
     required = {
@@ -99,32 +91,29 @@ def read_nodes(path: Path, *, fmt: str, undisclosed_as: str | None = None) -> No
     models: Counter[str] = Counter()
     read = cpu_only = 0
     try:
-        with path.open(encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in required if c not in (reader.fieldnames or ())]
-            if missing:
-                raise NodeListError(f"{path}: line 1: missing column(s) {', '.join(missing)}")
-            for row in reader:
-                line, read = reader.line_num, read + 1
-                if fmt == "openb":
-                    gpus = _number(row, "gpu", path=path, line=line)
-                    cpu = _number(row, "cpu_milli", path=path, line=line) / MILLI_PER_CORE
-                    memory = _number(row, "memory_mib", path=path, line=line) / MIB_PER_GB
-                    model = row["model"]
-                else:
-                    gpus = _number(row, "gpu_capacity_num", path=path, line=line)
-                    cpu = _number(row, "cpu_num", path=path, line=line)
-                    memory = cpu * SPOT_MEMORY_GB_PER_CPU
-                    model = row["gpu_model"]
-                if gpus <= 0:
-                    cpu_only += 1
-                    continue
-                try:
-                    name = broker_model(model, undisclosed_as=undisclosed_as)
-                except UnknownAlibabaModel as exc:
-                    raise NodeListError(f"{path}: line {line}: {exc}") from None
-                models[model.strip()] += int(gpus)
-                shapes[NodeShape(gpu_model=name, gpus=int(gpus), cpu=cpu, memory_gb=memory)] += 1
+        for line, row in source_rows(path, required=required):
+            read += 1
+            if fmt == "openb":
+                gpus = source_number(row, "gpu", path=path, line=line)
+                cpu = source_number(row, "cpu_milli", path=path, line=line) / MILLI_PER_CORE
+                memory = source_number(row, "memory_mib", path=path, line=line) / MIB_PER_GB
+                model = row["model"]
+            else:
+                gpus = source_number(row, "gpu_capacity_num", path=path, line=line)
+                cpu = source_number(row, "cpu_num", path=path, line=line)
+                memory = cpu * SPOT_MEMORY_GB_PER_CPU
+                model = row["gpu_model"]
+            if gpus <= 0:
+                cpu_only += 1
+                continue
+            try:
+                name = broker_model(model, undisclosed_as=undisclosed_as)
+            except UnknownAlibabaModel as exc:
+                raise NodeListError(f"{path}: line {line}: {exc}") from None
+            models[model.strip()] += int(gpus)
+            shapes[NodeShape(gpu_model=name, gpus=int(gpus), cpu=cpu, memory_gb=memory)] += 1
+    except TraceError as exc:  # the shared reader's: a missing file, column or number
+        raise NodeListError(str(exc)) from exc
     except OSError as exc:
         raise NodeListError(f"cannot read {path}: {exc.strerror}") from exc
     return NodeList(shapes=shapes, read=read, cpu_only=cpu_only, source_models=models)

@@ -17,6 +17,7 @@ from broker.domain.deferral import run_window_gco2
 from broker.domain.engine import CarbonOracle
 from broker.domain.enums import JobState
 from broker.domain.jobs import Job, JobSpec, Resources, Workload
+from broker.domain.placement import power_kw as kw_by_model
 from broker.simulation.allocation import Sample, StateCheck
 from broker.simulation.traces import TraceJob
 from carbon.power import GPU_MODELS
@@ -98,7 +99,7 @@ def to_job(t: TraceJob, *, start: datetime) -> Job:
     )
 
 
-_SHIPPED_KW: Mapping[str, float] = {m: spec.board_power_w / 1000 for m, spec in GPU_MODELS.items()}
+_SHIPPED_KW = kw_by_model(GPU_MODELS)  # the engine's default table, by the same conversion
 
 
 def run_energy_kwh(

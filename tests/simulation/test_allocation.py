@@ -23,6 +23,7 @@ from broker.simulation.run import warn_state
 from broker.simulation.runs import Outcome, to_job
 from broker.simulation.simulator import Simulation
 from broker.simulation.traces import TraceJob, write_trace
+from tests.simulation.test_simulator import job as trace_job
 
 T0 = datetime(2022, 3, 7, tzinfo=UTC)
 W = Weights(cost=0.0, latency=0.0, carbon=1.0)
@@ -50,19 +51,12 @@ def job(
     submit_s: float = 0,
     models: tuple[str, ...] = ("H100",),
 ) -> TraceJob:
-    return TraceJob(
-        job_id=job_id,
-        submit_s=submit_s,
-        duration_s=duration_s,
+    return trace_job(
+        job_id,
         gpus=gpus,
-        gpu_fraction=None,
-        nodes=1,
-        gpu_models=models,
-        tier=Tier.P2,
-        tenant="t",
-        deadline_s=None,
-        origin=None,
-        preemptible=None,
+        duration_s=duration_s,
+        submit_s=submit_s,
+        models=models,
         kind=JobKind.INFERENCE,
     )
 

@@ -61,10 +61,16 @@ def job(
     gpus: int = 1,
     tier: Tier = Tier.P2,
     deadline_s: float | None = None,
+    models: tuple[str, ...] = ("H100",),
+    kind: JobKind | None = None,
 ) -> TraceJob:
-    kind = {Tier.P1: JobKind.INFERENCE, Tier.P2: JobKind.TRAINING, Tier.P3: JobKind.EXPERIMENT}[
-        tier
-    ]
+    """A trace job; its kind follows its tier unless given."""
+    if kind is None:
+        kind = {
+            Tier.P1: JobKind.INFERENCE,
+            Tier.P2: JobKind.TRAINING,
+            Tier.P3: JobKind.EXPERIMENT,
+        }[tier]
     return TraceJob(
         job_id=job_id,
         submit_s=submit_s,
@@ -72,7 +78,7 @@ def job(
         gpus=gpus,
         gpu_fraction=None,
         nodes=1,
-        gpu_models=("H100",),
+        gpu_models=models,
         tier=tier,
         tenant="t",
         deadline_s=deadline_s,

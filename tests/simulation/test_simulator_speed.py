@@ -6,14 +6,13 @@ from datetime import timedelta
 
 from broker.domain.latency import LatencyMatrix
 from broker.simulation.simulator import Simulation
+from broker.simulation.traces import TraceJob
 from tests.simulation.test_simulator import FLAT, T0, carbon, engine, job, pool, site
 
 
-def test_a_completion_too_small_for_the_stuck_jobs_does_not_rank_them_again() -> None:
-    # one 8-GPU node: a and b share it, five whole-node jobs wait
-    trace = [job("a", gpus=4, duration_s=3600), job("b", gpus=4, duration_s=600)]
-    trace += [job(f"w{i}", gpus=8, duration_s=3600) for i in range(5)]
-    sim = Simulation(
+def on_one_node(trace: list[TraceJob], *, policy: str) -> Simulation:
+    """A replay of `trace` on one 8-GPU node, flat carbon, no deferral."""
+    return Simulation(
         trace=trace,
         sites=[site("s", "Z")],
         pools=[pool("s")],
@@ -21,8 +20,15 @@ def test_a_completion_too_small_for_the_stuck_jobs_does_not_rank_them_again() ->
         carbon=carbon(Z=[FLAT] * 200),
         engine=engine(deferral=False),
         start=T0,
-        policy="broker",
+        policy=policy,
     )
+
+
+def test_a_completion_too_small_for_the_stuck_jobs_does_not_rank_them_again() -> None:
+    # one 8-GPU node: a and b share it, five whole-node jobs wait
+    trace = [job("a", gpus=4, duration_s=3600), job("b", gpus=4, duration_s=600)]
+    trace += [job(f"w{i}", gpus=8, duration_s=3600) for i in range(5)]
+    sim = on_one_node(trace, policy="broker")
     out = sim.run()
     starts = {sj.job.id: sj.first_start for sj in out.jobs}
     assert starts["a"] == starts["b"] == T0
@@ -37,16 +43,7 @@ def test_fifo_looks_once_per_pass_at_a_shape_that_found_no_room() -> None:
     # only takes capacity, so once w0 finds no room, w1..w4 are left stuck unlooked-at
     trace = [job("a", gpus=8, duration_s=3600)]
     trace += [job(f"w{i}", submit_s=1 + i, gpus=8, duration_s=3600) for i in range(5)]
-    sim = Simulation(
-        trace=trace,
-        sites=[site("s", "Z")],
-        pools=[pool("s")],
-        latency=LatencyMatrix({}),
-        carbon=carbon(Z=[FLAT] * 200),
-        engine=engine(deferral=False),
-        start=T0,
-        policy="fifo",
-    )
+    sim = on_one_node(trace, policy="fifo")
     out = sim.run()
     starts = {sj.job.id: sj.first_start for sj in out.jobs}
     assert starts["a"] == T0

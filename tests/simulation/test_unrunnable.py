@@ -16,6 +16,7 @@ from broker.domain.latency import LatencyMatrix
 from broker.domain.objective import Weights
 from broker.simulation.report import unrunnable_jobs
 from broker.simulation.traces import TraceJob, write_trace
+from tests.simulation.test_simulator import job as trace_job
 
 T0 = datetime(2022, 3, 7, tzinfo=UTC)
 W = Weights(cost=0.0, latency=0.0, carbon=1.0)
@@ -31,21 +32,8 @@ FLEET = (
 
 
 def job(job_id: str, *, models: tuple[str, ...] = ("H100",), gpus: int = 1) -> TraceJob:
-    return TraceJob(
-        job_id=job_id,
-        submit_s=0,
-        duration_s=600,
-        gpus=gpus,
-        gpu_fraction=None,
-        nodes=1,
-        gpu_models=models,
-        tier=Tier.P2,
-        tenant="t",
-        deadline_s=None,
-        origin=None,
-        preemptible=None,
-        kind=JobKind.INFERENCE,  # every shipped model has an inference throughput figure
-    )
+    # inference: every shipped model has an inference throughput figure
+    return trace_job(job_id, duration_s=600, gpus=gpus, models=models, kind=JobKind.INFERENCE)
 
 
 def test_unrunnable_jobs_are_grouped_by_the_closest_pools_reason() -> None:
