@@ -1,7 +1,7 @@
 """Saturated replays on fleets built from real node lists: time, memory and packing.
 
     .venv/bin/python benchmarks/saturation.py [--jobs 12000] [--fleet openb|spot|both]
-        [--undisclosed-as V100-32GB] [--seed 0] [--policy all]
+        [--seed 0] [--policy all] [--packing-weight W]
 
 Builds (into `simulation-out/saturation/`, git-ignored; nothing derived from the node lists
 is committed) a fleet from the Alibaba openb GPU node list and/or the 2026 spot node list
@@ -72,7 +72,15 @@ def _figures(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return found
 
 
-def bench(fleet: str, *, jobs: int, seed: int, policy: str, out: Path) -> dict[str, Any]:
+def bench(
+    fleet: str,
+    *,
+    jobs: int,
+    seed: int,
+    policy: str,
+    out: Path,
+    packing_weight: float | None = None,
+) -> dict[str, Any]:
     fleet_file = out / f"{fleet}.yaml"
     workload = out / f"{fleet}-itp-{jobs}.csv"
     _run(
@@ -104,6 +112,14 @@ def bench(fleet: str, *, jobs: int, seed: int, policy: str, out: Path) -> dict[s
             str(seed),
         ]
     )
+    run_fleet = fleet_file
+    if packing_weight is not None:  # the same fleet with the scheduler's packing weight set
+        run_fleet = out / f"{fleet}-packing-{packing_weight:g}.yaml"
+        run_fleet.write_text(
+            fleet_file.read_text(encoding="utf-8")
+            + f"\nscheduler: {{packing_weight: {packing_weight}}}\n",
+            encoding="utf-8",
+        )
     result = out / f"{fleet}-{jobs}"
     rss_file = out / f"{fleet}-{jobs}.maxrss"
     started = time.monotonic()
@@ -120,7 +136,7 @@ def bench(fleet: str, *, jobs: int, seed: int, policy: str, out: Path) -> dict[s
             "--trace",
             str(workload),
             "--fleet",
-            str(fleet_file),
+            str(run_fleet),
             "--policy",
             policy,
             "--out",
@@ -159,6 +175,12 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--policy", choices=("broker", "fifo", "all"), default="all")
     parser.add_argument("--out", type=Path, default=REPO / "simulation-out" / "saturation")
+    parser.add_argument(
+        "--packing-weight",
+        type=float,
+        default=None,
+        help="scheduler.packing_weight for the replay (default: the setting's default)",
+    )
     args = parser.parse_args()
     missing = [p for p in (*NODE_LISTS.values(), ITP) if not p.exists()]
     if missing:
@@ -167,7 +189,14 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     fleets = ("openb", "spot") if args.fleet == "both" else (args.fleet,)
     for fleet in fleets:
-        figures = bench(fleet, jobs=args.jobs, seed=args.seed, policy=args.policy, out=args.out)
+        figures = bench(
+            fleet,
+            jobs=args.jobs,
+            seed=args.seed,
+            policy=args.policy,
+            out=args.out,
+            packing_weight=args.packing_weight,
+        )
         print(json.dumps(figures, indent=2))
     return 0
 

@@ -122,6 +122,7 @@ def _candidate(rank: int, c: Candidate) -> CandidateOut:
         cost_term=round(c.cost_term, 4),
         latency_term=round(c.latency_term, 4),
         carbon_term=round(c.carbon_term, 4),
+        packing_term=round(c.packing_term, 4),
         score=round(c.score, 4),
     )
 

@@ -228,6 +228,7 @@ class CandidateOut(_Response):
     cost_term: float
     latency_term: float
     carbon_term: float
+    packing_term: float  # weighted by scheduler.packing_weight (broker.domain.packing)
     score: float
     # Which carbon source answers for the site's zone now: "static" is a flat annual mean
     # (hourly false); any other (replay, a live provider, the own forecast) is hourly.

@@ -25,26 +25,35 @@ def visible_pools(
         names = [n for n in pool.extra.get("nodes", "").split(",") if n]
         ids = pool.extra.get("provider_ids", "").split(",")
         ids += [""] * (len(names) - len(ids))
+        uses = pool.uses() if len(pool.node_use) == len(names) else ()
         kept = [
-            (name, pid)
-            for name, pid in zip(names, ids, strict=False)
+            (i, name, pid)
+            for i, (name, pid) in enumerate(zip(names, ids, strict=False))
             if name not in hidden and not (pid and pid in hidden)
         ]
         if len(kept) == len(names):
             out.append(pool)
             continue
-        extra = dict(pool.extra, nodes=",".join(n for n, _ in kept))
+        extra = dict(pool.extra, nodes=",".join(n for _, n, _ in kept))
         if "provider_ids" in pool.extra:
-            extra["provider_ids"] = ",".join(p for _, p in kept)
-        out.append(replace(pool, nodes=len(kept), node_allocated=(), extra=extra))
+            extra["provider_ids"] = ",".join(p for _, _, p in kept)
+        out.append(
+            replace(
+                pool,
+                nodes=len(kept),
+                node_names=tuple(n for _, n, _ in kept),
+                node_use=tuple(uses[i] for i, _, _ in kept) if uses else (),
+                extra=extra,
+            )
+        )
     seen = {p.id for p in reported}
-    out += [replace(p, nodes=0, node_allocated=()) for p in recorded if p.id not in seen]
+    out += [replace(p, nodes=0, node_names=(), node_use=()) for p in recorded if p.id not in seen]
     return out
 
 
 def same_layout(visible: Sequence[GpuPool], recorded: Sequence[GpuPool]) -> bool:
-    """Whether the ledger's pools have the node counts the cluster shows."""
-    have = {p.id: p.nodes for p in recorded}
-    return all(have.get(p.id) == p.nodes for p in visible) and all(
-        n == 0 for pid, n in have.items() if pid not in {p.id for p in visible}
+    """Whether the ledger's pools have the nodes (by name) the cluster shows."""
+    have = {p.id: p.names() for p in recorded}
+    return all(have.get(p.id) == p.names() for p in visible) and all(
+        not names for pid, names in have.items() if pid not in {p.id for p in visible}
     )

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 
 from broker.burst.claim import claim
 from broker.burst.joined import same_layout, visible_pools
-from broker.burst.reclaim import InstanceKey, NodeSlot, Review, node_slots, review
+from broker.burst.reclaim import InstanceKey, NodeSlot, Review, ledger_of, node_slots, review
 from broker.burst.settings import BurstSettings
 from broker.db.capacity import CapacityStore
 from broker.db.repository import Store
@@ -137,11 +137,10 @@ class Keeper:
             except ConnectorError as exc:
                 log.warning("cannot list %s's instances: %s", site, exc)
         released = await self._released(now)
-        hidden = await self._hidden(now)
         recorded = await self._store.pools()
         inventories: dict[str, SiteInventory] = {}
         slots: dict[str, list[NodeSlot]] = {}
-        ledger: dict[str, tuple[int, ...]] = {}
+        ledger: dict[str, dict[str, int]] = {}
         for site in sorted(set(self._joins.values())):
             try:
                 inv = await self._connectors[site].inventory()
@@ -150,15 +149,9 @@ class Keeper:
                 continue
             inventories[site] = inv
             mine = [p for p in recorded if p.site == site]
-            # nodes are looked for among all but released ones; their ledger positions are
-            # those of the layout the ledger has, without the nodes not yet seen joining
-            ledgered = visible_pools(inv.pools, recorded=mine, hidden=hidden)
-            slots[site] = node_slots(
-                visible_pools(inv.pools, recorded=mine, hidden=released), layout=ledgered
-            )
-            counts = {p.id: p.nodes for p in ledgered}
-            # the ledger's node order is the cluster's only while their node counts agree
-            ledger.update({p.id: p.node_used() for p in mine if counts.get(p.id) == p.nodes})
+            # nodes are looked for among all but released ones, and in the ledger by name
+            slots[site] = node_slots(visible_pools(inv.pools, recorded=mine, hidden=released))
+            ledger.update(ledger_of(mine))
         alive = await self._capacity.alive_instances()
         slot_pools = {s.pool_id for nodes in slots.values() for s in nodes}
         launched = min((i.launched_at for i in alive), default=now)

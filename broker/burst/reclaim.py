@@ -4,23 +4,23 @@ An instance is matched to its Kubernetes node by the node's `spec.providerID` (t
 site's pools list them in `extra["provider_ids"]`, aligned with `extra["nodes"]`), else by
 a node named like the instance (GCE names nodes after their VMs).
 
-**Busy.** The broker's ledger counts GPUs per node index, but Kubernetes, not the broker,
-chooses the node a pod runs on; so the ledger cannot say which node holds a job. An instance
-counts as busy while its node's ledger entry is non-zero, or while any job holds GPUs on its
-pool that was placed after the instance was launched, or has not started yet: such a job
-may run on it. Work placed and started before the instance existed was given a node that
-existed then. (Times compared are the broker's own: a job's start time is the cluster's.)
-This never reclaims under running work, preemptible or not, at the price of keeping a node
-while newer work runs elsewhere in its pool.
+**Busy.** The broker's ledger is kept by node name, and a placement pins its pods to the
+nodes it names (`connectors.kubernetes.manifest`), so the ledger says which node holds a
+job: an instance is busy while its node's entry is non-zero. A placement that names no
+nodes (a row from before the pinning) may run on any node of its pool: while such a job
+holds GPUs on the instance's pool and was placed after the instance was launched, or has
+not started yet, it may run on it, and the instance counts as busy. Work placed and
+started before the instance existed was given a node that existed then. (Times compared
+are the broker's own: a job's start time is the cluster's.) This never reclaims under
+running work, preemptible or not.
 
 **Released**, with the reason recorded:
 * gone: the provider no longer lists it (spot reclaimed, terminated by hand) — recorded only;
 * never joined: no node after `join_timeout_s` from launch (a failed boot);
-* idle: idle for `idle_ttl_s`, unless the forecast still needs its GPUs, and only when every
-  node after it in its pool's order is idle in the ledger too. The ledger is kept by node
-  index, and removing a node shifts the ones after it down; if one of those held GPUs, the
-  ledger would read its allocation at the wrong node. Such an instance is held until they
-  are free.
+* idle: idle for `idle_ttl_s`, unless the forecast still needs its GPUs. Any idle node may
+  go, wherever it sits in its pool: the ledger and the placements know nodes by name, so
+  a node leaving moves no one's bookings. A node the ledger does not have yet (joined
+  since the last sync) is held until it does.
 """
 
 from __future__ import annotations
@@ -40,36 +40,30 @@ InstanceKey = tuple[str, str]  # (provider site, instance id)
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NodeSlot:
-    """One ready GPU node of a joined site, and where the ledger keeps it (None: not in
-    the ledger's layout yet)."""
+    """One ready GPU node of a joined site."""
 
     pool_id: str
-    index: int | None
-    name: str
+    name: str  # the ledger's key for it
     provider_id: str
 
 
-def _names(pool: GpuPool) -> list[str]:
-    return [n for n in pool.extra.get("nodes", "").split(",") if n]
-
-
-def node_slots(pools: Sequence[GpuPool], *, layout: Sequence[GpuPool] = ()) -> list[NodeSlot]:
-    """The nodes of a Kubernetes site's pools (`extra["nodes"]`), with their positions in
-    `layout`, the pools as the ledger has them (default: `pools` themselves)."""
-    positions = {(p.id, name): i for p in (layout or pools) for i, name in enumerate(_names(p))}
+def node_slots(pools: Sequence[GpuPool]) -> list[NodeSlot]:
+    """The nodes of a Kubernetes site's pools (`extra["nodes"]`, aligned with
+    `extra["provider_ids"]`)."""
     slots = []
     for pool in pools:
+        names = [n for n in pool.extra.get("nodes", "").split(",") if n]
         ids = pool.extra.get("provider_ids", "").split(",")
-        for i, name in enumerate(_names(pool)):
+        for i, name in enumerate(names):
             slots.append(
-                NodeSlot(
-                    pool_id=pool.id,
-                    index=positions.get((pool.id, name)),
-                    name=name,
-                    provider_id=ids[i] if i < len(ids) else "",
-                )
+                NodeSlot(pool_id=pool.id, name=name, provider_id=ids[i] if i < len(ids) else "")
             )
     return slots
+
+
+def ledger_of(pools: Sequence[GpuPool]) -> dict[str, dict[str, int]]:
+    """The ledger as `review` takes it: per pool, milli-GPUs in use per node name."""
+    return {p.id: dict(zip(p.names(), p.node_used(), strict=True)) for p in pools}
 
 
 @dataclass(slots=True)
@@ -93,7 +87,7 @@ def review(
     listed: Mapping[str, Mapping[str, CloudInstance]],
     slots: Mapping[str, Sequence[NodeSlot]],
     joins_of: Mapping[str, str],
-    ledger: Mapping[str, tuple[int, ...]],
+    ledger: Mapping[str, Mapping[str, int]],
     work: Sequence[RunningWork],
     ended: Sequence[tuple[str, datetime, datetime]] = (),
     keep_gpus: Mapping[str, float],
@@ -101,9 +95,9 @@ def review(
     """Decide about each alive instance. `listed`: per provider site its instances (a site
     missing could not be listed: nothing of it is called gone); `slots`: per joined site its
     ready nodes (a site missing could not be read: its instances are left as they are);
-    `ledger`: milli-GPUs held per node index of each pool; `ended`: (pool, placed at, ended
-    at) of work that ended lately; `keep_gpus`: burst GPUs per model the forecast still
-    needs."""
+    `ledger`: per pool, milli-GPUs held per node name (`ledger_of`); `ended`: (pool, placed
+    at, ended at) of work that ended lately; `keep_gpus`: burst GPUs per model the forecast
+    still needs."""
     out = Review()
     expired: list[tuple[BurstInstance, NodeSlot | None]] = []
     needed: dict[str, float] = {}  # GPUs per model that are busy or not yet idle long enough
@@ -179,16 +173,18 @@ def _busy(
     slot: NodeSlot | None,
     *,
     pools: set[str],
-    ledger: Mapping[str, tuple[int, ...]],
+    ledger: Mapping[str, Mapping[str, int]],
     work: Sequence[RunningWork],
 ) -> bool:
-    if slot is not None and slot.index is not None:
-        used = ledger.get(slot.pool_id, ())
-        if slot.index < len(used) and used[slot.index] > 0:
-            return True
-    # placed_at is the broker's clock, as launched_at is; started_at is the cluster's
+    if slot is not None and ledger.get(slot.pool_id, {}).get(slot.name, 0) > 0:
+        return True
+    # Work that names its nodes is pinned to them, and in the ledger there; without the
+    # instance's node in sight (slot None), any work may be on it. placed_at is the
+    # broker's clock, as launched_at is; started_at is the cluster's.
     return any(
-        w.pool_id in pools and (w.started_at is None or w.placed_at >= inst.launched_at)
+        w.pool_id in pools
+        and (slot is None or not w.node_indices)
+        and (w.started_at is None or w.placed_at >= inst.launched_at)
         for w in work
     )
 
@@ -199,11 +195,11 @@ def _release_expired(
     out: Review,
     now: datetime,
     settings: BurstSettings,
-    ledger: Mapping[str, tuple[int, ...]],
+    ledger: Mapping[str, Mapping[str, int]],
     keep_gpus: Mapping[str, float],
     needed: dict[str, float],
 ) -> None:
-    """Release the idle-expired instances the forecast and the ledger's order allow."""
+    """Release the idle-expired instances the forecast does not need and the ledger has."""
     # most recently busy first: they are the ones kept for the forecast
     expired.sort(key=lambda e: (-(e[0].idle_since or now).timestamp(), key_of(e[0])))
     for inst, slot in expired:
@@ -213,17 +209,9 @@ def _release_expired(
             needed[inst.gpu_model] = needed.get(inst.gpu_model, 0.0) + inst.gpus
             out.held.append((inst, f"forecast needs {want:g} burst {inst.gpu_model} GPUs"))
             continue
-        if slot is not None:
-            if slot.index is None or slot.pool_id not in ledger:
-                out.held.append((inst, f"the ledger's layout of {slot.pool_id} is out of date"))
-                continue
-            used = ledger[slot.pool_id]
-            last_busy = max((i for i, milli in enumerate(used) if milli > 0), default=-1)
-            if slot.index < last_busy:
-                out.held.append(
-                    (inst, f"node {slot.name} precedes a busy node in {slot.pool_id}'s order")
-                )
-                continue
+        if slot is not None and slot.name not in ledger.get(slot.pool_id, {}):
+            out.held.append((inst, f"node {slot.name} is not in {slot.pool_id}'s ledger yet"))
+            continue
         out.release.append(
             (
                 inst,

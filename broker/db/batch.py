@@ -5,8 +5,9 @@ milliseconds of CPU that cap the loop near a hundred commits a second. Here one 
 commits a whole batch in a handful of Core statements and keeps the same guarantees (see
 `broker.db.transitions`) by locking rather than by one conditional UPDATE per row:
 
-1. Read the batch's job rows and the ledger rows of every pool it touches, on PostgreSQL
-   with `SELECT ... FOR UPDATE` in one fixed order (jobs before nodes, ids in byte order),
+1. Read the batch's job rows and the ledger rows of every node it touches
+   (`broker.db.ledger`), on PostgreSQL with `SELECT ... FOR UPDATE` in one fixed order
+   (jobs before nodes, ids in byte order),
    so two replicas' batches queue behind each other instead of deadlocking. On SQLite the
    `BEGIN IMMEDIATE` of every write transaction (`broker.db.connection`) already makes writers
    take turns.
@@ -31,19 +32,17 @@ from typing import Any
 from sqlalchemy import Table, Update, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from broker.db import ledger
 from broker.db.codec import placement_columns
 from broker.db.models import Base
 from broker.db.store_base import StoreBase
 from broker.domain.enums import JobState
 from broker.domain.errors import ConcurrentUpdate
-from broker.domain.fleet import MILLI_PER_GPU
 from broker.domain.jobs import Placement
 
 JOBS: Table = Base.metadata.tables["jobs"]
 EVENTS: Table = Base.metadata.tables["job_events"]
 PLACEMENTS: Table = Base.metadata.tables["placements"]
-POOLS: Table = Base.metadata.tables["gpu_pools"]
-NODES: Table = Base.metadata.tables["pool_nodes"]
 
 # Ids per IN list: well below SQLite's (32,766) and PostgreSQL's (32,767) bind parameter
 # limits, whatever the batch size.
@@ -81,55 +80,6 @@ async def _lock_jobs(conn: AsyncConnection, job_ids: Iterable[str]) -> dict[str,
         for job_id, state in await conn.execute(q):
             states[job_id] = JobState(state)
     return states
-
-
-@dataclass(slots=True)
-class _Ledger:
-    """The locked ledger rows of some pools, as read and as the batch leaves them."""
-
-    read: dict[tuple[str, int], int]
-    now: dict[tuple[str, int], int]
-    capacity: dict[str, int]  # milli-GPUs per node, per pool
-
-    def take(self, placement: Placement) -> bool:
-        """Book the placement's share on each of its nodes, or nothing if any lacks room."""
-        cap = self.capacity.get(placement.pool_id)
-        if cap is None or not placement.node_indices:
-            return False
-        per = placement.milli_per_node
-        trial: dict[tuple[str, int], int] = {}
-        for idx in placement.node_indices:  # an index given twice is booked twice
-            key = (placement.pool_id, idx)
-            used = trial.get(key, self.now.get(key))
-            if used is None or used + per > cap:
-                return False
-            trial[key] = used + per
-        self.now.update(trial)
-        return True
-
-    def changes(self) -> list[dict[str, Any]]:
-        return [
-            {"b_pool": pool_id, "b_idx": idx, "b_old": self.read[(pool_id, idx)], "b_new": new}
-            for (pool_id, idx), new in sorted(self.now.items())
-            if new != self.read[(pool_id, idx)]
-        ]
-
-
-async def _lock_ledger(conn: AsyncConnection, pool_ids: Iterable[str]) -> _Ledger:
-    read: dict[tuple[str, int], int] = {}
-    capacity: dict[str, int] = {}
-    for chunk in _chunks(sorted(set(pool_ids))):
-        q = (
-            select(NODES.c.pool_id, NODES.c.idx, NODES.c.allocated_milli, POOLS.c.gpus_per_node)
-            .join(POOLS, POOLS.c.id == NODES.c.pool_id)
-            .where(NODES.c.pool_id.in_(chunk))
-        )
-        if _locks_rows(conn):
-            q = q.order_by(NODES.c.pool_id.collate("C"), NODES.c.idx).with_for_update(of=NODES)
-        for pool_id, idx, milli, gpus_per_node in await conn.execute(q):
-            read[(pool_id, idx)] = milli
-            capacity[pool_id] = gpus_per_node * MILLI_PER_GPU
-    return _Ledger(read=read, now=dict(read), capacity=capacity)
 
 
 async def _execute_checked(
@@ -183,13 +133,13 @@ class BatchTransitions(StoreBase):
         async with self._sessions() as s, s.begin():
             conn = await s.connection()
             states = await _lock_jobs(conn, (p.job_id for p in placements))
-            ledger = await _lock_ledger(conn, (p.pool_id for p in placements))
+            book = await ledger.lock(conn, placements)
             done: list[bool] = []
             moves: list[tuple[str, JobState]] = []
             taken: list[Placement] = []
             for p in placements:
                 src = states.get(p.job_id)
-                if src is None or src not in PLACEABLE or not ledger.take(p):
+                if src is None or src not in PLACEABLE or not book.take(p):
                     done.append(False)
                     continue
                 done.append(True)
@@ -211,18 +161,7 @@ class BatchTransitions(StoreBase):
                 [{"b_id": job_id, "b_src": src.value} for job_id, src in moves],
                 what="jobs",
             )
-            await _execute_checked(
-                conn,
-                update(NODES)
-                .where(
-                    NODES.c.pool_id == bindparam("b_pool"),
-                    NODES.c.idx == bindparam("b_idx"),
-                    NODES.c.allocated_milli == bindparam("b_old"),
-                )
-                .values(allocated_milli=bindparam("b_new")),
-                ledger.changes(),
-                what="pool nodes",
-            )
+            await book.write(conn)
             await conn.execute(insert(PLACEMENTS), [placement_columns(p, at=now) for p in taken])
             await _write_events(
                 conn,

@@ -9,7 +9,7 @@ from sqlalchemy import Row
 
 from broker.db.models import JobEventRow, JobRow, PlacementRow, PoolRow, SiteRow
 from broker.domain.enums import Health, JobState, SiteKind
-from broker.domain.fleet import GpuPool, Site
+from broker.domain.fleet import GpuPool, NodeUse, Site
 from broker.domain.jobs import Job, JobEvent, Placement
 from broker.domain.serde import spec_from_dict
 
@@ -41,21 +41,25 @@ def site_from_row(row: SiteRow) -> Site:
     )
 
 
-def pool_from_row(row: PoolRow | Row[Any], node_used: dict[int, int]) -> GpuPool:
-    """From an ORM row or a plain row of the `gpu_pools` columns."""
+def pool_from_row(row: PoolRow | Row[Any], node_use: dict[str, NodeUse]) -> GpuPool:
+    """From an ORM row or a plain row of the `gpu_pools` columns, with the use of each of
+    its nodes by name (a node without one is empty)."""
+    names = tuple(row.node_names or ())
+    empty = NodeUse.empty(row.gpus_per_node)
     return GpuPool(
         id=row.id,
         site=row.site,
         gpu_model=row.gpu_model,
         gpu_memory_gb=row.gpu_memory_gb,
         gpus_per_node=row.gpus_per_node,
-        nodes=row.nodes,
         price_on_demand=row.price_on_demand,
         price_spot=row.price_spot,
         mig_profiles=tuple(row.mig_profiles),
         cpu_per_node=row.cpu_per_node,
         memory_gb_per_node=row.memory_gb_per_node,
-        node_allocated=tuple(node_used.get(i, 0) for i in range(row.nodes)),
+        nodes=len(names),
+        node_names=names,
+        node_use=tuple(node_use.get(n, empty) for n in names),
         updated_at=row.updated_at,
     )
 
@@ -74,7 +78,10 @@ def placement_from_row(row: PlacementRow) -> Placement:
         started_at=row.started_at,
         ended_at=row.ended_at,
         external_id=row.external_id,
-        node_indices=tuple(row.node_indices or ()),
+        node_names=tuple(row.node_names or ()),
+        node_gpus=tuple(tuple(g) for g in row.node_gpus or ()),
+        cpu_milli=row.cpu_milli,
+        memory_mb=row.memory_mb,
         borrowed=row.borrowed,
     )
 
@@ -102,7 +109,10 @@ def placement_columns(p: Placement, *, at: datetime) -> dict[str, Any]:
         "estimated_cost_usd": p.estimated_cost_usd,
         "estimated_gco2": p.estimated_gco2,
         "external_id": None,
-        "node_indices": list(p.node_indices),
+        "node_names": list(p.node_names),
+        "node_gpus": [list(g) for g in p.node_gpus],
+        "cpu_milli": p.cpu_milli,
+        "memory_mb": p.memory_mb,
         "borrowed": p.borrowed,
         "active": True,
         "created_at": at,

@@ -1,25 +1,43 @@
-"""The fleet side of the store: sites, pools and what holds GPUs on them."""
+"""The fleet side of the store: sites, pools and what holds GPUs on them.
+
+An inventory refresh (`sync_site`) records what others' pods hold on each node beside the
+broker's own bookings in the ledger (`broker.db.ledger`), and never touches the bookings.
+Two things make that safe while replicas place work:
+
+* It locks the site's ledger rows before it writes them, in the order `ledger.lock` does
+  (node rows, then GPU rows, each by key), so a refresh and a placement queue rather than
+  deadlock on PostgreSQL, and a placement reads which nodes a pool offers only after the
+  refresh that changes them has committed.
+* The connector numbers others' GPUs as if the node held nothing else (it cannot see
+  which GPUs the broker's pods got), so a booking and others' use could both claim GPU 0
+  while GPU 3 looked free. The GPU numbers are ledger slots, not devices, so the refresh
+  moves each GPU's worth of others' use onto the slots the bookings leave free (`_beside`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.db.codec import (
     pool_from_row,
     site_from_row,
 )
-from broker.db.models import JobRow, PlacementRow, PoolNodeRow, PoolRow, SiteRow
+from broker.db.ledger import GPUS, NODES
+from broker.db.models import GpuRow, JobRow, NodeRow, PlacementRow, PoolRow, SiteRow
 from broker.db.store_base import StoreBase
 from broker.domain.enums import Health, Tier
-from broker.domain.fleet import GpuPool, Site
+from broker.domain.fleet import MILLI_PER_GPU, GpuPool, NodeUse, Site
 from broker.domain.work import RunningWork
 
 
 class FleetStore(StoreBase):
     async def sync_site(self, site: Site, pools: Sequence[GpuPool]) -> None:
-        """Upsert a site and its pools' capacity; the allocation ledger is left as it is."""
+        """Upsert a site and its pools' capacity, and what others' pods hold on each node;
+        the broker's own bookings are left as they are."""
         now = self._clock.now()
         async with self._sessions.begin() as s:
             row = await s.get(SiteRow, site.name)
@@ -44,23 +62,17 @@ class FleetStore(StoreBase):
                 prow.price_on_demand, prow.price_spot = pool.price_on_demand, pool.price_spot
                 prow.cpu_per_node = pool.cpu_per_node
                 prow.memory_gb_per_node = pool.memory_gb_per_node
+                prow.node_names = list(pool.names())
                 prow.updated_at = now
-                await s.flush()
-                have = set(
-                    await s.scalars(select(PoolNodeRow.idx).where(PoolNodeRow.pool_id == pool.id))
-                )
-                s.add_all(
-                    PoolNodeRow(pool_id=pool.id, idx=i, allocated_milli=0)
-                    for i in range(pool.nodes)
-                    if i not in have
-                )
             # A pool the site no longer reports (its nodes left or were reclaimed) keeps its
             # row, which placements refer to, but offers no nodes.
             await s.execute(
                 update(PoolRow)
                 .where(PoolRow.site == site.name, PoolRow.id.not_in([p.id for p in pools]))
-                .values(nodes=0, updated_at=now)
+                .values(nodes=0, node_names=[], updated_at=now)
             )
+            await s.flush()
+            await _sync_ledger(s, site.name, pools)
 
     async def ensure_site(self, site: Site) -> None:
         """Record a configured site if the store has never seen it (so a site that fails
@@ -103,12 +115,33 @@ class FleetStore(StoreBase):
                     select(*PoolRow.__table__.columns).order_by(PoolRow.site, PoolRow.id)
                 )
             )
-            used: dict[str, dict[int, int]] = {}
-            for pool_id, idx, milli in await s.execute(
-                select(PoolNodeRow.pool_id, PoolNodeRow.idx, PoolNodeRow.allocated_milli)
+            gpus: dict[tuple[str, str], dict[int, int]] = {}
+            for pool_id, node, gpu, milli, foreign in await s.execute(
+                select(
+                    GpuRow.pool_id,
+                    GpuRow.node,
+                    GpuRow.gpu,
+                    GpuRow.allocated_milli,
+                    GpuRow.foreign_milli,
+                )
             ):
-                used.setdefault(pool_id, {})[idx] = milli
-        return [pool_from_row(r, used.get(r.id, {})) for r in rows]
+                gpus.setdefault((pool_id, node), {})[gpu] = milli + foreign
+            use: dict[str, dict[str, NodeUse]] = {}
+            for pool_id, node, cpu, mem, fcpu, fmem in await s.execute(
+                select(
+                    NodeRow.pool_id,
+                    NodeRow.node,
+                    NodeRow.cpu_milli,
+                    NodeRow.memory_mb,
+                    NodeRow.foreign_cpu_milli,
+                    NodeRow.foreign_memory_mb,
+                )
+            ):
+                per = gpus.get((pool_id, node), {})
+                use.setdefault(pool_id, {})[node] = NodeUse(
+                    tuple(per[g] for g in sorted(per)), cpu + fcpu, mem + fmem
+                )
+        return [pool_from_row(r, use.get(r.id, {})) for r in rows]
 
     async def running_work(self) -> list[RunningWork]:
         """Every job holding GPUs, as the engine sees it.
@@ -122,9 +155,13 @@ class FleetStore(StoreBase):
                 JobRow.tier,
                 JobRow.preemptible,
                 PlacementRow.pool_id,
-                PlacementRow.node_indices,
+                PlacementRow.node_names,
+                PlacementRow.node_gpus,
+                PlacementRow.cpu_milli,
+                PlacementRow.memory_mb,
                 PlacementRow.gpu_milli,
                 PoolRow.gpu_model,
+                PoolRow.node_names,
                 PlacementRow.started_at,
                 PlacementRow.created_at,
                 PlacementRow.borrowed,
@@ -136,6 +173,7 @@ class FleetStore(StoreBase):
         async with self._sessions() as s:
             rows = (await s.execute(q)).all()
         tiers = {t.value: t for t in Tier}
+        positions: dict[str, dict[str, int]] = {}
         out = []
         for (
             job_id,
@@ -144,13 +182,21 @@ class FleetStore(StoreBase):
             preemptible,
             pool_id,
             nodes,
+            gpus,
+            cpu,
+            mem,
             milli,
             model,
+            members,
             started,
             placed,
             lent,
         ) in rows:
-            node_indices = tuple(nodes or ())
+            at = positions.get(pool_id)
+            if at is None:
+                at = positions[pool_id] = {n: i for i, n in enumerate(members or ())}
+            # a node the pool no longer offers is -1: the engine frees nothing there
+            node_indices = tuple(at.get(n, -1) for n in nodes or ())
             out.append(
                 RunningWork(
                     job_id=job_id,
@@ -159,6 +205,9 @@ class FleetStore(StoreBase):
                     preemptible=preemptible,
                     pool_id=pool_id,
                     node_indices=node_indices,
+                    node_gpus=tuple(tuple(g) for g in gpus or ()),
+                    cpu_milli=cpu,
+                    memory_mb=mem,
                     milli_per_node=milli // max(1, len(node_indices)),
                     gpu_model=model,
                     started_at=started,
@@ -167,3 +216,108 @@ class FleetStore(StoreBase):
                 )
             )
         return out
+
+
+async def _sync_ledger(s: AsyncSession, site: str, pools: Sequence[GpuPool]) -> None:
+    """Give every node of the pools its ledger rows, and record what others' pods hold
+    there (the connector's `node_use`, laid beside the bookings); the broker's own bookings
+    are left as they are. The rows of all the site's pools are locked first (see the
+    module docstring)."""
+    conn = await s.connection()
+    pool_ids = sorted(await s.scalars(select(PoolRow.id).where(PoolRow.site == site)))
+    nq = select(NODES.c.pool_id, NODES.c.node, NODES.c.foreign_cpu_milli, NODES.c.foreign_memory_mb)
+    nq = nq.where(NODES.c.pool_id.in_(pool_ids))
+    gq = select(
+        GPUS.c.pool_id, GPUS.c.node, GPUS.c.gpu, GPUS.c.allocated_milli, GPUS.c.foreign_milli
+    )
+    gq = gq.where(GPUS.c.pool_id.in_(pool_ids))
+    if conn.dialect.name == "postgresql":  # the order of `broker.db.ledger.lock`
+        nq = nq.order_by(NODES.c.pool_id.collate("C"), NODES.c.node.collate("C"))
+        gq = gq.order_by(GPUS.c.pool_id.collate("C"), GPUS.c.node.collate("C"), GPUS.c.gpu)
+        nq, gq = nq.with_for_update(), gq.with_for_update()
+    nodes = {(pid, n): (cpu, mem) for pid, n, cpu, mem in await conn.execute(nq)}
+    gpus = {(pid, n, g): (milli, foreign) for pid, n, g, milli, foreign in await conn.execute(gq)}
+
+    new_nodes: list[dict[str, Any]] = []
+    new_gpus: list[dict[str, Any]] = []
+    changed_nodes: list[dict[str, Any]] = []
+    changed_gpus: list[dict[str, Any]] = []
+    for pool in pools:
+        count = pool.gpus_per_node
+        for name, use in zip(pool.names(), pool.uses(), strict=True):
+            held = (use.cpu_milli, use.memory_mb)
+            row = nodes.get((pool.id, name))
+            if row is None:
+                new_nodes.append(
+                    {
+                        "pool_id": pool.id,
+                        "node": name,
+                        "cpu_milli": 0,
+                        "memory_mb": 0,
+                        "foreign_cpu_milli": held[0],
+                        "foreign_memory_mb": held[1],
+                    }
+                )
+            elif row != held:
+                changed_nodes.append(
+                    {"b_pool": pool.id, "b_node": name, "b_cpu": held[0], "b_mem": held[1]}
+                )
+            booked = [gpus.get((pool.id, name, g), (0, 0))[0] for g in range(count)]
+            foreign = _beside(booked, use.gpus[:count])
+            for g in range(count):
+                grow = gpus.get((pool.id, name, g))
+                if grow is None:
+                    new_gpus.append(
+                        {
+                            "pool_id": pool.id,
+                            "node": name,
+                            "gpu": g,
+                            "allocated_milli": 0,
+                            "foreign_milli": foreign[g],
+                        }
+                    )
+                elif grow[1] != foreign[g]:
+                    changed_gpus.append(
+                        {"b_pool": pool.id, "b_node": name, "b_gpu": g, "b_foreign": foreign[g]}
+                    )
+    if new_nodes:
+        await conn.execute(insert(NODES), new_nodes)
+    if new_gpus:
+        await conn.execute(insert(GPUS), new_gpus)
+    if changed_nodes:
+        await conn.execute(
+            update(NODES)
+            .where(NODES.c.pool_id == bindparam("b_pool"), NODES.c.node == bindparam("b_node"))
+            .values(foreign_cpu_milli=bindparam("b_cpu"), foreign_memory_mb=bindparam("b_mem")),
+            changed_nodes,
+        )
+    if changed_gpus:
+        await conn.execute(
+            update(GPUS)
+            .where(
+                GPUS.c.pool_id == bindparam("b_pool"),
+                GPUS.c.node == bindparam("b_node"),
+                GPUS.c.gpu == bindparam("b_gpu"),
+            )
+            .values(foreign_milli=bindparam("b_foreign")),
+            changed_gpus,
+        )
+
+
+def _beside(booked: Sequence[int], foreign: Sequence[int]) -> list[int]:
+    """Others' use of each GPU moved onto the GPUs the bookings leave free.
+
+    Each GPU's worth (largest first) goes where the domain would put a share
+    (`broker.domain.nodes.gpus_for`): the GPU with the least room that still holds it, so
+    a whole GPU of theirs takes a GPU nobody booked; on an over-committed node, where none
+    holds it, the GPU with the most room.
+    """
+    out = [0] * len(booked)
+    for amount in sorted((f for f in foreign if f > 0), reverse=True):
+        room = [(MILLI_PER_GPU - booked[g] - out[g], g) for g in range(len(booked))]
+        if not room:
+            break
+        holding = [r for r in room if r[0] >= amount]
+        _, g = min(holding) if holding else max(room, key=lambda r: (r[0], -r[1]))
+        out[g] += amount
+    return out

@@ -99,21 +99,44 @@ class PoolRow(Base):
     price_spot: Mapped[float | None] = mapped_column(Float)
     cpu_per_node: Mapped[float] = mapped_column(Float)
     memory_gb_per_node: Mapped[float] = mapped_column(Float)
+    # the nodes it offers now, in order (positions in the engine's view)
+    node_names: Mapped[list[str]] = mapped_column(JSON, default=list)
     updated_at: Mapped[datetime]
 
 
-class PoolNodeRow(Base):
-    """The allocation ledger, one row per node of a pool: gang and whole-node jobs need
-    per-node room. Changed only by conditional UPDATEs (see the repository), so two broker
-    replicas can never hand out the same capacity twice."""
+class NodeRow(Base):
+    """The allocation ledger of one node of a pool, by node name: the broker's bookings of
+    CPU and memory, and what others' pods hold (`foreign_*`, refreshed from inventory).
 
-    __tablename__ = "pool_nodes"
+    Bookings change only by conditional UPDATEs (see the repository), so two broker
+    replicas can never hand out the same capacity twice. A node that leaves its pool keeps
+    its row while placements still hold it."""
+
+    __tablename__ = "ledger_nodes"
 
     pool_id: Mapped[str] = mapped_column(
         ForeignKey("gpu_pools.id", ondelete="CASCADE"), primary_key=True
     )
-    idx: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node: Mapped[str] = mapped_column(String(253), primary_key=True)
+    cpu_milli: Mapped[int] = mapped_column(BigInteger, default=0)
+    memory_mb: Mapped[int] = mapped_column(BigInteger, default=0)
+    foreign_cpu_milli: Mapped[int] = mapped_column(BigInteger, default=0)
+    foreign_memory_mb: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class GpuRow(Base):
+    """The allocation ledger of one GPU of a node: milli-GPUs booked by the broker, and
+    held by others' pods (`foreign_milli`, refreshed from inventory)."""
+
+    __tablename__ = "ledger_gpus"
+
+    pool_id: Mapped[str] = mapped_column(
+        ForeignKey("gpu_pools.id", ondelete="CASCADE"), primary_key=True
+    )
+    node: Mapped[str] = mapped_column(String(253), primary_key=True)
+    gpu: Mapped[int] = mapped_column(Integer, primary_key=True)
     allocated_milli: Mapped[int] = mapped_column(BigInteger, default=0)
+    foreign_milli: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class JobRow(Base):
@@ -161,7 +184,10 @@ class PlacementRow(Base):
     estimated_cost_usd: Mapped[float] = mapped_column(Float)
     estimated_gco2: Mapped[float | None] = mapped_column(Float)
     external_id: Mapped[str | None] = mapped_column(String(255))
-    node_indices: Mapped[list[int]] = mapped_column(JSON, default=list)
+    node_names: Mapped[list[str]] = mapped_column(JSON, default=list)  # one per job node
+    node_gpus: Mapped[list[list[int]]] = mapped_column(JSON, default=list)  # GPUs on each
+    cpu_milli: Mapped[int] = mapped_column(BigInteger, default=0)  # per node
+    memory_mb: Mapped[int] = mapped_column(BigInteger, default=0)  # per node
     borrowed: Mapped[bool] = mapped_column(Boolean, default=False)  # on another tenant's quota
     active: Mapped[bool] = mapped_column(Boolean, default=True, index=True)
     created_at: Mapped[datetime]

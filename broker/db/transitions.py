@@ -18,20 +18,20 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from broker.db import ledger
 from broker.db.codec import (
     job_from_row,
     placement_columns,
     placement_from_row,
 )
 from broker.db.job_queries import JobQueries
-from broker.db.models import JobEventRow, JobRow, PlacementRow, PoolNodeRow, PoolRow
+from broker.db.models import JobEventRow, JobRow, PlacementRow
 from broker.domain.enums import TRANSITIONS, JobState
 from broker.domain.errors import (
     InvalidTransition,
     JobAlreadyFinished,
     JobNotFound,
 )
-from broker.domain.fleet import MILLI_PER_GPU
 from broker.domain.jobs import Job, Placement
 
 
@@ -116,6 +116,17 @@ class JobTransitions(JobQueries):
         ):
             return None
         return placement
+
+    async def requeue(self, job_id: str, *, reason: str, at: datetime) -> Released | None:
+        """A run its site stopped (its node went away): running/scheduled → preempted →
+        pending, its GPUs given back; None when the job was in neither state."""
+        async with self._sessions() as s, s.begin():
+            placement = await self._preempt(s, job_id, at, reason)
+            if placement is None:
+                return None
+            row = await s.scalar(select(JobRow).where(JobRow.id == job_id))
+            assert row is not None
+            return Released(job=job_from_row(row), placement=placement)
 
     async def defer(self, job_id: str, *, until: datetime, reason: str) -> bool:
         """pending → deferred until `until` (a cleaner window that still meets the deadline)."""
@@ -220,31 +231,18 @@ class JobTransitions(JobQueries):
 
     async def _take(self, s: AsyncSession, placement: Placement) -> bool:
         """Book the placement's share on each of its nodes, or nothing if any lacks room."""
-        cap = await s.scalar(select(PoolRow.gpus_per_node).where(PoolRow.id == placement.pool_id))
-        if cap is None or not placement.node_indices:
+        conn = await s.connection()
+        book = await ledger.lock(conn, [placement])
+        if not book.take(placement):
             return False
-        per = placement.milli_per_node
-        for idx in placement.node_indices:
-            res = await s.execute(
-                update(PoolNodeRow)
-                .where(
-                    PoolNodeRow.pool_id == placement.pool_id,
-                    PoolNodeRow.idx == idx,
-                    PoolNodeRow.allocated_milli + per <= cap * MILLI_PER_GPU,
-                )
-                .values(allocated_milli=PoolNodeRow.allocated_milli + per)
-            )
-            if res.rowcount != 1:  # type: ignore[attr-defined]
-                return False
+        await book.write(conn)
         return True
 
     async def _give_back(self, s: AsyncSession, placement: Placement) -> None:
-        for idx in placement.node_indices:
-            await s.execute(
-                update(PoolNodeRow)
-                .where(PoolNodeRow.pool_id == placement.pool_id, PoolNodeRow.idx == idx)
-                .values(allocated_milli=PoolNodeRow.allocated_milli - placement.milli_per_node)
-            )
+        conn = await s.connection()
+        book = await ledger.lock(conn, [placement])
+        book.give_back(placement)
+        await book.write(conn)
 
     async def _cas(
         self,

@@ -25,10 +25,11 @@ from __future__ import annotations
 import bisect
 import functools
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from broker.domain import packing as packing_terms
 from broker.domain.deferral import run_window_gco2
 from broker.domain.enums import Tier
 from broker.domain.fleet import GpuPool, Site
@@ -84,6 +85,8 @@ class EngineSettings:
     # board power in kW by exact GPU model name (`Settings.power_table()`); a pool whose
     # model is not here is never placed, whether the performance model is on or off
     power_kw: Mapping[str, float] = field(default_factory=lambda: dict(_POWER_KW))
+    # the packing term's weight (`broker.domain.packing`), the same for every tier; 0: off
+    packing_weight: float = 0.25
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -164,9 +167,11 @@ class Engine:
         ignore_capacity: bool = False,
         explain: bool = True,
         now: datetime | None = None,
+        packing: packing_terms.Outlook | None = None,
     ) -> Evaluation:
         """`evaluate` with this engine's weights, utilisation and throughput figures; with
-        `now`, deadlines rule out pools too slow to meet them."""
+        `now`, deadlines rule out pools too slow to meet them; with `packing` (the
+        queue's outlook), the packing term as a pass would add it."""
         return evaluate(
             spec,
             pools=pools,
@@ -179,6 +184,8 @@ class Engine:
             rules=self.rules,
             now=now,
             power=self.settings.power_kw,
+            packing=packing,
+            packing_weight=self.settings.packing_weight,
         )
 
     def plan(
@@ -192,7 +199,10 @@ class Engine:
         carbon: CarbonOracle,
         now: datetime,
         skip: Callable[[Job], bool] = lambda job: False,
+        waiting: Sequence[JobSpec] | None = None,
     ) -> list[Decision]:
+        """Decide the queue in fair-share order. `waiting`: every job waiting, when the
+        caller leaves some out of `queue` (stuck ones), for the packing term's outlook."""
         s = self.settings
         work = list(running)
         capacity = capacity_from_pools(pools)
@@ -206,8 +216,19 @@ class Engine:
         )
         decisions: list[Decision] = []
         longest = max((j.spec.estimated_duration_s for j in queue), default=0)
+        packing = (
+            packing_terms.Outlook.of([j.spec for j in queue] if waiting is None else waiting, pools)
+            if s.packing_weight > 0
+            else packing_terms.NO_OUTLOOK
+        )
         index = self.fleet_index(
-            pools=pools, sites=sites, latency=latency, carbon=carbon, now=now, longest_s=longest
+            pools=pools,
+            sites=sites,
+            latency=latency,
+            carbon=carbon,
+            now=now,
+            longest_s=longest,
+            packing=packing,
         )
         waits: dict[Shape, str] = {}
         # the quota ledger is kept up to date as the pass places work (empty without quotas)
@@ -244,9 +265,10 @@ class Engine:
             weights = self.weights_for(spec)
             ranking: Ranking | None = None
             pick = None
-            if index.has_room(shape, spec.resources.milli_per_node):
+            room = index.has_room(shape, spec.resources.demand)
+            if room is not None:
                 ranking = index.rank(spec, shape, weights, s.gpu_utilisation)
-                pick = index.pick(spec, ranking)
+                pick = index.pick(spec, ranking, room=room)
             victims: VictimSet | None = None
             if pick is None:
                 chosen = self._preempt(job, index.usable(shape), work, ledger, now)
@@ -289,13 +311,14 @@ class Engine:
                     )
                     continue
             best = index.candidate(spec, ranking, pick, s.gpu_utilisation)
-            pool = index.allocate(pick.pool, pick.nodes, spec.resources.milli_per_node)
+            pool = index.allocate(pick.pool, pick.nodes, spec.resources.demand, best.node_gpus)
             work.append(
                 placed_work(
                     job,
                     pool_id=pool.id,
                     gpu_model=pool.gpu_model,
                     nodes=pick.nodes,
+                    gpus=best.node_gpus,
                     placed_at=now,
                     started_at=None,
                     borrowed=quota.borrowed,
@@ -319,6 +342,7 @@ class Engine:
         carbon: CarbonOracle,
         now: datetime,
         longest_s: float,
+        packing: packing_terms.Outlook = packing_terms.NO_OUTLOOK,
     ) -> FleetIndex:
         """The pass's fleet as arrays, with each zone's outlook far enough for the longest
         estimate (`longest_s`) on the slowest model, and for deferral."""
@@ -341,6 +365,8 @@ class Engine:
             throughput=self.throughput,
             rules=self.rules,
             power=self.settings.power_kw,
+            packing=packing,
+            packing_weight=self.settings.packing_weight,
         )
 
     def wait_reason(self, spec: JobSpec, index: FleetIndex, shape: Shape) -> str:
@@ -371,7 +397,7 @@ class Engine:
         for w in work:
             by_pool.setdefault(w.pool_id, []).append(w)
         return best_preemption(
-            need_milli_per_node=spec.resources.milli_per_node,
+            demand=spec.resources.demand,
             need_nodes=spec.resources.nodes,
             pools=eligible,
             running_by_pool=by_pool,
@@ -452,11 +478,9 @@ def _release(pool: GpuPool, victims: Sequence[RunningWork]) -> GpuPool:
     change may show in one and not the other; the engine plans on the smaller figure and
     the store's conditional updates settle the truth at commit.
     """
-    used = list(pool.node_used())
     for v in victims:
-        for i in v.node_indices:
-            used[i] = max(0, used[i] - v.milli_per_node)
-    return replace(pool, node_allocated=tuple(used))
+        pool = pool.release(v.node_indices, v.gpus(), v.demand)
+    return pool
 
 
 def wait_text(reasons: Collection[RejectReason]) -> str:

@@ -9,14 +9,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from broker.domain.enums import Ability, Health, SiteKind
+from broker.domain.nodes import (
+    MILLI_PER_GPU,
+    Demand,
+    NodeSize,
+    NodeUse,
+    add,
+    fits,
+    gpus_for,
+    leftover,
+    node_size,
+)
 
-if TYPE_CHECKING:  # jobs imports this module
-    pass
-
-MILLI_PER_GPU = 1000
+__all__ = ["MILLI_PER_GPU", "Demand", "GpuPool", "NodeUse", "Site"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -40,7 +47,11 @@ class Site:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GpuPool:
-    """A homogeneous set of GPU nodes on a site, with its price and current allocation."""
+    """A homogeneous set of GPU nodes on a site, with its price and current allocation.
+
+    Each node is known by name (`node_names`; a Kubernetes node name, or the position for
+    configured pools) and keeps its own ledger (`node_use`: each GPU's use, CPU, memory;
+    see `broker.domain.nodes` for the packing rules)."""
 
     id: str
     site: str
@@ -53,8 +64,10 @@ class GpuPool:
     mig_profiles: tuple[str, ...] = ()
     cpu_per_node: float = 96.0
     memory_gb_per_node: float = 1024.0
-    # milli-GPUs in use on each node (index 0 .. nodes-1); empty means nothing in use.
-    node_allocated: tuple[int, ...] = ()
+    # what is in use on each node (position 0 .. nodes-1); empty means nothing in use
+    node_use: tuple[NodeUse, ...] = ()
+    # each node's name, aligned with positions; empty means "0", "1", ...
+    node_names: tuple[str, ...] = ()
     updated_at: datetime | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -62,43 +75,103 @@ class GpuPool:
     def node_capacity_milli(self) -> int:
         return self.gpus_per_node * MILLI_PER_GPU
 
-    def node_used(self) -> tuple[int, ...]:
-        used = self.node_allocated[: self.nodes]
-        return used + (0,) * (self.nodes - len(used))
+    @property
+    def size(self) -> NodeSize:
+        return node_size(self.gpus_per_node, self.cpu_per_node, self.memory_gb_per_node)
 
-    def fit(self, *, milli_per_node: int, count: int) -> tuple[int, ...] | None:
-        """Best-fit: the `count` nodes with the least room that still hold `milli_per_node`.
+    def uses(self) -> tuple[NodeUse, ...]:
+        use = self.node_use[: self.nodes]
+        if len(use) == self.nodes:
+            return use
+        return use + (NodeUse.empty(self.gpus_per_node),) * (self.nodes - len(use))
+
+    def names(self) -> tuple[str, ...]:
+        if len(self.node_names) == self.nodes:
+            return self.node_names
+        return default_node_names(self.nodes)
+
+    def node_name(self, i: int) -> str:
+        return self.node_names[i] if len(self.node_names) == self.nodes else str(i)
+
+    def node_used(self) -> tuple[int, ...]:
+        """Milli-GPUs in use on each node."""
+        return tuple(u.used_milli for u in self.uses())
+
+    def fit(self, demand: Demand, *, count: int) -> tuple[int, ...] | None:
+        """Best-fit: the `count` nodes with the least GPU room left that still hold `demand`.
 
         Filling the fullest nodes first keeps whole nodes free for whole-node and gang
         jobs; None when fewer than `count` nodes have the room (a gang needs all at once).
         """
         cap = self.node_capacity_milli
-        room = sorted(
-            (cap - used, i)
-            for i, used in enumerate(self.node_used())
-            if cap - used >= milli_per_node
-        )
+        size = self.size
+        cpu_left = size.cpu_milli - demand.cpu_milli
+        mem_left = size.memory_mb - demand.memory_mb
+        milli = demand.milli
+        if milli % MILLI_PER_GPU:  # a share: room on one GPU
+            room = [
+                (cap - u.used_milli, i)
+                for i, u in enumerate(self.uses())
+                if u.best_room >= milli and u.cpu_milli <= cpu_left and u.memory_mb <= mem_left
+            ]
+        else:
+            whole = milli // MILLI_PER_GPU
+            room = [
+                (cap - u.used_milli, i)
+                for i, u in enumerate(self.uses())
+                if u.free_whole >= whole and u.cpu_milli <= cpu_left and u.memory_mb <= mem_left
+            ]
         if len(room) < count:
             return None
+        if count == 1:
+            return (min(room)[1],)
+        room.sort()
         return tuple(sorted(i for _, i in room[:count]))
 
-    def leftover_after(self, nodes: tuple[int, ...], milli_per_node: int) -> int:
-        """Free milli-GPUs left on the chosen nodes after a placement: lower is a tighter fit."""
-        used = self.node_used()
-        return sum(self.node_capacity_milli - used[i] - milli_per_node for i in nodes)
+    def fitting(self, demand: Demand) -> int:
+        """How many nodes hold `demand` now."""
+        size = self.size
+        return sum(1 for u in self.uses() if fits(u, demand, size))
 
-    def allocate(self, nodes: tuple[int, ...], milli_per_node: int) -> GpuPool:
-        """This pool with `milli_per_node` more in use on each of `nodes` (negative releases)."""
-        used = list(self.node_used())
-        for i in nodes:
-            used[i] += milli_per_node
-            if not 0 <= used[i] <= self.node_capacity_milli:
-                raise ValueError(f"node {i} of {self.id} would hold {used[i]} milli-GPUs")
-        return replace(self, node_allocated=tuple(used))
+    def leftover_after(self, nodes: tuple[int, ...], demand: Demand) -> int:
+        """Free milli-GPUs left on the chosen nodes after a placement: lower is a tighter fit."""
+        use = self.uses()
+        return sum(leftover(use[i], demand) for i in nodes)
+
+    def gpus_on(self, nodes: tuple[int, ...], demand: Demand) -> tuple[tuple[int, ...], ...]:
+        """The GPUs `demand` takes on each of `nodes` (`broker.domain.nodes.gpus_for`)."""
+        use = self.uses()
+        return tuple(gpus_for(use[i], demand) for i in nodes)
+
+    def allocate(
+        self,
+        nodes: tuple[int, ...],
+        demand: Demand,
+        gpus: tuple[tuple[int, ...], ...] | None = None,
+    ) -> GpuPool:
+        """This pool with `demand` taken on each of `nodes` (on `gpus`, or as `gpus_on`)."""
+        use = list(self.uses())
+        size = self.size
+        for k, i in enumerate(nodes):
+            if not fits(use[i], demand, size):
+                raise ValueError(f"node {i} of {self.id} has no room for {demand}")
+            on = gpus_for(use[i], demand) if gpus is None else gpus[k]
+            use[i] = add(use[i], on, demand)
+        return replace(self, node_use=tuple(use))
+
+    def release(
+        self, nodes: tuple[int, ...], gpus: tuple[tuple[int, ...], ...], demand: Demand
+    ) -> GpuPool:
+        """This pool without `demand` on `nodes` (never below zero; unknown nodes skipped)."""
+        use = list(self.uses())
+        for i, on in zip(nodes, gpus, strict=True):
+            if 0 <= i < len(use):
+                use[i] = add(use[i], on, demand, sign=-1)
+        return replace(self, node_use=tuple(use))
 
     @property
     def allocated_milli(self) -> int:
-        return sum(self.node_used())
+        return sum(u.used_milli for u in self.uses())
 
     @property
     def total_gpus(self) -> int:
@@ -121,6 +194,11 @@ class GpuPool:
         return self.free_milli / MILLI_PER_GPU
 
 
+def default_node_names(count: int) -> tuple[str, ...]:
+    """The names of a configured pool's nodes: their positions."""
+    return tuple(str(i) for i in range(count))
+
+
 def mig_slices(profile: str) -> int:
     """Compute slices of a MIG profile name such as "3g.40gb" (NVIDIA's naming)."""
     head, sep, _ = profile.partition("g.")
@@ -130,5 +208,6 @@ def mig_slices(profile: str) -> int:
 
 
 def mig_milli(profile: str) -> int:
-    """GPU share of a MIG slice: an A100/H100 splits into 7 compute slices."""
-    return -(-mig_slices(profile) * MILLI_PER_GPU // 7)
+    """GPU share of a MIG slice: an A100/H100 splits into 7 compute slices. Rounded down,
+    so that slices adding up to 7 fit on one GPU (7 x 1g = 7 x 142 = 994 <= 1000)."""
+    return mig_slices(profile) * MILLI_PER_GPU // 7

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from broker.domain import packing as packing_terms
 from broker.domain.carbon_grid import (
     CarbonGrid,
     Window,
@@ -45,12 +46,22 @@ from broker.domain.carbon_grid import (
     ceil_hour,
     cleanest_start,
 )
-from broker.domain.fleet import MILLI_PER_GPU, GpuPool, Site
+from broker.domain.fleet import MILLI_PER_GPU, Demand, GpuPool, Site
 from broker.domain.jobs import JobSpec
 from broker.domain.latency import LatencyMatrix
 from broker.domain.objective import Weights
 from broker.domain.placement import _POWER_KW, Candidate, deadline_mask
-from broker.domain.ranking import Floats, Pick, Ranking, Shape, choose, score, shape_terms
+from broker.domain.ranking import (
+    Bools,
+    Floats,
+    Ints,
+    Pick,
+    Ranking,
+    Shape,
+    choose,
+    score,
+    shape_terms,
+)
 from broker.domain.rule_masks import RuleMasks
 from broker.domain.rules import RULES, RejectReason, Rule, RunNeed, pool_price, unit_price
 from broker.domain.runtime import scaled_s
@@ -87,9 +98,14 @@ class FleetIndex:
         throughput: ThroughputTable | None = None,
         rules: tuple[Rule[Any, Any], ...] = RULES,
         power: Mapping[str, float] | None = None,
+        packing: packing_terms.Outlook = packing_terms.NO_OUTLOOK,
+        packing_weight: float = 0.0,
     ) -> None:
         """`throughput` (default: uniform, the model off) and `power` (kW by GPU model,
-        default: the shipped datasheet table) must be those `rules` was built from."""
+        default: the shipped datasheet table) must be those `rules` was built from;
+        `packing` and `packing_weight`: the packing term (`broker.domain.packing`)."""
+        self._packing = packing
+        self._packing_weight = packing_weight
         self._throughput = throughput if throughput is not None else UNIFORM
         self._power = _POWER_KW if power is None else power
         self._shape_key = _shape_fields_off if self._throughput.uniform else _shape_fields
@@ -127,8 +143,20 @@ class FleetIndex:
         self._models = sorted({p.gpu_model for p in kept})
         model_pos = {m: i for i, m in enumerate(self._models)}
         self._model = np.asarray([model_pos[p.gpu_model] for p in kept], dtype=np.int64)
-        self._largest_free = np.zeros(len(kept), dtype=np.int64)
+        # per pool, the most whole GPUs free on one node, and the most room on one GPU:
+        # a job needs one of them at least (necessary, not sufficient, for a fit)
+        self._max_whole = np.zeros(len(kept), dtype=np.int64)
+        self._max_share = np.zeros(len(kept), dtype=np.int64)
+        # and the most CPU (milli) and memory (MiB) free on one node
+        self._max_cpu = np.zeros(len(kept), dtype=np.int64)
+        self._max_mem = np.zeros(len(kept), dtype=np.int64)
         self._free = np.zeros(len(kept), dtype=np.int64)
+        self._fits: list[dict[tuple[Demand, int], tuple[int, ...] | None]] = [{} for _ in kept]
+        # on nodes where work runs: the most free whole GPUs, the most room on a partly used
+        # GPU (`packing.fragmentation`)
+        self._used_whole = np.zeros(len(kept), dtype=np.int64)
+        self._used_share = np.zeros(len(kept), dtype=np.int64)
+        self._scarcity = arr([packing.scarcity.get(p.gpu_model, 0.0) for p in kept])
         for i, p in enumerate(kept):
             self._refresh(i, p)
         self._shapes: dict[tuple[object, ...], Shape] = {}
@@ -145,11 +173,50 @@ class FleetIndex:
 
     # ---- capacity -------------------------------------------------------------------
 
+    def fit(self, i: int, demand: Demand, count: int) -> tuple[int, ...] | None:
+        """`GpuPool.fit` of pool `i`, remembered until the pool changes."""
+        cache = self._fits[i]
+        key = (demand, count)
+        if key in cache:
+            return cache[key]
+        got = cache[key] = self.pools[i].fit(demand, count=count)
+        return got
+
     def _refresh(self, i: int, pool: GpuPool) -> None:
-        used = pool.node_used()
-        cap = pool.node_capacity_milli
-        self._largest_free[i] = cap - min(used) if used else 0
-        self._free[i] = pool.free_milli
+        self._fits[i] = {}
+        size = pool.size
+        whole = share = used = used_whole = used_share = 0
+        cpu, mem = size.cpu_milli, size.memory_mb
+        for u in pool.uses():  # one pass: this runs after every allocation
+            whole = max(whole, u.free_whole)
+            share = max(share, u.best_room)
+            cpu = min(cpu, u.cpu_milli)
+            mem = min(mem, u.memory_mb)
+            used += u.used_milli
+            if u.used_milli or u.cpu_milli:
+                used_whole = max(used_whole, u.free_whole)
+                for g in u.gpus:
+                    if 0 < g < MILLI_PER_GPU:
+                        used_share = max(used_share, MILLI_PER_GPU - g)
+        self._max_whole[i] = whole * MILLI_PER_GPU
+        self._max_share[i] = share
+        self._max_cpu[i] = size.cpu_milli - cpu if pool.nodes else 0
+        self._max_mem[i] = size.memory_mb - mem if pool.nodes else 0
+        self._used_whole[i] = used_whole
+        self._used_share[i] = used_share
+        self._free[i] = max(0, pool.total_milli - used)
+
+    def room(self, idx: Ints, demand: Demand) -> Bools:
+        """Per pool of `idx`, whether some node may hold `demand` (necessary for a fit)."""
+        if demand.shared:
+            gpu = self._max_share[idx] >= demand.milli
+        else:
+            gpu = self._max_whole[idx] >= demand.milli
+        return (
+            gpu
+            & (self._max_cpu[idx] >= demand.cpu_milli)
+            & (self._max_mem[idx] >= demand.memory_mb)
+        )
 
     def replace(self, pool: GpuPool) -> None:
         """Take a new version of a pool (after an allocation or a release)."""
@@ -157,16 +224,41 @@ class FleetIndex:
         self.pools[i] = pool
         self._refresh(i, pool)
 
-    def allocate(self, i: int, nodes: tuple[int, ...], milli_per_node: int) -> GpuPool:
-        pool = self.pools[i].allocate(nodes, milli_per_node)
+    def allocate(
+        self,
+        i: int,
+        nodes: tuple[int, ...],
+        demand: Demand,
+        gpus: tuple[tuple[int, ...], ...] | None = None,
+    ) -> GpuPool:
+        pool = self.pools[i].allocate(nodes, demand, gpus)
         self.pools[i] = pool
         self._refresh(i, pool)
         return pool
 
-    def has_room(self, shape: Shape, milli_per_node: int) -> bool:
-        """Whether some pool of the shape has a node with `milli_per_node` free (necessary
-        for `pick` to find one)."""
-        return bool((self._largest_free[shape.idx] >= milli_per_node).any())
+    def _zone_room(self, groups: ZoneGroups, demand: Demand, count: int) -> Bools:
+        """Per entry of `groups.pools`, whether it may hold the job now, exact for the
+        entries `cleanest_start` looks at (each zone's first with room): the cheap
+        per-pool screen, then each zone's first checked node by node until it fits."""
+        room = self.room(groups.pools, demand)
+        while True:
+            first = np.minimum.reduceat(
+                np.where(room, groups.positions, groups.size), groups.starts
+            )
+            bad = [
+                e
+                for e in first[first < groups.ends].tolist()
+                if self.fit(int(groups.pools[e]), demand, count) is None
+            ]
+            if not bad:
+                return room
+            room[bad] = False
+
+    def has_room(self, shape: Shape, demand: Demand) -> Bools | None:
+        """`room` over the shape's pools when some pool may have a node for `demand`
+        (necessary for `pick` to find one), else None."""
+        room = self.room(shape.idx, demand)
+        return room if room.any() else None
 
     def free_gpus(self, shape: Shape) -> float:
         return float(self._free[shape.idx].sum()) / MILLI_PER_GPU
@@ -244,11 +336,11 @@ class FleetIndex:
             latency = np.full(len(self.pools), np.nan)
         reasons = self._rules.first_failures(needs, latency)
         res = spec.resources
-        roomy = self._largest_free[shape.idx] >= res.milli_per_node  # necessary for a fit
+        demand = res.demand
+        roomy = self.room(shape.idx, demand)  # necessary for a fit
         fits = np.zeros(len(shape.idx), dtype=bool)
         for k in np.flatnonzero(roomy).tolist():
-            pool = self.pools[int(shape.idx[k])]
-            fits[k] = pool.fit(milli_per_node=res.milli_per_node, count=res.nodes) is not None
+            fits[k] = self.fit(int(shape.idx[k]), demand, res.nodes) is not None
         if not fits.all():
             reasons.add(RejectReason.CAPACITY)
         runs = np.asarray(
@@ -286,17 +378,42 @@ class FleetIndex:
             runs = np.asarray(lengths, dtype=np.float64)
         else:
             intensity = runs = np.zeros(0, dtype=np.float64)
-        return score(shape, weights=w, fixed=fixed, intensity=intensity, runs=runs)
+        ranking = score(shape, weights=w, fixed=fixed, intensity=intensity, runs=runs)
+        if self._packing_weight <= 0:
+            return ranking
+        term = self.packing_term(shape.idx, spec.resources.demand)
+        return dataclasses.replace(
+            ranking, score=ranking.score + self._packing_weight * term, packing_term=term
+        )
 
-    def pick(self, spec: JobSpec, ranking: Ranking, *, only: int | None = None) -> Pick | None:
-        """The best pool that holds the job now; ties to the tightest fit (best-fit)."""
+    def packing_term(self, idx: Ints, demand: Demand) -> Floats:
+        """`packing.Outlook.term` over the pools of `idx` now (see `broker.domain.packing`)."""
+        whole, share = self._used_whole[idx], self._used_share[idx]
+        if demand.shared:
+            level = np.where(share >= demand.milli, 0.0, np.where(whole >= 1, 0.5, 1.0))
+        else:
+            level = np.where(whole >= demand.whole_gpus, 0.0, 1.0)
+        return (self._scarcity[idx] + self._packing.large_share * level) / 2
+
+    def pick(
+        self,
+        spec: JobSpec,
+        ranking: Ranking,
+        *,
+        only: int | None = None,
+        room: Bools | None = None,
+    ) -> Pick | None:
+        """The best pool that holds the job now; ties to the tightest fit (best-fit).
+        `room`: `self.room` of the shape's pools, when the caller has it already."""
         res = spec.resources
         late = deadline_mask(spec, ranking.runs, now=self._now)  # per speed level
+        demand = res.demand
         return choose(
             ranking,
             pools=self.pools,
-            largest_free=self._largest_free,
-            milli_per_node=res.milli_per_node,
+            fit=self.fit,
+            room=self.room(ranking.shape.idx, demand) if room is None else room,
+            demand=demand,
             count=res.nodes,
             only=only,
             late=None if late is None else late[ranking.shape.level_of],
@@ -322,6 +439,8 @@ class FleetIndex:
             gpu_model=pool.gpu_model,
             gpu_milli=res.total_milli,
             nodes=pick.nodes,
+            node_names=tuple(pool.node_name(n) for n in pick.nodes),
+            node_gpus=pool.gpus_on(pick.nodes, res.demand),
             spot=spot,
             price_per_gpu_hour=price,
             hourly_cost_usd=price * gpus,
@@ -330,11 +449,12 @@ class FleetIndex:
             intensity_gco2_per_kwh=None if math.isnan(intensity) else intensity,
             energy_kwh=energy,
             gco2=None if math.isnan(intensity) else energy * intensity,
-            leftover_milli=pool.leftover_after(pick.nodes, res.milli_per_node),
+            leftover_milli=pool.leftover_after(pick.nodes, res.demand),
             duration_s=duration,
             cost_term=float(shape.cost_term[k]),
             latency_term=float(shape.latency_term[k]),
             carbon_term=float(ranking.carbon_term[k]),
+            packing_term=0.0 if ranking.packing_term is None else float(ranking.packing_term[k]),
             score=float(ranking.score[k]),
         )
 
@@ -382,7 +502,7 @@ class FleetIndex:
             ranking,
             grid=grid,
             groups=groups,
-            room=self._largest_free[groups.pools] >= res.milli_per_node,
+            room=self._zone_room(groups, res.demand, res.nodes),
             starts=valid,
             duration_s=duration,
             energy_per_kw=gpus * duration / 3600 * utilisation,

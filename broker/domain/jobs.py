@@ -8,6 +8,7 @@ from datetime import datetime
 
 from broker.domain.enums import JobKind, JobState, Tier
 from broker.domain.fleet import MILLI_PER_GPU, mig_milli
+from broker.domain.nodes import Demand, demand_of
 from broker.domain.objective import Weights
 
 
@@ -35,6 +36,11 @@ class Resources:
         if self.gpu_fraction is not None:
             return math.ceil(self.gpu_fraction * MILLI_PER_GPU)
         return self.gpus * MILLI_PER_GPU
+
+    @property
+    def demand(self) -> Demand:
+        """What it takes on each of its nodes."""
+        return demand_of(self.milli_per_node, self.cpu, self.memory_gb)
 
     @property
     def total_milli(self) -> int:
@@ -105,12 +111,20 @@ class Placement:
     started_at: datetime | None = None
     ended_at: datetime | None = None
     external_id: str | None = None
-    node_indices: tuple[int, ...] = ()  # which nodes of the pool; one per job node
+    # which nodes of the pool (by name), and which GPUs on each; one per job node
+    node_names: tuple[str, ...] = ()
+    node_gpus: tuple[tuple[int, ...], ...] = ()
+    cpu_milli: int = 0  # per node
+    memory_mb: int = 0  # per node
     borrowed: bool = False  # placed on GPUs beyond the tenant's quota
 
     @property
     def milli_per_node(self) -> int:
-        return self.gpu_milli // max(1, len(self.node_indices))
+        return self.gpu_milli // max(1, len(self.node_names))
+
+    @property
+    def demand(self) -> Demand:
+        return Demand(self.milli_per_node, self.cpu_milli, self.memory_mb)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -23,6 +23,7 @@ import numpy as np
 from broker.domain.fleet import MILLI_PER_GPU, GpuPool
 from broker.domain.jobs import JobSpec
 from broker.domain.objective import Weights
+from broker.domain.packing import Outlook, fragmentation
 from broker.domain.ranking import Bools, Floats
 from broker.domain.rules import (
     RULES,
@@ -66,7 +67,10 @@ class Candidate:
     cost_term: float = 0.0
     latency_term: float = 0.0
     carbon_term: float = 0.0
+    packing_term: float = 0.0  # `broker.domain.packing`; weighted by `packing_weight`
     score: float = 0.0
+    node_names: tuple[str, ...] = ()  # the chosen nodes' names
+    node_gpus: tuple[tuple[int, ...], ...] = ()  # the GPUs taken on each
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -133,8 +137,14 @@ def evaluate(
     rules: tuple[Rule[Any, Any], ...] = RULES,
     now: datetime | None = None,
     power: Mapping[str, float] | None = None,
+    packing: Outlook | None = None,
+    packing_weight: float = 0.0,
 ) -> Evaluation:
     """Rank every pool for `spec`; with `ignore_capacity`, ask only whether it could ever fit.
+
+    With `packing` and a `packing_weight`, the score adds the packing term
+    (`broker.domain.packing`) of each pool as its ledger stands (not with
+    `ignore_capacity`).
 
     With `explain=False` (the scheduler's hot path) rejections are not collected, which
     skips building a reason for each of the many pools of other GPU models. Run time, cost,
@@ -149,7 +159,7 @@ def evaluate(
     rejections: list[Rejection] = []
     res = spec.resources
     need = res.total_milli
-    per_node = res.milli_per_node
+    demand = res.demand
     gpus = need / MILLI_PER_GPU
     # Every pool that could take the job if it were empty, with the nodes it would use now
     # (None when it is full): the terms are normalised over all of them, so a site's score
@@ -176,7 +186,7 @@ def evaluate(
         if ignore_capacity:
             nodes: tuple[int, ...] | None = tuple(range(res.nodes))
         else:
-            nodes = pool.fit(milli_per_node=per_node, count=res.nodes)
+            nodes = pool.fit(demand, count=res.nodes)
         if nodes is None and explain:
             rejections.append(
                 Rejection(
@@ -224,12 +234,19 @@ def evaluate(
     lats = _normalise([f[1].latency_ms for f in could])
     carbs = _normalise([f[7] for f in could])
     scored = []
+    packs = packing is not None and packing_weight > 0 and not ignore_capacity
     for f, ct, lt, kt in zip(could, costs, lats, carbs, strict=True):
         pool, cond, nodes, price, spot, cost, energy, gco2, duration, intensity = f
         if nodes is None:
             continue
+        pt = 0.0
+        if packs:
+            assert packing is not None
+            pt = packing.term(pool.gpu_model, fragmentation(pool.uses(), demand))
         scored.append(
             Candidate(
+                node_names=tuple(pool.node_name(i) for i in nodes) if not ignore_capacity else (),
+                node_gpus=pool.gpus_on(nodes, demand) if not ignore_capacity else (),
                 site=pool.site,
                 pool_id=pool.id,
                 gpu_model=pool.gpu_model,
@@ -243,12 +260,13 @@ def evaluate(
                 intensity_gco2_per_kwh=intensity,
                 energy_kwh=energy,
                 gco2=gco2,
-                leftover_milli=pool.leftover_after(nodes, per_node),
+                leftover_milli=pool.leftover_after(nodes, demand),
                 duration_s=duration,
                 cost_term=ct,
                 latency_term=lt,
                 carbon_term=kt,
-                score=w.cost * ct + w.latency * lt + w.carbon * kt,
+                packing_term=pt,
+                score=w.cost * ct + w.latency * lt + w.carbon * kt + packing_weight * pt,
             )
         )
     scored.sort(key=lambda c: (round(c.score, 9), c.leftover_milli, c.site, c.pool_id))
@@ -295,10 +313,13 @@ def _normalise(values: list[float | None]) -> list[float]:
 def _capacity_detail(spec: JobSpec, pool: GpuPool) -> str:
     res = spec.resources
     per_node = res.milli_per_node / MILLI_PER_GPU
-    roomy = sum(
-        1 for used in pool.node_used() if pool.node_capacity_milli - used >= res.milli_per_node
+    gpu = (
+        f"{per_node:g} GPU"
+        + ("" if res.shared_gpu else "s")
+        + (" free on one GPU" if res.shared_gpu else " free")
     )
     return (
         f"{pool.free_milli / MILLI_PER_GPU:g} GPUs free; job needs {res.nodes} node(s) with "
-        f"{per_node:g} GPUs free each, {roomy} node(s) have that"
+        f"{gpu}, {res.cpu:g} CPUs and {res.memory_gb:g} GB memory each, "
+        f"{pool.fitting(res.demand)} node(s) have that"
     )

@@ -18,18 +18,20 @@ This is `placement.evaluate`'s ranking in array form, for the scheduler's hot pa
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from broker.domain.fleet import GpuPool
+from broker.domain.fleet import Demand, GpuPool
 from broker.domain.objective import Weights
 
 Floats = np.ndarray[Any, np.dtype[np.float64]]
 Ints = np.ndarray[Any, np.dtype[np.int64]]
 Bools = np.ndarray[Any, np.dtype[np.bool_]]
+# a pool's best-fit nodes for a demand (position in the pool list, demand, node count)
+Fit = Callable[[int, Demand, int], tuple[int, ...] | None]
 
 TIE = 1e-9
 
@@ -59,6 +61,7 @@ class Ranking:
     carbon_term: Floats
     intensity: Floats  # per pool: mean intensity over its run (NaN unknown)
     runs: Floats  # per entry of `shape.levels`: run seconds at that speed
+    packing_term: Floats | None = None  # per pool, when the packing term is on
 
     def duration(self, k: int) -> float:
         """Run seconds on the shape's k-th pool."""
@@ -157,17 +160,24 @@ def choose(
     ranking: Ranking,
     *,
     pools: Sequence[GpuPool],
-    largest_free: Ints,
-    milli_per_node: int,
+    room: Bools,
+    demand: Demand,
     count: int,
     only: int | None = None,
     late: Bools | None = None,
+    fit: Fit | None = None,
 ) -> Pick | None:
-    """The best of `pools` (by position) that holds `count` nodes of `milli_per_node` now;
-    ties to the tightest fit. `largest_free`: each pool's largest free block per node;
-    `late`: per shape pool, its run would miss the deadline (`placement.deadline_mask`)."""
+    """The best of `pools` (by position) that holds `count` nodes of `demand` now; ties to
+    the tightest fit. `room`: per shape pool, whether some node may hold the demand (see
+    `FleetIndex.room`); `late`: per shape pool, its run would miss the deadline
+    (`placement.deadline_mask`)."""
     shape = ranking.shape
-    room = largest_free[shape.idx] >= milli_per_node
+    if fit is None:
+
+        def fit(i: int, demand: Demand, count: int) -> tuple[int, ...] | None:
+            return pools[i].fit(demand, count=count)
+
+    room = room.copy()
     if late is not None:
         room &= ~late
     if only is not None:
@@ -181,10 +191,20 @@ def choose(
         if len(tied) == 1:
             k = int(tied[0])
             i = int(shape.idx[k])
-            nodes = pools[i].fit(milli_per_node=milli_per_node, count=1)
-            assert nodes is not None  # its largest free block holds the job
-            return Pick(k=k, pool=i, nodes=nodes)
-        return _best_fit(tied.tolist(), shape=shape, pools=pools, per_node=milli_per_node, count=1)
+            nodes = fit(i, demand, 1)
+            if nodes is not None:  # room is necessary, not sufficient (CPU, memory)
+                return Pick(k=k, pool=i, nodes=nodes)
+            room[k] = False
+            return choose(
+                ranking, pools=pools, room=room, demand=demand, count=count, only=only, fit=fit
+            )
+        got = _best_fit(tied.tolist(), shape=shape, pools=pools, demand=demand, count=1, fit=fit)
+        if got is not None:
+            return got
+        room[tied] = False
+        return choose(
+            ranking, pools=pools, room=room, demand=demand, count=count, only=only, fit=fit
+        )
     # gang jobs: the largest block is necessary, not sufficient; walk score groups
     order = np.argsort(masked, kind="stable")
     values = masked[order]
@@ -193,7 +213,7 @@ def choose(
     while start < n:
         end = int(np.searchsorted(values, values[start] + TIE, side="right"))
         ks = order[start:end].tolist()
-        got = _best_fit(ks, shape=shape, pools=pools, per_node=milli_per_node, count=count)
+        got = _best_fit(ks, shape=shape, pools=pools, demand=demand, count=count, fit=fit)
         if got is not None:
             return got
         start = end
@@ -201,17 +221,23 @@ def choose(
 
 
 def _best_fit(
-    ks: list[int], *, shape: Shape, pools: Sequence[GpuPool], per_node: int, count: int
+    ks: list[int],
+    *,
+    shape: Shape,
+    pools: Sequence[GpuPool],
+    demand: Demand,
+    count: int,
+    fit: Fit,
 ) -> Pick | None:
     best: tuple[int, str, str] | None = None
     chosen: Pick | None = None
     for k in ks:
         i = int(shape.idx[k])
         pool = pools[i]
-        nodes = pool.fit(milli_per_node=per_node, count=count)
+        nodes = fit(i, demand, count)
         if nodes is None:
             continue
-        key = (pool.leftover_after(nodes, per_node), pool.site, pool.id)
+        key = (pool.leftover_after(nodes, demand), pool.site, pool.id)
         if best is None or key < best:
             best, chosen = key, Pick(k=k, pool=i, nodes=nodes)
     return chosen

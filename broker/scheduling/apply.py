@@ -145,7 +145,10 @@ class Applier:
             estimated_cost_usd=best.cost_usd,
             estimated_gco2=best.gco2,
             created_at=self._clock.now(),
-            node_indices=best.nodes,
+            node_names=best.node_names,
+            node_gpus=best.node_gpus,
+            cpu_milli=job.spec.resources.demand.cpu_milli,
+            memory_mb=job.spec.resources.demand.memory_mb,
             borrowed=borrowed,
         )
 

@@ -25,6 +25,7 @@ from broker.domain.errors import JobNotFound
 from broker.domain.fleet import GpuPool, Site
 from broker.domain.jobs import Job, Placement
 from broker.domain.latency import LatencyMatrix
+from broker.domain.packing import Outlook
 from broker.domain.placement import Evaluation
 from broker.metrics import Metrics
 from broker.scheduling.apply import Applier
@@ -128,6 +129,10 @@ class SchedulingLoop:
         fleet = await self._fleet()
         pools = fleet.pools if ignore_capacity else await self._store.pools()
         now = self._clock.now()
+        packing = None
+        if not ignore_capacity and self._engine.settings.packing_weight > 0:
+            queued = await self._store.queued_jobs(limit=self._settings.batch_size)
+            packing = Outlook.of([j.spec for j in queued], pools)
         conds = self._engine.conditions(
             job.spec, sites=fleet.sites, latency=self._latency, carbon=fleet.carbon, now=now
         )
@@ -139,6 +144,7 @@ class SchedulingLoop:
             # explain rules out pools too slow for the deadline, as a pass does; the
             # submission check does not refuse a job for its deadline
             now=None if ignore_capacity else now,
+            packing=packing,
         )
 
     async def known_gpu_models(self) -> set[str]:
@@ -174,8 +180,8 @@ class SchedulingLoop:
             self._stuck.clear()
         # Stuck jobs come first in queue order, so the first `batch_size` others are in here.
         limit = self._settings.batch_size + len(self._stuck)
-        queue = [j for j in await self._store.queued_jobs(limit=limit) if j.id not in self._stuck]
-        queue = queue[: self._settings.batch_size]
+        queued = await self._store.queued_jobs(limit=limit)
+        queue = [j for j in queued if j.id not in self._stuck][: self._settings.batch_size]
         if not queue:
             return 0
         fleet = await self._fleet(fresh=True)  # reads the ledger now, for this pass
@@ -189,6 +195,7 @@ class SchedulingLoop:
             latency=self._latency,
             carbon=fleet.carbon,
             now=self._clock.now(),
+            waiting=[j.spec for j in queued],  # stuck ones too: the packing term's outlook
         )
         per_job = (time.perf_counter() - started) / len(queue)
         for _ in queue:
@@ -213,6 +220,16 @@ class SchedulingLoop:
         if update.state is JobState.RUNNING:
             if await self._store.mark_running(update.job_id, at=update.at, detail=update.detail):
                 self._metrics.transitions.labels(state=JobState.RUNNING.value).inc()
+            return
+        if update.state is JobState.PREEMPTED:  # the site stopped it: back to the queue
+            requeued = await self._store.requeue(
+                update.job_id, reason=f"{update.reason}: {update.detail}", at=update.at
+            )
+            if requeued is not None:
+                self._metrics.transitions.labels(state=JobState.PREEMPTED.value).inc()
+                self.wake(capacity_changed=True)
+                if requeued.placement is not None:
+                    await self._account(requeued.job, requeued.placement, "preempted")
             return
         if update.state.terminal:
             released = await self._store.finish(

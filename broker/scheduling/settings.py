@@ -70,6 +70,12 @@ class SchedulerSettings(_Strict):
         default_factory=dict
     )
 
+    # Weight of the packing term (`broker.domain.packing`), the same
+    # for every tier, next to the tier's cost, latency and carbon weights (which sum to 1):
+    # keeps queued large jobs' whole nodes whole and scarce GPU models for the work pinned
+    # to them. 0 turns it off.
+    packing_weight: Annotated[float, Field(ge=0, le=1)] = 0.25
+
     @field_validator("weights")
     @classmethod
     def _every_tier(cls, v: dict[Tier, WeightSettings]) -> dict[Tier, WeightSettings]:
@@ -104,4 +110,5 @@ def engine_settings(
             for m, by_class in settings.gpu_throughput.items()
         },
         power_kw=power_kw(GPU_MODELS if power is None else power),
+        packing_weight=settings.packing_weight,
     )

@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from broker.domain.fleet import MILLI_PER_GPU, GpuPool
+from broker.domain.nodes import Demand, NodeUse, over
 from broker.domain.work import RunningWork
 
 MAX_VIOLATIONS = 10  # listed in summary.json; the count is always complete
@@ -111,48 +112,67 @@ def check_state(
     pools: Mapping[str, GpuPool],
     running: Iterable[RunningWork],
 ) -> StateCheck:
-    """No node over its GPUs, and each node's ledger equal to the work placed on it.
+    """No node over its GPUs, CPU or memory, every fraction on one GPU, and each node's
+    ledger equal to the work placed on it.
 
-    The second rule is what catches a fraction placed on a node with less than its fraction
-    free: the work on a node would then sum to more than the node holds, or the ledger
-    would disagree with it. CPU and memory are not checked: the ledger does not track them.
+    The work is laid out again from what each run holds (its nodes, the GPUs on each, its
+    CPU and memory), independently of the ledger: a share split over two GPUs, two shares
+    over one GPU's 1000, or CPU summed past the node's size shows as a violation, and so
+    does a ledger that disagrees with the work.
     """
     found: list[str] = []
-    held: dict[tuple[str, int], int] = {}
+    held: dict[tuple[str, int], NodeUse] = {}
     for work in running:
         pool = pools.get(work.pool_id)
         if pool is None:
             found.append(f"{label}: job {work.job_id} runs on unknown pool {work.pool_id}")
             continue
-        for i in work.node_indices:
+        demand = work.demand
+        gpus = work.gpus()
+        for i, on in zip(work.node_indices, gpus, strict=True):
             if not 0 <= i < pool.nodes:
                 found.append(
                     f"{label}: job {work.job_id} on node {i} of {pool.id}, which has "
                     f"{pool.nodes} node(s)"
                 )
-            held[pool.id, i] = held.get((pool.id, i), 0) + work.milli_per_node
+                continue
+            wanted = 1 if demand.shared else demand.whole_gpus
+            if len(set(on)) != len(on) or len(on) != wanted:
+                found.append(
+                    f"{label}: job {work.job_id} holds GPUs {list(on)} on node {i} of "
+                    f"{pool.id} for {demand.milli / MILLI_PER_GPU:g} GPUs"
+                )
+            if any(not 0 <= g < pool.gpus_per_node for g in on):
+                found.append(f"{label}: job {work.job_id} on a GPU node {i} of {pool.id} lacks")
+                continue
+            use = held.get((pool.id, i)) or NodeUse.empty(pool.gpus_per_node)
+            held[pool.id, i] = _add_unchecked(use, on, demand)
     for pool in pools.values():
-        cap = pool.node_capacity_milli
-        for i, used in enumerate(pool.node_used()):
+        size = pool.size
+        for i, use in enumerate(pool.uses()):
             where = f"{label}: node {i} of {pool.id}"
-            if not 0 <= used <= cap:
-                found.append(
-                    f"{where}: {used / MILLI_PER_GPU:g} GPUs allocated of {cap / MILLI_PER_GPU:g}"
-                )
-            on_node = held.pop((pool.id, i), 0)
-            if on_node > cap:
-                found.append(
-                    f"{where}: running work holds {on_node / MILLI_PER_GPU:g} GPUs of "
-                    f"{cap / MILLI_PER_GPU:g}"
-                )
-            if on_node != used:
-                found.append(
-                    f"{where}: ledger {used / MILLI_PER_GPU:g} GPUs, running work "
-                    f"{on_node / MILLI_PER_GPU:g}"
-                )
+            for v in over(use, size):
+                found.append(f"{where}: ledger {v}")
+            on_node = held.pop((pool.id, i), None) or NodeUse.empty(pool.gpus_per_node)
+            for v in over(on_node, size):
+                found.append(f"{where}: running work {v}")
+            if on_node != use:
+                found.append(f"{where}: ledger {_show(use)}, running work {_show(on_node)}")
     return StateCheck(
         at=at, label=label, violations=tuple(found[:MAX_VIOLATIONS]), count=len(found)
     )
+
+
+def _add_unchecked(use: NodeUse, gpus: Sequence[int], demand: Demand) -> NodeUse:
+    """`use` plus the demand on `gpus`, without capping anything (to see overdrafts)."""
+    per = list(use.gpus)
+    for g in gpus:
+        per[g] += demand.per_gpu
+    return NodeUse(tuple(per), use.cpu_milli + demand.cpu_milli, use.memory_mb + demand.memory_mb)
+
+
+def _show(use: NodeUse) -> str:
+    return f"GPUs {list(use.gpus)} (milli), CPU {use.cpu_milli}m, memory {use.memory_mb} MiB"
 
 
 def check_summary(checks: Sequence[StateCheck]) -> dict[str, Any]:

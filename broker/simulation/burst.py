@@ -13,12 +13,13 @@ planner's inputs with the live broker's own functions (`broker.burst.gather.offe
 `waiting_jobs`, `broker.burst.accounting.fleet_state`), calls `broker.burst.planner.plan`
 and starts the actions. An instance is billed from its launch and becomes a node of its pool
 `boot_delay_s` later. Every `review_interval_s` the live idle review
-(`broker.burst.reclaim.review`) decides what to release: idle past `idle_ttl_s`, and only
-trailing idle nodes of a pool, so the ledger's node indices of running work never shift.
+(`broker.burst.reclaim.review`) decides what to release: any node idle past `idle_ttl_s`.
+A node leaving its pool moves the nodes after it down one position, so the positions the
+running work on that pool holds (`RunningWork.node_indices`) are moved with them.
 
-The simulator, not Kubernetes, chooses the node a job runs on, so the ledger is exact: the
-review gets no running work (the live broker's "placed after launch counts as busy" guess is
-not needed), and idle clocks start when a node's last job ends, not at the next review.
+Every job names its nodes, so the ledger is exact: the review gets no running work (the
+live broker's guess for placements that name no nodes is not needed), and idle clocks start
+when a node's last job ends, not at the next review.
 
 Left out: the demand forecast (bursts answer waiting work only), spot reclaims (a spot
 instance lives until released), provider refusals other than the pool's limit, and the power
@@ -36,13 +37,14 @@ from broker.burst import planner
 from broker.burst.accounting import fleet_state
 from broker.burst.gather import offers_of, waiting_jobs
 from broker.burst.model import BurstAction, Offer
-from broker.burst.reclaim import NodeSlot, review
+from broker.burst.reclaim import NodeSlot, ledger_of, review
 from broker.burst.settings import BurstSettings
 from broker.domain.capacity import ActionKind, ActionState, BurstInstance, CapacityAction
 from broker.domain.engine import CarbonOracle, Engine
-from broker.domain.fleet import GpuPool, Site
+from broker.domain.fleet import GpuPool, NodeUse, Site
 from broker.domain.jobs import Job
 from broker.domain.latency import LatencyMatrix
+from broker.domain.work import RunningWork
 from connectors.base import SiteInventory
 
 
@@ -64,7 +66,9 @@ def burst_sites(sites: Sequence[Site], settings: BurstSettings) -> frozenset[str
 
 def elastic(pools: Sequence[GpuPool], *, sites: frozenset[str]) -> list[GpuPool]:
     """`pools` with those of the burst sites emptied: they hold only started instances."""
-    return [replace(p, nodes=0, node_allocated=()) if p.site in sites else p for p in pools]
+    return [
+        replace(p, nodes=0, node_use=(), node_names=()) if p.site in sites else p for p in pools
+    ]
 
 
 @dataclass(slots=True)
@@ -99,12 +103,11 @@ class CloudBurst:
         self.latency = latency
         self.carbon = carbon
         self.instances: dict[str, SimInstance] = {}
-        self.nodes: dict[str, list[str]] = {p: [] for p in self.limits}  # ids in index order
+        # instance ids in the order of their pool's nodes (its `node_names`)
+        self.nodes: dict[str, list[str]] = {p: [] for p in self.limits}
         self.actions: dict[str, CapacityAction] = {}
         self.failures: list[CapacityAction] = []
         self.peak = 0
-        # idle spend of nodes the review held only because a busy node follows them
-        self.held_usd = 0.0
 
     # ---- state ----------------------------------------------------------------------------
 
@@ -252,7 +255,12 @@ class CloudBurst:
         inst = self.instances[instance_id]
         inst.record = replace(inst.record, joined_at=now, idle_since=now)
         pool = pools[inst.pool_id]
-        pools[pool.id] = replace(pool, nodes=pool.nodes + 1, node_allocated=(*pool.node_used(), 0))
+        pools[pool.id] = replace(
+            pool,
+            nodes=pool.nodes + 1,
+            node_use=(*pool.uses(), NodeUse.empty(pool.gpus_per_node)),
+            node_names=(*pool.names(), instance_id),
+        )
         self.nodes[pool.id].append(instance_id)
         action = self.actions[inst.record.action_id]
         if all(self.instances[i].record.joined_at for i in action.instance_ids):
@@ -273,18 +281,18 @@ class CloudBurst:
                 inst.busy_since = None
                 inst.record = replace(inst.record, idle_since=now)
 
-    def reclaim(self, *, now: datetime, pools: dict[str, GpuPool]) -> list[SimInstance]:
-        """Release what the live idle review lets go; their nodes leave their pools."""
+    def reclaim(
+        self, *, now: datetime, pools: dict[str, GpuPool], running: dict[str, RunningWork]
+    ) -> list[SimInstance]:
+        """Release what the live idle review lets go: their nodes leave their pools, and the
+        work in `running` on those pools is moved to its nodes' new positions."""
         joined = [i for i in self.alive() if i.record.joined_at is not None]
         if not joined:
             return []
         slots: dict[str, list[NodeSlot]] = {name: [] for name in self.options.sites}
         for pool_id, ids in self.nodes.items():
             site = self.limits[pool_id].site
-            slots[site] += [
-                NodeSlot(pool_id=pool_id, index=k, name=iid, provider_id=iid)
-                for k, iid in enumerate(ids)
-            ]
+            slots[site] += [NodeSlot(pool_id=pool_id, name=iid, provider_id=iid) for iid in ids]
         # The idle clocks kept by `occupy` are exact, so the review's own changes to them
         # (idle from the review that first sees a node idle) are not applied.
         out = review(
@@ -294,34 +302,54 @@ class CloudBurst:
             listed={},
             slots=slots,
             joins_of={name: name for name in self.options.sites},
-            ledger={p: pools[p].node_used() for p in self.limits},
+            ledger=ledger_of([pools[p] for p in self.limits]),
             work=(),
             keep_gpus={},
         )
-        step_h = self.options.review_interval_s / 3600
-        for r, _ in out.held:  # no forecast here: a held node is held by the node order
-            self.held_usd += r.usd_per_hour * step_h
         released = [self.instances[r.instance_id] for r, _ in out.release]
-        why = {r.instance_id: text for r, text in out.release}
-        # last node first: removing it never shifts a node the same review releases
-        released.sort(key=lambda i: -self.nodes[i.pool_id].index(i.record.instance_id))
-        for inst in released:
-            iid = inst.record.instance_id
-            index = self.nodes[inst.pool_id].index(iid)
-            used = list(pools[inst.pool_id].node_used())
-            if used[index]:
-                raise AssertionError(f"review released {iid}, which holds work")
-            del used[index]
-            pool = pools[inst.pool_id]
-            pools[pool.id] = replace(pool, nodes=pool.nodes - 1, node_allocated=tuple(used))
-            del self.nodes[inst.pool_id][index]
-            inst.record = replace(inst.record, released_at=now, release_reason=why[iid])
+        for r, why in out.release:
+            inst = self.instances[r.instance_id]
+            inst.record = replace(inst.record, released_at=now, release_reason=why)
             action = self.actions[inst.record.action_id]
             if all(not self.instances[i].record.alive for i in action.instance_ids):
                 self.actions[action.id] = replace(
                     action, state=ActionState.RELEASED, released_at=now
                 )
+        for pool_id in sorted({i.pool_id for i in released}):
+            gone = {i.record.instance_id for i in released if i.pool_id == pool_id}
+            self._remove(pools, running, pool_id=pool_id, gone=gone)
         return released
+
+    def _remove(
+        self,
+        pools: dict[str, GpuPool],
+        running: dict[str, RunningWork],
+        *,
+        pool_id: str,
+        gone: set[str],
+    ) -> None:
+        """Take the nodes named in `gone` out of the pool, and move the positions of the
+        work on it: each node after a removed one moves down."""
+        pool = pools[pool_id]
+        use, names = pool.uses(), pool.names()
+        kept = [k for k, name in enumerate(names) if name not in gone]
+        for k, name in enumerate(names):
+            if name in gone and (use[k].used_milli or use[k].cpu_milli):
+                raise AssertionError(f"review released {name}, which holds work")
+        pools[pool_id] = replace(
+            pool,
+            nodes=len(kept),
+            node_use=tuple(use[k] for k in kept),
+            node_names=tuple(names[k] for k in kept),
+        )
+        self.nodes[pool_id] = [names[k] for k in kept]
+        moved = {old: new for new, old in enumerate(kept)}
+        for job_id, work in running.items():
+            if work.pool_id != pool_id or all(moved.get(i) == i for i in work.node_indices):
+                continue
+            if any(i not in moved for i in work.node_indices):
+                raise AssertionError(f"review released a node job {job_id} runs on")
+            running[job_id] = replace(work, node_indices=tuple(moved[i] for i in work.node_indices))
 
     # ---- figures --------------------------------------------------------------------------
 
@@ -356,8 +384,6 @@ class CloudBurst:
             "cloud_spend_usd": round(spend, 2),
             "boot_spend_usd": round(boot, 2),
             "idle_spend_usd": round(idle, 2),
-            # to the review interval: idle past the TTL, held by the ledger's node order
-            "idle_held_by_node_order_usd": round(self.held_usd, 2),
             "refusals": len(self.failures),
             "by_site": {
                 name: {"instances": int(n), "spend_usd": round(usd, 2), "idle_usd": round(i, 2)}

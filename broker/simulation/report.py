@@ -108,6 +108,7 @@ def summarize(
             outcome.samples, start=outcome.start, total_gpus=outcome.total_gpus
         ),
         "final_state_check": check_summary(outcome.checks),
+        "cpu_only_jobs": outcome.background,
         "cost_usd": round(cost, 2),
         "energy_kwh": round(energy, 1),
         "kgco2e": round(gco2 / 1000, 4),

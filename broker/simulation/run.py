@@ -138,15 +138,6 @@ def warn_unrunnable(found: dict[str, Any], *, total: int) -> None:
         print(f"  {reason}: {entry['count']:,} (e.g. {ids}: {entry['example']})", file=sys.stderr)
 
 
-def warn_cpu_only(count: int, *, total: int) -> None:
-    if count:
-        print(
-            f"broker: warning: {count:,} of {total:,} jobs are CPU-only (gpus = 0) and are not "
-            "replayed: the simulator has no CPU or memory ledger yet; the comparison is partial",
-            file=sys.stderr,
-        )
-
-
 def warn_state(label: str, check: dict[str, Any]) -> None:
     """The replay's own ledger check failed: a bug in the simulator, not in the trace."""
     if check["ok"]:
@@ -162,9 +153,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     start = parse_start(args.start)
     settings = load_settings(Path(args.fleet), env={})
     rows = load_trace(Path(args.trace))
-    trace = [t for t in rows if not t.cpu_only]
-    cpu_only = len(rows) - len(trace)
-    warn_cpu_only(cpu_only, total=len(rows))
+    trace = [t for t in rows if not t.cpu_only]  # CPU-only rows: background load (below)
     sites = [site_from_settings(s) for s in settings.sites]
     pools = [p for s in settings.sites for p in pools_from_settings(s)]
     latency = load_latency(settings)
@@ -199,7 +188,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     outcome = None
     for label, policy, burster in runs:
         sim = Simulation(
-            trace=trace,
+            trace=rows,
             sites=sites,
             pools=elastic(pools, sites=bursting),
             latency=latency,
@@ -232,7 +221,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         "carbon": ", ".join(args.carbon) or "static annual table",
         "start": start.isoformat(),
         "jobs": len(rows),
-        "cpu_only_jobs_not_replayed": cpu_only,
+        "cpu_only_jobs": len(rows) - len(trace),
         "gpu_performance": scheduler.gpu_performance,
         "unrunnable_jobs": unrunnable,
         "policies": summaries,
@@ -270,7 +259,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             "emissions_vs_fifo": _ratio(b["kgco2e"], f["kgco2e"]),
             "cost_vs_fifo": _ratio(b["cost_usd"], f["cost_usd"]),
             "emissions_vs_lower_bound": _ratio(b["kgco2e"], lower["kgco2e"]),
-            **_partial(unrunnable=unrunnable["count"], cpu_only=cpu_only, summaries=summaries),
+            **_partial(unrunnable=unrunnable["count"], summaries=summaries),
         }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -308,16 +297,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _partial(*, unrunnable: int, cpu_only: int = 0, summaries: dict[str, Any]) -> dict[str, Any]:
+def _partial(*, unrunnable: int, summaries: dict[str, Any]) -> dict[str, Any]:
     """`partial` and a note when some jobs never ran: each policy's totals then leave out
-    different work, so their ratios compare unequal sets of jobs (or, for CPU-only jobs,
-    leave out work the trace asked for)."""
+    different work, so their ratios compare unequal sets of jobs."""
     unfinished = {k: v["unfinished"] for k, v in summaries.items() if v["unfinished"]}
-    if not unrunnable and not unfinished and not cpu_only:
+    if not unrunnable and not unfinished:
         return {"partial": False}
     parts = []
-    if cpu_only:
-        parts.append(f"{cpu_only} CPU-only job(s) not replayed (see cpu_only_jobs_not_replayed)")
     if unrunnable:
         parts.append(f"{unrunnable} job(s) no pool can ever run (see unrunnable_jobs)")
     if unfinished:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from broker.domain.deferral import run_window_gco2
 from broker.domain.engine import CarbonOracle
@@ -62,6 +63,7 @@ class Outcome:
     samples: list[Sample] = field(default_factory=list)  # one per instant, after its pass
     capacity_by_model: dict[str, float] = field(default_factory=dict)  # burst at its limit
     checks: list[StateCheck] = field(default_factory=list)  # the ledger at the peak, the end
+    background: dict[str, Any] = field(default_factory=dict)  # the CPU-only rows' figures
 
 
 _DEFAULT_RESOURCES = Resources()

@@ -16,7 +16,8 @@ integrate that energy against the zone's hourly intensity over each actual run.
 Besides the allocation at every change, each instant ends with a `Sample` (jobs waiting,
 GPUs allocated by model) for the allocation-while-waiting figures, and the ledger is checked
 against the running work at the peak of allocation and at the end (`allocation.py`).
-CPU-only trace rows are refused: there is no CPU or memory ledger to replay them on yet.
+CPU-only trace rows are load the cluster's own scheduler places on GPU nodes, the same
+for every policy (`background.py`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from datetime import datetime, timedelta
 
 from broker.domain.engine import CarbonOracle, Decision, Defer, Engine, Place, Wait
 from broker.domain.enums import Tier
-from broker.domain.fleet import MILLI_PER_GPU, GpuPool, Site
+from broker.domain.fleet import MILLI_PER_GPU, Demand, GpuPool, Site
 from broker.domain.jobs import Job, JobSpec
 from broker.domain.latency import LatencyMatrix
 from broker.domain.placement import Candidate, static_rejection
@@ -42,6 +43,7 @@ from broker.simulation.allocation import (
     check_state,
     sample,
 )
+from broker.simulation.background import Background
 from broker.simulation.burst import CloudBurst
 from broker.simulation.runs import Outcome, Run, SimJob, to_job
 from broker.simulation.traces import TraceJob
@@ -71,12 +73,6 @@ class Simulation:
             raise ValueError(f"unknown policy {policy!r}")
         if burst is not None and policy != "broker":
             raise ValueError("only the broker policy bursts")
-        cpu_only = [t.job_id for t in trace if t.cpu_only]
-        if cpu_only:  # the caller counts and reports them (run.py); never dropped silently
-            raise ValueError(
-                f"{len(cpu_only)} CPU-only job(s) (e.g. {cpu_only[0]}) cannot be replayed: "
-                "the simulator has no CPU or memory ledger yet"
-            )
         self.policy = policy
         self.label = label or policy
         self.burst = burst
@@ -95,7 +91,11 @@ class Simulation:
         self.carbon = carbon
         self.start = start
         self.progress = progress
-        self.jobs = {t.job_id: SimJob(trace=t, job=to_job(t, start=start)) for t in trace}
+        self.jobs = {
+            t.job_id: SimJob(trace=t, job=to_job(t, start=start)) for t in trace if not t.cpu_only
+        }
+        # CPU-only rows: load the cluster's own scheduler places, the same for every policy
+        self.background = Background((t for t in trace if t.cpu_only), start=start)
         self.pending: dict[str, SimJob] = {}
         self.pending_since: dict[str, datetime] = {}  # when each last became pending
         self.deferred: dict[str, SimJob] = {}
@@ -110,7 +110,7 @@ class Simulation:
         # start, carbon-blind); per pool, the sorted free room of its nodes for the pool
         # state it was taken from (pools are replaced on every change)
         self.allowed: dict[str, tuple[str, ...]] = {}
-        self.rooms: dict[str, tuple[GpuPool, list[int]]] = {}
+        self.rooms: dict[str, tuple[GpuPool, list[int], list[int]]] = {}
         self.fit_checks = 0  # jobs first-fit looked at (tests/simulation/test_simulator_speed.py)
         self.events: list[tuple[datetime, int, str, str, int]] = []
         self.seq = itertools.count()
@@ -119,6 +119,8 @@ class Simulation:
         self.reviewing = False  # an idle review is scheduled
         for sj in self.jobs.values():
             self._push(sj.job.created_at, "arrive", sj.job.id)
+        for at, job_id in self.background.arrivals():
+            self._push(at, "cpu-arrive", job_id)
         if burst is not None:
             self._push(start, "plan", "")
 
@@ -140,6 +142,13 @@ class Simulation:
                     continue
                 self.job_events -= 1
                 last = now
+                if kind == "cpu-arrive":
+                    self.background.arrive(job_id, now)
+                    continue
+                if kind == "cpu-finish":
+                    self.freed.add(self.background.finish(job_id, self.pools))
+                    self.recheck = True
+                    continue
                 sj = self.jobs[job_id]
                 if kind == "arrive":
                     self.pending[job_id] = sj
@@ -154,6 +163,9 @@ class Simulation:
                     self.recheck = True
                     if self.progress is not None:
                         self.progress(done, total)
+            if self.background.waiting:  # before the pass: the cluster binds pods at once
+                for end_at, job_id in self.background.place(self.pools, self.pool_order, now):
+                    self._push(end_at, "cpu-finish", job_id)
             if self.pending:
                 self._pass(now)
             for tick in ticks:  # after the pass: it may have put idle nodes to work
@@ -163,7 +175,12 @@ class Simulation:
         _, peak_at, peak_pools, peak_running = self.peak
         checks = [
             check_state(at=peak_at, label="peak", pools=peak_pools, running=peak_running.values()),
-            check_state(at=now, label="end", pools=self.pools, running=self.running.values()),
+            check_state(
+                at=now,
+                label="end",
+                pools=self.pools,
+                running=[*self.running.values(), *self.background.running.values()],
+            ),
         ]
         return Outcome(
             policy=self.label,
@@ -175,6 +192,7 @@ class Simulation:
             samples=self.samples,
             capacity_by_model=self.capacity_by_model,
             checks=checks,
+            background=self.background.summary(),
         )
 
     def _sample(self, now: datetime) -> None:
@@ -183,7 +201,7 @@ class Simulation:
         self.samples.append(s)
         used = sum(s.allocated.values())
         if used > self.peak[0]:
-            self.peak = (used, now, dict(self.pools), dict(self.running))
+            self.peak = (used, now, dict(self.pools), {**self.running, **self.background.running})
 
     # ---- bursting -------------------------------------------------------------------------
 
@@ -201,7 +219,7 @@ class Simulation:
         step = self.burst.options
         if kind == "review":
             self.reviewing = False
-            self.burst.reclaim(now=now, pools=self.pools)
+            self.burst.reclaim(now=now, pools=self.pools, running=self.running)
         else:
             pending = [(sj.job, self.pending_since[i]) for i, sj in self.pending.items()]
             started = self.burst.plan(now=now, pending=pending, pools=list(self.pools.values()))
@@ -274,6 +292,7 @@ class Simulation:
             latency=self.latency,
             carbon=self.carbon,
             now=now,
+            waiting=[sj.job.spec for sj in self.pending.values()],
         )
 
     def _unstick(self) -> bool:
@@ -292,16 +311,14 @@ class Simulation:
         self.freed.clear()
         if self.burst is not None or self.engine.settings.quotas:
             return False
-        fits: dict[tuple[int, int], bool] = {}
+        fits: dict[tuple[Demand, int], bool] = {}
         release = []
         for job_id in self.stuck:
             spec = self.jobs[job_id].job.spec
             res = spec.resources
-            key = (res.milli_per_node, res.nodes)
+            key = (res.demand, res.nodes)
             if key not in fits:
-                fits[key] = any(
-                    p.fit(milli_per_node=key[0], count=key[1]) is not None for p in freed
-                )
+                fits[key] = any(p.fit(key[0], count=key[1]) is not None for p in freed)
             if fits[key] or (spec.tier is Tier.P1 and self.engine.settings.preemption):
                 release.append(job_id)
         self.stuck.difference_update(release)
@@ -312,10 +329,10 @@ class Simulation:
         # takes capacity, so a job whose allowed pools and shape already found no room in
         # this pass finds none either: it is left stuck without looking again.
         free = [sj for sj in self.pending.values() if sj.job.id not in self.stuck]
-        blocked: set[tuple[tuple[str, ...], int, int]] = set()
+        blocked: set[tuple[tuple[str, ...], Demand, int]] = set()
         for sj in sorted(free, key=lambda s: (s.job.created_at, s.job.id)):
             res = sj.job.spec.resources
-            shape = (self._allowed(sj.job), res.milli_per_node, res.nodes)
+            shape = (self._allowed(sj.job), res.demand, res.nodes)
             cand = None if shape in blocked else self._first_fit(sj.job.spec, shape[0])
             if cand is None:
                 blocked.add(shape)
@@ -343,25 +360,31 @@ class Simulation:
             )
         return self.allowed[job.id]
 
-    def _has_room(self, pool: GpuPool, *, milli_per_node: int, count: int) -> bool:
-        """Whether `pool.fit` finds `count` nodes with `milli_per_node` free, without sorting
-        the nodes for each job: the sorted free room is kept per pool state."""
+    def _may_fit(self, pool: GpuPool, demand: Demand, count: int) -> bool:
+        """Whether `pool.fit` may find `count` nodes for `demand` (necessary, not
+        sufficient), without looking at each node for each job: the sorted most whole GPUs
+        free and most room on one GPU per node are kept per pool state."""
         kept = self.rooms.get(pool.id)
         if kept is None or kept[0] is not pool:
-            cap = pool.node_capacity_milli
-            kept = (pool, sorted(cap - used for used in pool.node_used()))
+            use = pool.uses()
+            kept = (
+                pool,
+                sorted(u.free_whole * MILLI_PER_GPU for u in use),
+                sorted(u.best_room for u in use),
+            )
             self.rooms[pool.id] = kept
-        rooms = kept[1]
-        return len(rooms) - bisect.bisect_left(rooms, milli_per_node) >= count
+        rooms = kept[2] if demand.shared else kept[1]
+        return len(rooms) - bisect.bisect_left(rooms, demand.milli) >= count
 
     def _first_fit(self, spec: JobSpec, allowed: tuple[str, ...]) -> Candidate | None:
         self.fit_checks += 1
         res = spec.resources
+        demand = res.demand
         for pool_id in allowed:
             pool = self.pools[pool_id]
-            if not self._has_room(pool, milli_per_node=res.milli_per_node, count=res.nodes):
+            if not self._may_fit(pool, demand, res.nodes):
                 continue
-            nodes = pool.fit(milli_per_node=res.milli_per_node, count=res.nodes)
+            nodes = pool.fit(demand, count=res.nodes)
             if nodes is None:
                 continue
             site = self.site_by_name[pool.site]
@@ -372,6 +395,7 @@ class Simulation:
                 gpu_model=pool.gpu_model,
                 gpu_milli=res.total_milli,
                 nodes=nodes,
+                node_gpus=pool.gpus_on(nodes, demand),
                 spot=spot,
                 price_per_gpu_hour=price,
                 hourly_cost_usd=price * res.gpu_equivalents,
@@ -380,7 +404,7 @@ class Simulation:
                 intensity_gco2_per_kwh=None,
                 energy_kwh=0.0,
                 gco2=None,
-                leftover_milli=pool.leftover_after(nodes, res.milli_per_node),
+                leftover_milli=pool.leftover_after(nodes, demand),
             )
         return None
 
@@ -401,7 +425,8 @@ class Simulation:
     def _start(self, sj: SimJob, cand: Candidate, now: datetime, *, borrowed: bool) -> None:
         spec = sj.job.spec
         pool = self.pools[cand.pool_id]
-        self.pools[pool.id] = pool.allocate(cand.nodes, spec.resources.milli_per_node)
+        gpus = cand.node_gpus or pool.gpus_on(cand.nodes, spec.resources.demand)
+        self.pools[pool.id] = pool.allocate(cand.nodes, spec.resources.demand, gpus)
         site = self.site_by_name[pool.site]
         self.pending.pop(sj.job.id, None)
         if self.burst is not None:
@@ -411,6 +436,7 @@ class Simulation:
             pool_id=pool.id,
             gpu_model=pool.gpu_model,
             nodes=cand.nodes,
+            gpus=gpus,
             placed_at=now,
             started_at=now,
             borrowed=borrowed,
@@ -445,7 +471,7 @@ class Simulation:
         work = self.running.pop(sj.job.id)
         pool = self.pools[work.pool_id]
         self.freed.add(pool.id)
-        self.pools[pool.id] = pool.allocate(work.node_indices, -work.milli_per_node)
+        self.pools[pool.id] = pool.release(work.node_indices, work.gpus(), work.demand)
         if self.burst is not None:
             self.burst.occupy(pool.id, work.node_indices, now=now, delta=-1)
         run = sj.runs[-1]
@@ -458,7 +484,7 @@ class Simulation:
         self.allocation.append((now, used))
 
 
-_JOB_EVENTS = frozenset({"arrive", "release", "finish"})
+_JOB_EVENTS = frozenset({"arrive", "release", "finish", "cpu-arrive", "cpu-finish"})
 
 
 class _NoCarbon:

@@ -5,14 +5,18 @@ Inventory comes from Nodes and Pods (see `inventory`), a placed job becomes a `b
 idempotent through the Job's deterministic name: a retried create that meets 409
 AlreadyExists adopts the Job when it carries the same job id. Gang jobs need Kueue to admit
 all their pods at once; without a `kueue_queue` the connector says it cannot run them.
+Each inventory read also checks the broker's pods against their placements' nodes (see
+`drift`): a pod on another node is logged once, a pinned pod whose node is gone sends its
+job back to the queue (see `JobFollower.requeue`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Self
+from typing import Any, Self
 
 from broker.domain.clock import Clock
 from broker.domain.enums import SiteKind
@@ -29,6 +33,7 @@ from connectors.base import (
 from connectors.errors import Conflict, ConnectorError, NotFound, TransientError, Unsupported
 from connectors.kubernetes import labels as L
 from connectors.kubernetes.client import KubeClient, Loader, in_cluster_loader, kubeconfig_loader
+from connectors.kubernetes.drift import Stray, findings
 from connectors.kubernetes.follow import JobFollower
 from connectors.kubernetes.inventory import build_inventory, gpu_node
 from connectors.kubernetes.manifest import build_job, job_id_of
@@ -36,6 +41,8 @@ from connectors.kubernetes.settings import KubernetesSettings, parse
 from connectors.retry import Backoff
 from connectors.settings import SiteSettings, site_from_settings
 from connectors.threads import Blocking
+
+log = logging.getLogger(__name__)
 
 _CLOSED = object()
 # Pods that may hold GPUs: the API server filters these on `status.phase`.
@@ -89,6 +96,7 @@ class KubernetesConnector(Connector):
             emit=self._updates.put_nowait,
         )
         self._pools: dict[str, GpuPool] = {}
+        self._strays: set[Stray] = set()  # logged already, while they last
         self._closed = False
 
     @classmethod
@@ -145,7 +153,44 @@ class KubernetesConnector(Connector):
             now=self._clock.now(),
         )
         self._pools = {pool.id: pool for pool in inv.pools}
+        await self._check_drift(nodes=nodes, pods=pods)
         return SiteInventory(site=inv.site, pools=inv.pools)
+
+    async def _check_drift(
+        self, *, nodes: list[dict[str, Any]], pods: list[dict[str, Any]]
+    ) -> None:
+        """Log pods found off their placement's nodes; requeue jobs whose node is gone."""
+        found = findings(
+            pods=pods, nodes=nodes, owner=self._settings.owner, expected=self._follower.expected()
+        )
+        for stray in found.strays:
+            if stray not in self._strays:
+                log.warning(
+                    "%s: drift: job %s has pod %s on node %s, not on its placement's nodes %s",
+                    self.site_name,
+                    stray.job_id,
+                    stray.pod,
+                    stray.node,
+                    ", ".join(stray.expected),
+                )
+        self._strays = set(found.strays)
+        for stuck in found.stuck:
+            node, why = stuck.down[0]
+            gone = ", ".join(f"{n} ({w})" for n, w in stuck.down)
+            requeued = await self._follower.requeue(
+                stuck.job_id,
+                reason=f"node_gone: {node}",
+                detail=f"pod {stuck.pod} is pinned to a node that is gone: {gone}",
+            )
+            if requeued:
+                log.warning(
+                    "%s: job %s goes back to the queue: pod %s is pinned to %s (%s)",
+                    self.site_name,
+                    stuck.job_id,
+                    stuck.pod,
+                    node,
+                    why,
+                )
 
     async def _pool(self, pool_id: str) -> GpuPool:
         if pool_id not in self._pools:
@@ -165,13 +210,20 @@ class KubernetesConnector(Connector):
             )
         pool = await self._pool(placement.pool_id)
         name = L.job_name(job.id)
-        body = build_job(job=job, pool=pool, name=name, settings=self._settings)
+        body = build_job(
+            job=job, pool=pool, placement=placement, name=name, settings=self._settings
+        )
         try:
             created = await self._client.create_job(body)
         except Conflict:
             created = await self._existing(job, name)
         uid = (created.get("metadata") or {}).get("uid")
-        self._follower.track(job_id=job.id, name=name, uid=str(uid) if uid else None)
+        self._follower.track(
+            job_id=job.id,
+            name=name,
+            uid=str(uid) if uid else None,
+            nodes=placement.node_names,
+        )
         return name
 
     async def _existing(self, job: Job, name: str) -> dict[str, object]:
@@ -209,7 +261,9 @@ class KubernetesConnector(Connector):
             self._follower.vanished(job.id, name)
             return
         uid = (obj.get("metadata") or {}).get("uid")
-        self._follower.track(job_id=job.id, name=name, uid=str(uid) if uid else None)
+        self._follower.track(
+            job_id=job.id, name=name, uid=str(uid) if uid else None, nodes=placement.node_names
+        )
         await self._follower.observe(obj)
 
     async def owned(self) -> dict[str, str]:

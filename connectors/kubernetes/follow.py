@@ -9,6 +9,12 @@ ends the watch (`timeout_seconds`, so the thread also re-checks its stop flag), 
 into `StatusUpdate`s, emitting each job's transition once however often a re-list or a
 reconnect shows the same state again. The protocol:
 https://kubernetes.io/docs/reference/using-api/api-concepts/#efficient-detection-of-changes
+
+The follower also knows each job's decided nodes (from its placement), for the connector's
+drift check (see `drift`); a job whose pinned pod can never be bound is sent back with
+`requeue`: its Job is deleted first (a later dispatch of the same job id must not adopt
+the stuck Job) and the job is reported PREEMPTED, the state a job that lost its place
+passes through on its way back to the queue, with the reason `node_gone: <node>`.
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ from typing import Any
 from broker.domain.clock import Clock
 from broker.domain.enums import JobState
 from connectors.base import StatusUpdate
-from connectors.errors import AuthFailed, ConnectorError
+from connectors.errors import AuthFailed, ConnectorError, NotFound
 from connectors.kubernetes.client import KubeClient, WatchHandle
+from connectors.kubernetes.drift import Expected
 from connectors.kubernetes.errors import Expired
 from connectors.kubernetes.labels import selector
 from connectors.kubernetes.manifest import job_id_of
@@ -51,6 +58,7 @@ class _Tracked:
     state: JobState | None = None  # last state emitted
     seen: bool = False  # observed in a list or a watch event
     cancelled: bool = False  # the broker deleted it: report nothing more
+    nodes: tuple[str, ...] = ()  # the nodes its placement decided (empty: not pinned)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +100,44 @@ class JobFollower:
 
     # -- what the connector tells the follower ---------------------------------------------
 
-    def track(self, *, job_id: str, name: str, uid: str | None) -> None:
-        """Follow a Job the broker just created or adopted (a new incarnation)."""
+    def track(
+        self, *, job_id: str, name: str, uid: str | None, nodes: tuple[str, ...] = ()
+    ) -> None:
+        """Follow a Job the broker just created or adopted (a new incarnation), whose pods
+        belong on `nodes`."""
         current = self._jobs.get(job_id)
         if current is None or current.uid != uid or current.cancelled:
-            self._jobs[job_id] = _Tracked(name=name, uid=uid)
+            self._jobs[job_id] = _Tracked(name=name, uid=uid, nodes=nodes)
+        else:
+            current.nodes = nodes
+
+    def expected(self) -> dict[str, Expected]:
+        """Where the pods of each live, pinned job belong (for the drift check)."""
+        return {
+            job_id: Expected(uid=t.uid, nodes=t.nodes)
+            for job_id, t in self._jobs.items()
+            if t.nodes and not t.cancelled and not (t.state is not None and t.state.terminal)
+        }
+
+    async def requeue(self, job_id: str, *, reason: str, detail: str) -> bool:
+        """Delete the job's Job and report the job PREEMPTED, once; False when it is not
+        followed any more or the delete failed (the next check tries again)."""
+        tracked = self._jobs.get(job_id)
+        if tracked is None or tracked.cancelled:
+            return False
+        if tracked.state is not None and tracked.state.terminal:
+            return False
+        tracked.cancelled = True  # set before the await: its DELETED event is not a vanishing
+        try:
+            await self._client.delete_job(tracked.name)
+        except NotFound:
+            pass
+        except ConnectorError as exc:
+            tracked.cancelled = False
+            log.warning("cannot delete Job %s to requeue job %s: %s", tracked.name, job_id, exc)
+            return False
+        self._send(job_id, JobState.PREEMPTED, reason, detail)
+        return True
 
     def cancelled(self, job_id: str) -> None:
         tracked = self._jobs.get(job_id)

@@ -1,17 +1,31 @@
-"""Nodes and pods → the site's GPU pools, health, and the GPUs other users hold.
+"""Nodes and pods → the site's GPU pools, health, and what other users hold on each node.
 
 A pool is the set of ready, schedulable GPU nodes that share a model, memory, GPUs per node,
 MIG layout and sharing mode; its id `<site>/<model>-<gpus>x` (plus `-mig-<profiles>` or
 `-shared`, and the memory when two pools would still collide) depends only on that key,
-so it is stable while nodes come and go. Nodes are ordered by name: index i of
-`node_allocated` is the i-th name in `extra["nodes"]`, and of `extra["provider_ids"]` (the
-nodes' `spec.providerID`, present when some node has one: burst instances are found by it).
+so it is stable while nodes come and go. Nodes are ordered by name: position i of
+`node_names` and `node_use` is the i-th name in `extra["nodes"]`, and of
+`extra["provider_ids"]` (the nodes' `spec.providerID`, present when some node has one:
+burst instances are found by it).
 
 A node is left out (and the site reported DEGRADED) when it is cordoned, not Ready, or has
 a NoSchedule/NoExecute taint other than `nvidia.com/gpu`, which the broker's pods tolerate.
-GPUs held by pods the broker does not own (no `gpu-broker/owner=<owner>` label) are counted
-per node so the broker plans around them; its own pods are in its ledger already.
+
+`node_use` is what pending and running pods the broker does not own (no
+`gpu-broker/owner=<owner>` label) hold on each node, so the broker plans around them; its
+own pods are in its ledger already. A pod's requests follow the scheduler's rule: the sum
+over its containers, or its largest init container's when that is more, plus the pod's
+overhead; a missing request is its limit (what the API server defaults it to). CPU and
+memory count for every such pod bound to the node, GPU pods or not. Its GPUs are laid out
+on the node's GPUs with `broker.domain.nodes.gpus_for`, pods in name order, whole GPUs
+(`nvidia.com/gpu`) first, then each share (one MIG slice, one time-slicing replica) largest
+first, best fit; what no longer fits (an over-committed node) fills the GPUs with the most
+room, never past 1000 milli-GPUs on one. The GPU numbers are therefore the ledger's slots,
+not the physical devices: the API server does not say which GPU a pod got unless a device
+plugin annotates the pod, and no such annotation is read yet.
 Field meanings: https://kubernetes.io/docs/reference/kubernetes-api/cluster-resources/node-v1/
+Requests: https://kubernetes.io/docs/concepts/workloads/pods/init-containers/#resource-sharing-within-containers
+and https://kubernetes.io/docs/concepts/scheduling-eviction/pod-overhead/
 """
 
 from __future__ import annotations
@@ -26,6 +40,7 @@ from typing import Any
 
 from broker.domain.enums import Health
 from broker.domain.fleet import MILLI_PER_GPU, GpuPool, Site, mig_milli
+from broker.domain.nodes import Demand, NodeUse, add, gpus_for
 from connectors.kubernetes import labels as L
 from connectors.kubernetes.catalog import canonical_model, nominal_memory_gb
 
@@ -34,6 +49,7 @@ JsonDict = dict[str, Any]
 _BLOCKING_EFFECTS = frozenset({"NoSchedule", "NoExecute"})
 _HOLDING_PHASES = frozenset({"Pending", "Running"})
 MIG_SLICES_PER_GPU = 7
+_MIB = 2**20
 
 
 def quantity(value: Any) -> Decimal:
@@ -67,18 +83,25 @@ class GpuNode:
     def key(self) -> tuple[str, float, int, tuple[str, ...], bool]:
         return (self.model, self.memory_gb, self.gpus, self.mig_profiles, self.shared_units > 0)
 
-    def milli(self, resource: str, amount: Decimal) -> int:
-        """Milli-GPUs `amount` of an extended resource takes on this node."""
-        if resource == L.GPU_RESOURCE:
-            return int(amount * MILLI_PER_GPU)
-        if resource == L.SHARED_GPU_RESOURCE and self.shared_units:
-            return math.ceil(amount * self.gpus * MILLI_PER_GPU / self.shared_units)
-        if resource.startswith(L.MIG_RESOURCE_PREFIX):
+    def gpu_asks(self, requests: Mapping[str, Decimal]) -> list[Demand]:
+        """A pod's GPU requests on this node: one ask for its whole GPUs, one per share."""
+        asks: list[Demand] = []
+        whole = int(requests.get(L.GPU_RESOURCE, 0))
+        if whole > 0:
+            asks.append(Demand(whole * MILLI_PER_GPU))
+        replicas = int(requests.get(L.SHARED_GPU_RESOURCE, 0))
+        if replicas > 0 and self.shared_units:
+            per = math.ceil(self.gpus * MILLI_PER_GPU / self.shared_units)
+            asks += [Demand(min(per, MILLI_PER_GPU))] * replicas
+        for resource, amount in requests.items():
+            if not resource.startswith(L.MIG_RESOURCE_PREFIX):
+                continue
             try:
-                return int(amount) * mig_milli(resource.removeprefix(L.MIG_RESOURCE_PREFIX))
+                per = mig_milli(resource.removeprefix(L.MIG_RESOURCE_PREFIX))
             except ValueError:
-                return 0
-        return 0
+                continue
+            asks += [Demand(per)] * int(amount)
+        return asks
 
 
 def gpu_node(node: JsonDict) -> GpuNode | None:
@@ -131,15 +154,23 @@ def _slices(profile: str) -> int:
     return int(head) if head.isdigit() else 0
 
 
-def exclusion(node: JsonDict, gpu: GpuNode) -> str | None:
-    """Why the broker must not place work on this node, or None."""
-    spec = node.get("spec") or {}
-    if spec.get("unschedulable"):
+def unschedulable(node: JsonDict) -> str | None:
+    """Why the scheduler binds no new pod to this node ("cordoned", "NotReady"), or None."""
+    if (node.get("spec") or {}).get("unschedulable"):
         return "cordoned"
     conditions = (node.get("status") or {}).get("conditions") or []
     ready = next((c for c in conditions if c.get("type") == "Ready"), None)
     if ready is None or ready.get("status") != "True":
         return "NotReady"
+    return None
+
+
+def exclusion(node: JsonDict, gpu: GpuNode) -> str | None:
+    """Why the broker must not place work on this node, or None."""
+    why = unschedulable(node)
+    if why is not None:
+        return why
+    spec = node.get("spec") or {}
     for taint in spec.get("taints") or []:
         if taint.get("effect") in _BLOCKING_EFFECTS and taint.get("key") != L.GPU_TAINT:
             value = f"={taint['value']}" if taint.get("value") else ""
@@ -150,47 +181,78 @@ def exclusion(node: JsonDict, gpu: GpuNode) -> str | None:
 
 
 def pod_requests(pod: JsonDict) -> dict[str, Decimal]:
-    """The pod's effective GPU requests: the sum over containers, or the largest init
-    container's when that is more (the scheduler's rule). Limits stand in for requests."""
+    """The pod's effective requests: the sum over containers, or the largest init
+    container's when that is more, plus the pod's overhead (the scheduler's rule). A missing
+    request is the container's limit, as the API server defaults it."""
     spec = pod.get("spec") or {}
 
-    def gpu_resources(container: JsonDict) -> dict[str, Decimal]:
+    def wanted(container: JsonDict) -> dict[str, Decimal]:
         res = container.get("resources") or {}
-        wanted = {**(res.get("limits") or {}), **(res.get("requests") or {})}
-        return {k: quantity(v) for k, v in wanted.items() if _is_gpu(k)}
+        both = {**(res.get("limits") or {}), **(res.get("requests") or {})}
+        return {k: quantity(v) for k, v in both.items()}
 
     total: dict[str, Decimal] = defaultdict(Decimal)
     for container in spec.get("containers") or []:
-        for key, value in gpu_resources(container).items():
+        for key, value in wanted(container).items():
             total[key] += value
     for container in spec.get("initContainers") or []:
-        for key, value in gpu_resources(container).items():
+        for key, value in wanted(container).items():
             total[key] = max(total[key], value)
+    for key, value in (spec.get("overhead") or {}).items():
+        total[key] += quantity(value)
     return {k: v for k, v in total.items() if v > 0}
 
 
-def _is_gpu(resource: str) -> bool:
-    return resource in (L.GPU_RESOURCE, L.SHARED_GPU_RESOURCE) or resource.startswith(
-        L.MIG_RESOURCE_PREFIX
-    )
-
-
-def foreign_usage(
+def foreign_use(
     pods: Iterable[JsonDict], nodes: Mapping[str, GpuNode], owner: str
-) -> dict[str, int]:
-    """Milli-GPUs held on each node by pending or running pods the broker does not own."""
-    used: dict[str, int] = defaultdict(int)
+) -> dict[str, NodeUse]:
+    """What pending or running pods the broker does not own hold on each of `nodes`."""
+    held: dict[str, list[tuple[str, dict[str, Decimal]]]] = defaultdict(list)
     for pod in pods:
         meta = pod.get("metadata") or {}
         if (meta.get("labels") or {}).get(L.OWNER_LABEL) == owner:
             continue
         if (pod.get("status") or {}).get("phase") not in _HOLDING_PHASES:
             continue
-        node = nodes.get((pod.get("spec") or {}).get("nodeName") or "")
-        if node is None:
-            continue
-        used[node.name] += sum(node.milli(k, v) for k, v in pod_requests(pod).items())
-    return used
+        node = (pod.get("spec") or {}).get("nodeName") or ""
+        if node in nodes:
+            key = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+            held[node].append((key, pod_requests(pod)))
+    return {
+        name: node_use(nodes[name], sorted(asks, key=lambda a: a[0])) for name, asks in held.items()
+    }
+
+
+def node_use(node: GpuNode, pods: Iterable[tuple[str, Mapping[str, Decimal]]]) -> NodeUse:
+    """The node's use by `pods` (name, requests), laid out as the module docstring says."""
+    cpu = memory = 0
+    whole: list[Demand] = []
+    shares: list[Demand] = []
+    for _, requests in pods:
+        cpu += math.ceil(requests.get("cpu", Decimal(0)) * 1000)
+        memory += math.ceil(requests.get("memory", Decimal(0)) / _MIB)
+        for ask in node.gpu_asks(requests):
+            (shares if ask.shared else whole).append(ask)
+    use = NodeUse.empty(node.gpus)
+    for ask in whole + sorted(shares, key=lambda d: -d.milli):
+        use = _take(use, ask)
+    return NodeUse(use.gpus, cpu, memory)
+
+
+def _take(use: NodeUse, ask: Demand) -> NodeUse:
+    """`use` with `ask` on the GPUs `gpus_for` picks; on an over-committed node, what is
+    asked fills the GPUs with the most room instead, none past a whole GPU."""
+    try:
+        return add(use, gpus_for(use, ask), ask)
+    except ValueError:
+        pass
+    per = list(use.gpus)
+    left = ask.milli
+    for g in sorted(range(len(per)), key=lambda g: (per[g], g)):
+        take = min(MILLI_PER_GPU - per[g], left)
+        per[g] += take
+        left -= take
+    return NodeUse(tuple(per), use.cpu_milli, use.memory_mb)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -222,7 +284,7 @@ def build_inventory(
             usable[gpu.name] = gpu
         else:
             excluded.append(f"{gpu.name} ({why})")
-    used = foreign_usage(pods, usable, owner)
+    used = foreign_use(pods, usable, owner)
     groups: dict[tuple[str, float, int, tuple[str, ...], bool], list[GpuNode]] = defaultdict(list)
     for gpu in usable.values():
         groups[gpu.key].append(gpu)
@@ -269,13 +331,12 @@ def _pool(
     site: str,
     pool_id: str,
     members: list[GpuNode],
-    used: Mapping[str, int],
+    used: Mapping[str, NodeUse],
     prices: Mapping[str, float],
     now: datetime,
 ) -> GpuPool:
     members = sorted(members, key=lambda g: g.name)
     first = members[0]
-    capacity = first.gpus * MILLI_PER_GPU
     products = sorted({g.product for g in members})
     counts = {g.count_label for g in members}
     extra = {"nodes": ",".join(g.name for g in members), "product": ",".join(products)}
@@ -297,7 +358,8 @@ def _pool(
         mig_profiles=first.mig_profiles,
         cpu_per_node=min(g.cpu for g in members),
         memory_gb_per_node=round(min(g.host_memory_gb for g in members), 1),
-        node_allocated=tuple(min(capacity, used.get(g.name, 0)) for g in members),
+        node_use=tuple(used.get(g.name) or NodeUse.empty(g.gpus) for g in members),
+        node_names=tuple(g.name for g in members),
         updated_at=now,
         extra=extra,
     )

@@ -3,13 +3,22 @@
 One container (`main`) runs the job's image, command and environment. The GPU ask is a
 limit (extended resources need no request): `nvidia.com/gpu: N` for whole GPUs,
 `nvidia.com/mig-<profile>: 1` for a MIG slice, `nvidia.com/gpu.shared: 1` for a fraction
-(time-slicing with `renameByDefault: true`). The pod is pinned to the pool's GPU product
-(and GPUs per node, when GPU Feature Discovery labels it) and tolerates the `nvidia.com/gpu`
-taint. `backoffLimit: 0` because the broker, not the Job controller, decides on retries; a TTL
-removes finished Jobs once the broker has long read their outcome.
+(time-slicing with `renameByDefault: true`); the CPU and memory requests are the job's
+per-node ask, rounded up as the broker's ledger rounds it. The pod is pinned to the pool's
+GPU product (and GPUs per node, when GPU Feature Discovery labels it), tolerates the
+`nvidia.com/gpu` taint, and may run only on the nodes the broker decided: a required node
+affinity on the node's name (`matchFields` on `metadata.name`, the way DaemonSet pods are
+pinned), so the scheduler binds it where the ledger counts it or leaves it Pending. A
+placement without node names (an older row) is not pinned. `backoffLimit: 0` because the
+broker, not the Job controller, decides on retries; a TTL removes finished Jobs once the
+broker has long read their outcome.
 A gang job (several nodes) is an Indexed Job with parallelism = completions = nodes, created
-suspended for Kueue to admit as one unit. Reference:
+suspended for Kueue to admit as one unit. All its pods share one template, so each may go
+on any of the decided nodes; a required pod anti-affinity on the job's label per hostname
+keeps them one to a node, as the ledger has them. References:
 https://kubernetes.io/docs/reference/kubernetes-api/workload-resources/job-v1/
+https://kubernetes.io/docs/concepts/scheduling-eviction/assign-pod-node/#node-affinity
+https://kubernetes.io/docs/concepts/workloads/controllers/daemonset/#how-daemon-pods-are-scheduled
 """
 
 from __future__ import annotations
@@ -17,11 +26,13 @@ from __future__ import annotations
 from typing import Any
 
 from broker.domain.fleet import GpuPool
-from broker.domain.jobs import Job, Resources
+from broker.domain.jobs import Job, Placement, Resources
 from connectors.kubernetes import labels as L
 from connectors.kubernetes.settings import KubernetesSettings
 
 JsonDict = dict[str, Any]
+NODE_NAME_FIELD = "metadata.name"  # the node field `matchFields` may select on
+HOSTNAME_LABEL = "kubernetes.io/hostname"
 
 
 def job_labels(job: Job, *, owner: str) -> dict[str, str]:
@@ -42,22 +53,25 @@ def gpu_limits(resources: Resources) -> dict[str, str]:
     return {L.GPU_RESOURCE: str(resources.gpus)}
 
 
-def _placement_constraints(pool: GpuPool) -> JsonDict:
-    """nodeSelector on the pool's product (and GPU count); node affinity if it mixes products."""
+def _placement_constraints(pool: GpuPool, nodes: tuple[str, ...]) -> JsonDict:
+    """nodeSelector on the pool's product (and GPU count); a required node affinity on the
+    decided node names, and on the products when the pool mixes them (one term: ANDed)."""
     products = [p for p in pool.extra.get("product", "").split(",") if p]
     selector: dict[str, str] = {}
     if "gpu_count" in pool.extra:
         selector[L.COUNT_LABEL] = pool.extra["gpu_count"]
-    constraints: JsonDict = {}
+    term: JsonDict = {}
     if len(products) == 1:
         selector[L.PRODUCT_LABEL] = products[0]
     elif products:
-        term = {"key": L.PRODUCT_LABEL, "operator": "In", "values": products}
+        term["matchExpressions"] = [{"key": L.PRODUCT_LABEL, "operator": "In", "values": products}]
+    if nodes:
+        term["matchFields"] = [{"key": NODE_NAME_FIELD, "operator": "In", "values": list(nodes)}]
+    constraints: JsonDict = {}
+    if term:
         constraints["affinity"] = {
             "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [{"matchExpressions": [term]}]
-                }
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}
             }
         }
     if selector:
@@ -65,9 +79,29 @@ def _placement_constraints(pool: GpuPool) -> JsonDict:
     return constraints
 
 
-def build_job(*, job: Job, pool: GpuPool, name: str, settings: KubernetesSettings) -> JsonDict:
-    """The Job manifest for `job` on `pool`."""
+def _one_per_node(job: Job) -> JsonDict:
+    """A gang's pods never share a node: each holds the share the ledger gave one node."""
+    return {
+        "requiredDuringSchedulingIgnoredDuringExecution": [
+            {
+                "labelSelector": {"matchLabels": {L.JOB_ID_LABEL: L.label_value(job.id)}},
+                "topologyKey": HOSTNAME_LABEL,
+            }
+        ]
+    }
+
+
+def build_job(
+    *,
+    job: Job,
+    pool: GpuPool,
+    placement: Placement,
+    name: str,
+    settings: KubernetesSettings,
+) -> JsonDict:
+    """The Job manifest for `job` on `pool`, its pods pinned to the placement's nodes."""
     res = job.spec.resources
+    demand = res.demand
     labels = job_labels(job, owner=settings.owner)
     annotations = {L.JOB_ID_ANNOTATION: job.id, L.POOL_ANNOTATION: pool.id}
     container: JsonDict = {
@@ -76,8 +110,8 @@ def build_job(*, job: Job, pool: GpuPool, name: str, settings: KubernetesSetting
         "env": [{"name": k, "value": v} for k, v in sorted(job.spec.workload.env.items())],
         "resources": {
             "requests": {
-                "cpu": f"{round(res.cpu * 1000)}m",
-                "memory": f"{round(res.memory_gb * 1024)}Mi",
+                "cpu": f"{demand.cpu_milli}m",
+                "memory": f"{demand.memory_mb}Mi",
             },
             "limits": gpu_limits(res),
         },
@@ -88,7 +122,7 @@ def build_job(*, job: Job, pool: GpuPool, name: str, settings: KubernetesSetting
         "restartPolicy": "Never",
         "containers": [container],
         "tolerations": [{"key": L.GPU_TAINT, "operator": "Exists"}],
-        **_placement_constraints(pool),
+        **_placement_constraints(pool, placement.node_names),
     }
     priority_class = settings.priority_classes.get(job.spec.tier)
     if priority_class:
@@ -104,6 +138,8 @@ def build_job(*, job: Job, pool: GpuPool, name: str, settings: KubernetesSetting
         spec["ttlSecondsAfterFinished"] = settings.finished_ttl_s
     if res.nodes > 1:
         spec.update(completionMode="Indexed", completions=res.nodes, parallelism=res.nodes)
+        affinity = pod_spec.setdefault("affinity", {})
+        affinity["podAntiAffinity"] = _one_per_node(job)
     job_meta_labels = dict(labels)
     if settings.kueue_queue:
         job_meta_labels[L.KUEUE_QUEUE_LABEL] = settings.kueue_queue

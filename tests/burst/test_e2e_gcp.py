@@ -75,6 +75,51 @@ async def test_a_queue_bursts_to_compute_engine_drains_and_nothing_is_left(
     assert await world.pool_nodes("oslo/A100-1x") == 1
 
 
+async def test_an_idle_node_between_busy_ones_is_released_and_their_bookings_stay(
+    make_world: MakeWorld, compute: FakeCompute, tmp_path: Path
+) -> None:
+    world = await make_world(clouds=[gcp_site(compute, key_file=gcp_key(compute, tmp_path))])
+    queue = [await world.submit(f"infer-{i}", gpus=1, models=("A100",)) for i in range(3)]
+    world.clock.advance(90)
+    assert "started 3 x A100 on gcp-central" in await world.burster.plan_capacity()
+    instances = await gcp(world).instances()
+    world.clock.advance(60)
+    first, middle, last = sorted(world.join(instances, product=A100, gpus=1))
+    assert "3 jobs placed on it first" in await world.burster.refresh()
+    for job in queue:
+        world.run(job)
+    await world.wait_for(queue, JobState.RUNNING)
+    on = {}
+    for job in queue:
+        placement = (await world.store.get_job(job.id)).placement
+        assert placement is not None
+        (on[job.id],) = placement.node_names
+    assert sorted(on.values()) == [first, middle, last]  # one job per node
+
+    # the job on the middle node ends: that node, and only it, goes after the TTL
+    (done,) = [j for j in queue if on[j.id] == middle]
+    world.finish(done)
+    await world.wait_for([done], JobState.SUCCEEDED)
+    world.clock.advance(601)
+    summary = await world.burster.reclaim_idle()
+    assert summary.count("released") == 1 and f"released {middle}" in summary, summary
+    world.leave([middle])
+    assert {i.id for i in await gcp(world).instances()} == {first, last}
+    # the ledger still books the others' jobs on their own nodes, by name
+    (pool,) = [p for p in await world.store.pools() if p.id == "oslo/A100-1x"]
+    assert dict(zip(pool.names(), pool.node_used(), strict=True)) == {first: 1000, last: 1000}
+
+    rest = [j for j in queue if j is not done]
+    for job in rest:
+        world.finish(job)
+    await world.wait_for(rest, JobState.SUCCEEDED)
+    (pool,) = [p for p in await world.store.pools() if p.id == "oslo/A100-1x"]
+    assert pool.node_used() == (0, 0)
+    world.clock.advance(601)
+    assert (await world.burster.reclaim_idle()).count("released") == 2
+    assert compute.live(OWNED) == set()
+
+
 async def test_a_refusing_target_fails_over_and_is_tried_again_once_forgotten(
     make_world: MakeWorld,
     compute: FakeCompute,

@@ -6,10 +6,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from broker.burst.joined import same_layout, visible_pools
-from broker.burst.reclaim import Review, node_slots, review
+from broker.burst.reclaim import Review, ledger_of, node_slots, review
 from broker.domain.capacity import BurstInstance
 from broker.domain.enums import Tier
 from broker.domain.fleet import GpuPool
+from broker.domain.nodes import NodeUse
 from broker.domain.work import RunningWork
 from connectors.base import CloudInstance, InstanceState
 from tests.burst.helpers import NOW, burst_settings
@@ -64,7 +65,8 @@ def pool(nodes: list[str], used: tuple[int, ...] = ()) -> GpuPool:
         gpus_per_node=8,
         nodes=len(nodes),
         price_on_demand=2.0,
-        node_allocated=used,
+        node_names=tuple(nodes),
+        node_use=tuple(NodeUse.of_total(8, milli) for milli in used),
         extra={
             "nodes": ",".join(nodes),
             "provider_ids": ",".join(
@@ -75,14 +77,17 @@ def pool(nodes: list[str], used: tuple[int, ...] = ()) -> GpuPool:
     )
 
 
-def work(job_id: str, *, placed: datetime, started: datetime | None, node: int = 0) -> RunningWork:
+def work(
+    job_id: str, *, placed: datetime, started: datetime | None, node: int | None = 0
+) -> RunningWork:
+    """Work on `node` of the pool (None: a placement that names no nodes, not pinned)."""
     return RunningWork(
         job_id=job_id,
         tenant="vision",
         tier=Tier.P2,
         preemptible=False,
         pool_id=POOL,
-        node_indices=(node,),
+        node_indices=() if node is None else (node,),
         milli_per_node=8000,
         gpu_model="H100",
         started_at=started,
@@ -114,7 +119,7 @@ def run(
         },
         slots={"k8s": node_slots([p])},
         joins_of={"aws-east": "k8s", "gcp-central": "k8s"},
-        ledger={POOL: p.node_used()},
+        ledger=ledger_of([p]),
         work=running or [],
         ended=ended or [],
         keep_gpus=keep or {},
@@ -138,16 +143,24 @@ def test_idle_past_the_ttl_is_released_and_not_before() -> None:
     assert released(run([recent], ["gpu-a", "node-i-1"])) == []
 
 
-def test_work_placed_after_the_launch_keeps_it_busy_wherever_the_ledger_puts_it() -> None:
+def test_work_pinned_to_other_nodes_leaves_it_idle_and_unpinned_work_keeps_it_busy() -> None:
     newer = work("j", placed=EARLY + timedelta(minutes=5), started=EARLY + timedelta(minutes=6))
-    r = run([inst("i-1")], ["gpu-a", "node-i-1"], used=(8000, 0), running=[newer])
+    # the placement names its node (gpu-a): its pods run there and nowhere else
+    assert released(run([inst("i-1")], ["gpu-a", "node-i-1"], used=(8000, 0), running=[newer]))
+    # a placement that names no nodes may run on any node of its pool
+    unpinned = work("j", placed=newer.placed_at, started=newer.started_at, node=None)
+    r = run([inst("i-1")], ["gpu-a", "node-i-1"], used=(8000, 0), running=[unpinned])
     assert r.release == [] and r.idle == {("aws-east", "i-1"): None}
-    # work placed and started before the instance existed ran on a node that existed then
-    older = work("j", placed=EARLY - timedelta(hours=1), started=EARLY - timedelta(hours=1))
+    # ... unless it was placed and started before the instance existed
+    before = EARLY - timedelta(hours=1)
+    older = work("j", placed=before, started=before, node=None)
     assert released(run([inst("i-1")], ["gpu-a", "node-i-1"], used=(8000, 0), running=[older]))
     # work not started yet may still land on it
-    pending = work("j", placed=EARLY - timedelta(hours=1), started=None)
+    pending = work("j", placed=before, started=None, node=None)
     assert not released(run([inst("i-1")], ["gpu-a", "node-i-1"], running=[pending]))
+    # a joined node out of sight (not Ready): any newer work in its pools may be on it
+    r = run([inst("i-1")], ["gpu-a"], used=(8000,), running=[newer])
+    assert r.release == [] and r.idle == {("aws-east", "i-1"): None}
 
 
 def test_the_idle_clock_starts_when_the_last_work_ended_even_unseen() -> None:
@@ -159,13 +172,20 @@ def test_the_idle_clock_starts_when_the_last_work_ended_even_unseen() -> None:
     assert released(run([inst("i-1")], ["gpu-a", "node-i-1"], ended=skewed)) == ["i-1"]
 
 
-def test_a_node_before_a_busy_one_in_the_ledger_order_is_held() -> None:
-    instances = [inst("i-1"), inst("i-2")]
-    older = work("j", placed=EARLY - timedelta(hours=1), started=EARLY, node=2)
-    r = run(instances, ["gpu-a", "node-i-1", "node-i-2"], used=(0, 0, 8000), running=[older])
-    assert released(r) == []
-    assert [i.instance_id for i, _ in r.held] == ["i-1"]  # i-2 itself holds GPUs
-    assert "precedes a busy node" in r.held[0][1]
+def test_an_idle_node_between_two_busy_ones_is_released() -> None:
+    # the ledger and the placements know nodes by name: removing the middle node moves
+    # no one's bookings, so it goes as soon as its TTL is up
+    instances = [inst("i-1"), inst("i-2"), inst("i-3")]
+    placed = EARLY + timedelta(minutes=5)
+    running = [work(f"j{k}", placed=placed, started=placed, node=k) for k in (0, 2)]
+    r = run(
+        instances,
+        ["node-i-1", "node-i-2", "node-i-3"],
+        used=(8000, 0, 8000),
+        running=running,
+    )
+    assert released(r) == ["i-2"] and r.held == []
+    assert r.idle == {("aws-east", "i-1"): None, ("aws-east", "i-3"): None}
 
 
 def test_the_forecast_keeps_what_it_still_needs() -> None:
@@ -230,15 +250,17 @@ def test_released_nodes_are_hidden_and_vanished_pools_emptied() -> None:
 
 def test_no_release_while_the_ledger_lags_the_cluster() -> None:
     p = pool(["gpu-a", "node-i-1"])
-    r = review(
-        now=NOW,
-        settings=burst_settings(idle_ttl_s=1800),
-        instances=[inst("i-1")],
-        listed={"aws-east": listed("i-1")},
-        slots={"k8s": node_slots([p])},
-        joins_of={"aws-east": "k8s"},
-        ledger={},  # its node count differs from the cluster's: not synced yet
-        work=[],
-        keep_gpus={},
-    )
-    assert r.release == [] and "out of date" in r.held[0][1]
+    synced_before = pool(["gpu-a"])  # the ledger has not seen node-i-1 join yet
+    for ledger in ({}, ledger_of([synced_before])):
+        r = review(
+            now=NOW,
+            settings=burst_settings(idle_ttl_s=1800),
+            instances=[inst("i-1")],
+            listed={"aws-east": listed("i-1")},
+            slots={"k8s": node_slots([p])},
+            joins_of={"aws-east": "k8s"},
+            ledger=ledger,
+            work=[],
+            keep_gpus={},
+        )
+        assert r.release == [] and "not in k8s/H100-8x's ledger yet" in r.held[0][1]

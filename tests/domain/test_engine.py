@@ -23,11 +23,11 @@ from broker.domain.engine import (
     mean_intensity,
 )
 from broker.domain.enums import Health, JobKind, JobState, SiteKind, Tier
-from broker.domain.fleet import GpuPool, Site
+from broker.domain.fleet import GpuPool, NodeUse, Site
 from broker.domain.jobs import Job, JobSpec, Resources, Workload
 from broker.domain.latency import LatencyMatrix
 from broker.domain.objective import Weights
-from broker.domain.work import RunningWork
+from broker.domain.work import RunningWork, lay_out
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -111,14 +111,11 @@ def pool(
     price: float = 2.0,
     running: Sequence[RunningWork] = (),
 ) -> GpuPool:
-    """A pool `<site>/<model>` whose ledger holds exactly the `running` work placed on it."""
+    """A pool `<site>/<model>` whose ledger holds exactly the `running` work placed on it;
+    the GPUs each work got are kept in `LAID_OUT`, which `plan` hands the engine (as the
+    store names each placement's GPUs)."""
     pool_id = f"{site_name}/{model}"
-    used = [0] * nodes
-    for w in running:
-        if w.pool_id == pool_id:
-            for i in w.node_indices:
-                used[i] += w.milli_per_node
-    return GpuPool(
+    empty = GpuPool(
         id=pool_id,
         site=site_name,
         gpu_model=model,
@@ -126,8 +123,13 @@ def pool(
         gpus_per_node=per_node,
         nodes=nodes,
         price_on_demand=price,
-        node_allocated=tuple(used),
     )
+    pools, works = lay_out([empty], [w for w in running if w.pool_id == pool_id])
+    LAID_OUT.update({(pool_id, w.job_id): w for w in works})
+    return pools[0]
+
+
+LAID_OUT: dict[tuple[str, str], RunningWork] = {}
 
 
 def job(
@@ -173,11 +175,13 @@ def plan(
     sites: Sequence[Site] = (site(),),
     carbon: Oracle = FLAT,
     now: datetime = NOW,
+    waiting: Sequence[JobSpec] | None = None,
 ) -> list[Decision]:
     return Engine(settings).plan(
+        waiting=waiting,
         queue=queue,
         pools=pools,
-        running=running,
+        running=[LAID_OUT.get((w.pool_id, w.job_id), w) for w in running],
         sites=sites,
         latency=LatencyMatrix({}),
         carbon=carbon,
@@ -344,7 +348,7 @@ def test_p1_does_not_choose_victims_on_an_unhealthy_site() -> None:
 def test_a_victim_missing_from_the_ledger_does_not_crash_the_pass() -> None:
     # the ledger shows 4 GPUs in use on the node, the running work claims 8 there
     running = [work("fresh", gpus=8, started=None)]
-    p = replace(pool(nodes=1), node_allocated=(4000,))
+    p = replace(pool(nodes=1), node_use=(NodeUse.of_total(8, 4000),))
     d = only(plan(BASE, queue=[job("p1", tier=Tier.P1)], pools=[p], running=running))
     assert isinstance(d, Place)
     assert d.victims is not None and d.victims.job_ids == ("fresh",)

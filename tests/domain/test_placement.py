@@ -18,6 +18,7 @@ from broker.domain.enums import (
 from broker.domain.fleet import GpuPool, Site, mig_milli, mig_slices
 from broker.domain.jobs import JobSpec, Resources, Workload
 from broker.domain.latency import LatencyMatrix
+from broker.domain.nodes import Demand, NodeUse
 from broker.domain.objective import Weights
 from broker.domain.placement import evaluate
 from broker.domain.rules import RejectReason, SiteConditions
@@ -64,7 +65,7 @@ def pool(
         nodes=nodes,
         price_on_demand=price,
         mig_profiles=mig,
-        node_allocated=tuple(used),
+        node_use=tuple(NodeUse.of_total(per_node, u) for u in used),
     )
 
 
@@ -188,21 +189,22 @@ def test_best_fit_inside_a_pool_and_fragmentation_blocks_whole_node_jobs() -> No
         gpus_per_node=8,
         nodes=4,
         price_on_demand=1.0,
-        node_allocated=(4000, 0, 7000, 4000),
+        node_use=tuple(NodeUse.of_total(8, u) for u in (4000, 0, 7000, 4000)),
     )
-    assert p.fit(milli_per_node=1000, count=1) == (2,)  # the fullest node that still fits
-    assert p.fit(milli_per_node=4000, count=2) == (0, 3)
-    assert p.fit(milli_per_node=8000, count=1) == (1,)
-    assert p.fit(milli_per_node=8000, count=2) is None  # gang: all nodes at once or none
-    assert p.allocate((1,), 8000).fit(milli_per_node=8000, count=1) is None
-    assert p.allocate((0, 3), -4000).node_used() == (0, 0, 7000, 0)
+    one, four, eight = Demand(1000), Demand(4000), Demand(8000)
+    assert p.fit(one, count=1) == (2,)  # the fullest node that still fits
+    assert p.fit(four, count=2) == (0, 3)
+    assert p.fit(eight, count=1) == (1,)
+    assert p.fit(eight, count=2) is None  # gang: all nodes at once or none
+    assert p.allocate((1,), eight).fit(eight, count=1) is None
+    assert p.release((0, 3), ((0, 1, 2, 3),) * 2, four).node_used() == (0, 0, 7000, 0)
     with pytest.raises(ValueError, match="node 2"):
-        p.allocate((2,), 2000)
+        p.allocate((2,), Demand(2000))
     # 13 GPUs free in all, but no 8-GPU block once node 1 is taken: the reason says so
     sites = [site("a")]
     ev = evaluate(
         spec(resources=Resources(gpus=8)),
-        pools=[p.allocate((1,), 1000)],
+        pools=[p.allocate((1,), one)],
         conditions=conds(*sites),
         weights=EVEN,
     )
@@ -222,7 +224,7 @@ def test_preemptible_work_uses_spot_prices() -> None:
 
 def test_mig_and_fractions_share_one_ledger() -> None:
     assert mig_slices("3g.40gb") == 3
-    assert mig_milli("1g.10gb") == 143
+    assert mig_milli("1g.10gb") == 142  # rounded down: seven 1g slices fit on one GPU
     assert mig_milli("7g.80gb") == 1000
     with pytest.raises(ValueError, match="MIG"):
         mig_slices("big")

@@ -18,10 +18,11 @@ import pytest
 from broker.domain.deferral import SiteOption, plan_window
 from broker.domain.engine import Engine, EngineSettings, Hourly
 from broker.domain.enums import Ability, Health, JobKind, SiteKind, Tier
-from broker.domain.fleet import MILLI_PER_GPU, GpuPool, Site
+from broker.domain.fleet import MILLI_PER_GPU, GpuPool, NodeUse, Site
 from broker.domain.jobs import JobSpec, Resources, Workload
 from broker.domain.latency import LatencyMatrix
 from broker.domain.objective import Weights
+from broker.domain.packing import NO_OUTLOOK, Outlook
 from broker.domain.placement import Candidate, evaluate
 
 # 17 minutes past the hour: runs and windows cross partial hours
@@ -79,7 +80,16 @@ def fleet(rng: random.Random) -> tuple[list[Site], list[GpuPool], LatencyMatrix]
             per_node = rng.choice((1, 4, 8))
             nodes = rng.randint(1, 4)
             cap = per_node * MILLI_PER_GPU
-            used = tuple(rng.choice((0, 0, cap // 2, cap, 250)) for _ in range(nodes))
+            # GPUs in use (whole, half a node, a share of one GPU), and now and then a
+            # node whose CPU is all but taken
+            used = tuple(
+                NodeUse.of_total(
+                    per_node,
+                    rng.choice((0, 0, cap // 2, cap, 250)),
+                    cpu_milli=rng.choice((0, 0, 0, 90_000)),
+                )
+                for _ in range(nodes)
+            )
             on_demand = round(rng.uniform(0.3, 4.0), 2)
             pools.append(
                 GpuPool(
@@ -92,7 +102,7 @@ def fleet(rng: random.Random) -> tuple[list[Site], list[GpuPool], LatencyMatrix]
                     price_on_demand=on_demand,
                     price_spot=None if site.private or rng.random() < 0.3 else on_demand / 3,
                     mig_profiles=("1g.10gb", "3g.40gb") if model in ("H100", "A100") else (),
-                    node_allocated=used,
+                    node_use=used,
                 )
             )
     rtt = {
@@ -147,7 +157,7 @@ def job_spec(rng: random.Random) -> JobSpec:
 def assert_same(fast: Candidate, slow: Candidate, *, tied: bool) -> None:
     if not tied:
         assert (fast.pool_id, fast.nodes) == (slow.pool_id, slow.nodes)
-    for name in ("cost_term", "latency_term", "carbon_term", "score"):
+    for name in ("cost_term", "latency_term", "carbon_term", "packing_term", "score"):
         assert math.isclose(getattr(fast, name), getattr(slow, name), abs_tol=1e-9), name
     if tied:
         return
@@ -175,8 +185,16 @@ def test_index_picks_what_evaluate_ranks_first(seed: int, on: bool) -> None:
     sites, pools, latency = fleet(rng)
     carbon = Series(rng)
     engine = Engine(PERFORMANCE if on else SETTINGS)
+    # odd seeds: a queue behind the jobs, so the packing term (scarcity, fragments) counts
+    outlook = Outlook.of([job_spec(rng) for _ in range(30)], pools) if seed % 2 else NO_OUTLOOK
     index = engine.fleet_index(
-        pools=pools, sites=sites, latency=latency, carbon=carbon, now=NOW, longest_s=36000
+        pools=pools,
+        sites=sites,
+        latency=latency,
+        carbon=carbon,
+        now=NOW,
+        longest_s=36000,
+        packing=outlook,
     )
     compared = 0
     for _ in range(40):
@@ -188,7 +206,9 @@ def test_index_picks_what_evaluate_ranks_first(seed: int, on: bool) -> None:
                 reference_gpu_model=rng.choice((None, "H100", "L4")),
             )
         conds = engine.conditions(spec, sites=sites, latency=latency, carbon=carbon, now=NOW)
-        slow = engine.evaluate(spec, pools=index.pools, conditions=conds, explain=False, now=NOW)
+        slow = engine.evaluate(
+            spec, pools=index.pools, conditions=conds, explain=False, now=NOW, packing=outlook
+        )
         ranking = index.rank(
             spec, index.shape(spec), engine.weights_for(spec), SETTINGS.gpu_utilisation
         )
@@ -202,7 +222,7 @@ def test_index_picks_what_evaluate_ranks_first(seed: int, on: bool) -> None:
         assert_same(fast, slow.best, tied=abs(runner_up - slow.best.score) < 1e-8)
         compared += 1
         # take the capacity, so later jobs see a fuller fleet
-        index.allocate(pick.pool, pick.nodes, spec.resources.milli_per_node)
+        index.allocate(pick.pool, pick.nodes, spec.resources.demand)
     assert compared > 0 or not any(s.health is Health.HEALTHY for s in sites)
 
 

@@ -103,7 +103,7 @@ def compare(seed: int, *, on: bool) -> Counter[RejectReason]:
         if pick is None:
             waited.update({r.reason for r in ev.rejections})
         else:
-            index.allocate(pick.pool, pick.nodes, spec.resources.milli_per_node)
+            index.allocate(pick.pool, pick.nodes, spec.resources.demand)
     return waited
 
 

@@ -214,7 +214,7 @@ async def fill_with_p3(rig: Rig, *, older_ago: timedelta, newer_ago: timedelta) 
 async def test_p1_preempts_the_p3_job_that_loses_least(make_rig: MakeRig) -> None:
     rig = await make_rig()
     older, newer = await fill_with_p3(rig, older_ago=2 * H, newer_ago=H)
-    newer_nodes = (await rig.store.get_job(newer.id)).placement.node_indices  # type: ignore[union-attr]
+    newer_nodes = (await rig.store.get_job(newer.id)).placement.node_names  # type: ignore[union-attr]
     assert sim_task_alive(newer.id)
 
     p1 = await rig.submit(h100(8, "urgent", Tier.P1))
@@ -246,7 +246,7 @@ async def test_p1_preempts_the_p3_job_that_loses_least(make_rig: MakeRig) -> Non
     assert await rig.h100_used() == (8000, 8000)
     active = {job.id: p for job, p in await rig.store.active_placements()}
     assert set(active) == {older.id, p1.id}
-    assert active[p1.id].node_indices == newer_nodes
+    assert active[p1.id].node_names == newer_nodes
     assert {w.job_id for w in await rig.store.running_work()} == {older.id, p1.id}
 
     assert not sim_task_alive(newer.id)  # the site was told to stop it
@@ -276,7 +276,9 @@ async def test_min_runtime_keeps_just_started_work_until_it_has_run(make_rig: Ma
 # ---- (2) atomicity ----------------------------------------------------------------------
 
 
-def _placement(job: Job, *, nodes: tuple[int, ...]) -> Placement:
+def _placement(job: Job, *, nodes: tuple[str, ...]) -> Placement:
+    """The job on every GPU of `nodes` (by name) of the H100 pool."""
+    demand = job.spec.resources.demand
     return Placement(
         job_id=job.id,
         site=SITE,
@@ -287,7 +289,10 @@ def _placement(job: Job, *, nodes: tuple[int, ...]) -> Placement:
         estimated_cost_usd=20.0,
         estimated_gco2=None,
         created_at=NOW,
-        node_indices=nodes,
+        node_names=nodes,
+        node_gpus=(tuple(range(8)),) * len(nodes),
+        cpu_milli=demand.cpu_milli,
+        memory_mb=demand.memory_mb,
     )
 
 
@@ -303,7 +308,7 @@ async def _assert_untouched(rig: Rig, victim: Job, *, events: int) -> None:
 async def test_a_place_whose_job_was_cancelled_preempts_nothing(make_rig: MakeRig) -> None:
     rig = await make_rig()
     _, victim = await fill_with_p3(rig, older_ago=2 * H, newer_ago=H)
-    nodes = (await rig.store.get_job(victim.id)).placement.node_indices  # type: ignore[union-attr]
+    nodes = (await rig.store.get_job(victim.id)).placement.node_names  # type: ignore[union-attr]
     events = len((await rig.store.get_job(victim.id)).events)
     p1 = await rig.submit(h100(8, "urgent", Tier.P1))
     await rig.store.cancel(p1.id, tenant=None, reason="cancelled_by_user")
@@ -325,7 +330,7 @@ async def test_a_place_that_cannot_take_its_nodes_rolls_the_preemption_back(
 ) -> None:
     rig = await make_rig()
     other, victim = await fill_with_p3(rig, older_ago=2 * H, newer_ago=H)
-    other_nodes = (await rig.store.get_job(other.id)).placement.node_indices  # type: ignore[union-attr]
+    other_nodes = (await rig.store.get_job(other.id)).placement.node_names  # type: ignore[union-attr]
     events = len((await rig.store.get_job(victim.id)).events)
     p1 = await rig.submit(h100(8, "urgent", Tier.P1))
 
@@ -346,7 +351,7 @@ async def test_a_place_that_cannot_take_its_nodes_rolls_the_preemption_back(
 async def test_a_place_with_one_stale_victim_preempts_none(make_rig: MakeRig) -> None:
     rig = await make_rig()
     _, victim = await fill_with_p3(rig, older_ago=2 * H, newer_ago=H)
-    nodes = (await rig.store.get_job(victim.id)).placement.node_indices  # type: ignore[union-attr]
+    nodes = (await rig.store.get_job(victim.id)).placement.node_names  # type: ignore[union-attr]
     events = len((await rig.store.get_job(victim.id)).events)
     waiting = await rig.submit(h100(8, "not-running", Tier.P3))  # pending: not preemptible now
     p1 = await rig.submit(h100(8, "urgent", Tier.P1))

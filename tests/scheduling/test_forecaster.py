@@ -92,7 +92,10 @@ async def test_a_daily_peak_beyond_private_capacity_is_a_shortfall_at_that_hour(
                     estimated_cost_usd=64.0,
                     estimated_gco2=None,
                     created_at=clock.now(),
-                    node_indices=(0, 1),
+                    node_names=("0", "1"),
+                    node_gpus=(tuple(range(8)),) * 2,
+                    cpu_milli=job.spec.resources.demand.cpu_milli,
+                    memory_mb=job.spec.resources.demand.memory_mb,
                 ),
                 reason="test",
             )

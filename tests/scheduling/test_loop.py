@@ -259,9 +259,11 @@ async def test_two_loops_on_one_database_never_allocate_the_same_gpus(database_u
         placed = await asyncio.gather(one.loop.run_once(), two.loop.run_once())
         assert sum(placed) == 2
         assert await one.h100_used() == (8000, 8000)
-        active = [(job.id, p.node_indices) for job, p in await one.store.active_placements()]
+        (pool,) = [p for p in await one.store.pools() if p.id == H100_POOL]
+        assert [u.gpus for u in pool.uses()] == [(1000,) * 8] * 2  # each GPU booked once
+        active = [(job.id, p.node_names) for job, p in await one.store.active_placements()]
         assert len({job_id for job_id, _ in active}) == 2
-        assert sorted(nodes for _, nodes in active) == [(0,), (1,)]
+        assert sorted(nodes for _, nodes in active) == [("0",), ("1",)]
         for job in jobs:
             states = [e.to_state for e in (await one.store.get_job(job.id)).events]
             assert states.count(JobState.SCHEDULED) <= 1

@@ -14,8 +14,9 @@ from broker.domain.engine import Engine, EngineSettings
 from broker.domain.enums import JobKind, SiteKind, Tier
 from broker.domain.fleet import GpuPool, Site
 from broker.domain.latency import LatencyMatrix
+from broker.domain.nodes import NodeUse
 from broker.domain.objective import Weights
-from broker.domain.work import RunningWork
+from broker.domain.work import RunningWork, lay_out
 from broker.scheduling.conditions import HourlyTable
 from broker.simulation.allocation import check_state, check_summary
 from broker.simulation.report import summarize
@@ -142,7 +143,14 @@ def test_allocation_while_waiting_is_split_by_model() -> None:
 # The ledger check.
 
 
-def work(job_id: str, *, milli: int, nodes: tuple[int, ...] = (0,)) -> RunningWork:
+def work(
+    job_id: str,
+    *,
+    milli: int,
+    nodes: tuple[int, ...] = (0,),
+    gpus: tuple[tuple[int, ...], ...] | None = None,
+    cpu: int = 0,
+) -> RunningWork:
     return RunningWork(
         job_id=job_id,
         tenant="t",
@@ -150,7 +158,9 @@ def work(job_id: str, *, milli: int, nodes: tuple[int, ...] = (0,)) -> RunningWo
         preemptible=False,
         pool_id="s/H100",
         node_indices=nodes,
+        node_gpus=gpus if gpus is not None else ((0,),) * len(nodes),
         milli_per_node=milli,
+        cpu_milli=cpu,
         gpu_model="H100",
         started_at=T0,
         placed_at=T0,
@@ -158,12 +168,16 @@ def work(job_id: str, *, milli: int, nodes: tuple[int, ...] = (0,)) -> RunningWo
 
 
 def test_a_consistent_ledger_passes() -> None:
-    pool = replace(gpu_pool(nodes=2), node_allocated=(1500, 1000))
-    running = [
-        work("x", milli=500, nodes=(0, 1)),
-        work("y", milli=1000),
-        work("z", milli=500, nodes=(1,)),
-    ]
+    pools, running = lay_out(
+        [gpu_pool(nodes=2)],
+        [
+            work("x", milli=500, nodes=(0, 1), gpus=()),
+            work("y", milli=1000, gpus=()),
+            work("z", milli=500, nodes=(1,), gpus=()),
+        ],
+    )
+    pool = pools[0]
+    assert [u.gpus for u in pool.uses()] == [(500, 1000), (1000, 0)]  # z joins x's GPU
     check = check_state(at=T0, label="end", pools={pool.id: pool}, running=running)
     assert (check.violations, check.count) == ((), 0)
     assert check_summary([check])["ok"] is True
@@ -172,19 +186,35 @@ def test_a_consistent_ledger_passes() -> None:
 def test_the_check_catches_a_planted_over_allocation() -> None:
     # one 1-GPU node: the ledger says 1.2 GPUs, and two half-GPU fractions plus a 0.7 one
     # were placed on it (the third where only 0 was free)
-    pool = replace(gpu_pool(gpus_per_node=1), node_allocated=(1200,))
+    pool = replace(gpu_pool(gpus_per_node=1), node_use=(NodeUse((1200,)),))
     running = [work("x", milli=500), work("y", milli=500), work("z", milli=700)]
     check = check_state(at=T0, label="peak", pools={pool.id: pool}, running=running)
     assert check.count == 3
     assert check.violations == (
-        "peak: node 0 of s/H100: 1.2 GPUs allocated of 1",
-        "peak: node 0 of s/H100: running work holds 1.7 GPUs of 1",
-        "peak: node 0 of s/H100: ledger 1.2 GPUs, running work 1.7",
+        "peak: node 0 of s/H100: ledger GPU 0 holds 1200 milli-GPUs",
+        "peak: node 0 of s/H100: running work GPU 0 holds 1700 milli-GPUs",
+        "peak: node 0 of s/H100: ledger GPUs [1200] (milli), CPU 0m, memory 0 MiB, "
+        "running work GPUs [1700] (milli), CPU 0m, memory 0 MiB",
     )
     summary = check_summary([check, check_state(at=T0, label="end", pools={}, running=[])])
     assert summary["ok"] is False
     assert summary["violation_count"] == 3
     assert len(summary["violations"]) == 3
+
+
+def test_the_check_catches_a_split_fraction_and_cpu_past_the_node() -> None:
+    # two GPUs each 0.6 used: a 0.6 fraction "fits" the 0.8 free in all, on no one GPU
+    pool = replace(gpu_pool(), node_use=(NodeUse((600, 600), 96_000 + 4_000),))
+    running = [
+        work("a", milli=600, gpus=((0,),), cpu=50_000),
+        work("b", milli=600, gpus=((1,),), cpu=50_000),
+        work("c", milli=600, gpus=((0, 1),)),  # one share over two GPUs
+    ]
+    check = check_state(at=T0, label="end", pools={pool.id: pool}, running=running)
+    assert check.violations[0] == "end: job c holds GPUs [0, 1] on node 0 of s/H100 for 0.6 GPUs"
+    assert "end: node 0 of s/H100: ledger CPU 100000m of 96000m" in check.violations
+    assert "end: node 0 of s/H100: running work GPU 0 holds 1200 milli-GPUs" in check.violations
+    assert "end: node 0 of s/H100: running work CPU 100000m of 96000m" in check.violations
 
 
 def test_the_check_catches_work_the_ledger_lost_and_lists_ten(
@@ -214,12 +244,37 @@ def test_cpu_and_memory_reach_the_job_where_stated() -> None:
     assert (default.cpu, default.memory_gb) == (1.0, 4.0)  # Resources' defaults
 
 
-def test_the_simulator_refuses_cpu_only_jobs_rather_than_drop_them() -> None:
-    with pytest.raises(ValueError, match="1 CPU-only job"):
-        replay([job("a"), replace(job("etl"), gpus=0, cpu=8.0)], [gpu_pool()])
+@pytest.mark.parametrize("policy", ["fifo", "broker"])
+def test_cpu_only_rows_take_the_cpu_a_gpu_job_needs_until_they_end(policy: str) -> None:
+    # one 2-GPU node of 8 CPUs: the CPU-only row (8 CPUs, 1 h) arrives first and takes all
+    # of its CPU, so the GPU job (1 CPU) waits for it although both GPUs are free
+    small = replace(gpu_pool(), cpu_per_node=8.0)
+    etl = replace(job("etl"), gpus=0, cpu=8.0, memory_gb=16.0)
+    gpu_job = replace(job("a", submit_s=1), cpu=1.0)
+    out = replay([etl, gpu_job], [small], policy=policy)
+    (only,) = out.jobs
+    assert only.first_start == T0 + timedelta(hours=1)
+    assert out.background == {
+        "rows": 1,
+        "ran": 1,
+        "never_placed": 0,
+        "mean_wait_s": 0.0,
+        "longest_wait_s": 0.0,
+        "placement": out.background["placement"],
+    }
+    assert all(c.count == 0 for c in out.checks)
 
 
-def test_simulate_counts_cpu_only_jobs_and_marks_the_comparison_partial(
+def test_cpu_only_rows_wait_in_line_for_room() -> None:
+    small = replace(gpu_pool(), cpu_per_node=8.0)
+    rows = [replace(job(f"etl{i}"), gpus=0, cpu=6.0, memory_gb=1.0) for i in range(3)]
+    out = replay(rows, [small])
+    assert out.background["ran"] == 3
+    assert out.background["longest_wait_s"] == 7200.0  # one at a time, 1 h each
+    assert out.jobs == []
+
+
+def test_simulate_replays_cpu_only_jobs_as_shared_load(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     trace = tmp_path / "trace.csv"
@@ -236,15 +291,15 @@ def test_simulate_counts_cpu_only_jobs_and_marks_the_comparison_partial(
     args = ["simulate", "--trace", str(trace), "--fleet", str(fleet), "--out", str(out)]
     assert main([*args, "--quiet"]) == 0
     err = capsys.readouterr().err
-    assert "2 of 4 jobs are CPU-only (gpus = 0) and are not replayed" in err
+    assert "CPU-only" not in err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["jobs"] == 4
-    assert summary["cpu_only_jobs_not_replayed"] == 2
-    assert summary["comparison"]["partial"] is True
-    assert "2 CPU-only job(s) not replayed" in summary["comparison"]["note"]
+    assert summary["cpu_only_jobs"] == 2
+    assert summary["comparison"]["partial"] is False
     for policy in ("broker", "fifo"):
         s = summary["policies"][policy]
         assert s["jobs"] == 2
+        assert s["cpu_only_jobs"]["ran"] == 2
         assert s["allocation_while_waiting"]["overall"] == 1.0
         assert s["first_wait"] == {"at_s": 0.0, "allocated_share": 1.0}
         assert s["final_state_check"] == {

@@ -15,10 +15,12 @@ from broker.domain.enums import JobKind, SiteKind, Tier
 from broker.domain.fleet import GpuPool, Site
 from broker.domain.latency import LatencyMatrix
 from broker.domain.objective import Weights
+from broker.domain.work import RunningWork, lay_out
 from broker.scheduling.conditions import HourlyTable
+from broker.simulation.allocation import check_state
 from broker.simulation.burst import BurstOptions, CloudBurst, burst_sites, elastic
 from broker.simulation.report import summarize
-from broker.simulation.runs import Outcome
+from broker.simulation.runs import Outcome, to_job
 from broker.simulation.simulator import Simulation
 from broker.simulation.traces import TraceJob, write_trace
 
@@ -83,14 +85,16 @@ def engine() -> Engine:
     return Engine(EngineSettings(weights={t: w for t in Tier}, deferral=False))
 
 
-def replay(trace: list[TraceJob], *, burst: bool) -> tuple[Outcome, CloudBurst | None]:
+def replay(
+    trace: list[TraceJob], *, burst: bool, pools: list[GpuPool] = POOLS
+) -> tuple[Outcome, CloudBurst | None]:
     eng = engine()
     sites = burst_sites(SITES, SETTINGS)
     cloud = None
     if burst:
         cloud = CloudBurst(
             options=BurstOptions(settings=SETTINGS, sites=sites, boot_delay_s=300.0),
-            limits=POOLS,
+            limits=pools,
             sites=SITES,
             engine=eng,
             latency=LatencyMatrix({}),
@@ -99,7 +103,7 @@ def replay(trace: list[TraceJob], *, burst: bool) -> tuple[Outcome, CloudBurst |
     sim = Simulation(
         trace=trace,
         sites=SITES,
-        pools=elastic(POOLS, sites=sites),
+        pools=elastic(pools, sites=sites),
         latency=LatencyMatrix({}),
         carbon=ORACLE,
         engine=eng,
@@ -136,27 +140,125 @@ def test_one_instance_costs_boot_run_and_ttl_and_idles_exactly_the_ttl() -> None
     assert s["cloud_spend_usd"] == pytest.approx(round(per_hour * 5700 / 3600, 2))
     assert s["boot_spend_usd"] == pytest.approx(round(per_hour * 300 / 3600, 2))
     assert s["idle_spend_usd"] == pytest.approx(per_hour * 1800 / 3600)
-    assert s["idle_held_by_node_order_usd"] == 0
     # the makespan ends with the last job, not with the last release
     assert outcome.end == T0 + timedelta(hours=4)
     assert cloud.nodes["cloud/H100"] == []  # its node left the pool
 
 
-def test_an_idle_node_before_a_busy_one_is_held_until_that_one_is_idle() -> None:
+def test_an_idle_node_before_a_busy_one_goes_at_its_ttl_and_the_work_after_it_moves() -> None:
     # "b" bursts at 600 s (node 0, joins 900 s, runs to 4500 s); "c" bursts at 900 s
-    # (node 1, joins 1200 s, runs to 12000 s). Node 0's TTL ends at 6300 s, but releasing it
-    # would shift node 1 under running work, so the review holds it until 12000 s.
+    # (node 1, joins 1200 s, runs to 12000 s). Node 0 goes at its TTL (6300 s) although
+    # "c" still runs: "c" moves to position 0 and ends there, and the ledger agrees.
     trace = [job("a", hours=10), job("b"), job("c", submit_s=60, hours=3)]
     outcome, cloud = replay(trace, burst=True)
     assert cloud is not None
     assert waits(outcome) == {"a": 0.0, "b": 900.0, "c": 1140.0}
     first, second = sorted(cloud.instances.values(), key=lambda i: i.record.launched_at)
-    assert first.record.released_at == T0 + timedelta(seconds=12000)
+    assert first.record.released_at == T0 + timedelta(seconds=4500 + 1800)
     assert second.record.released_at == T0 + timedelta(seconds=12000 + 1800)
+    assert second.busy_s == 3 * 3600  # "c"'s end was booked on its own node
+    assert [c.count for c in outcome.checks] == [0, 0]
     s = cloud.summary(end=outcome.end)
-    per_hour = 8 * PRICE
-    assert s["idle_spend_usd"] == round(per_hour * (7500 + 1800) / 3600, 2)
-    assert s["idle_held_by_node_order_usd"] == round(per_hour * (12000 - 6300) / 3600, 2)
+    assert s["idle_spend_usd"] == round(8 * PRICE * (1800 + 1800) / 3600, 2)
+
+
+def test_reclaim_takes_out_a_middle_node_and_moves_the_work_after_it() -> None:
+    cloud_pool = pool("cloud", nodes=3, price=PRICE)
+    cloud = CloudBurst(
+        options=BurstOptions(settings=SETTINGS, sites=frozenset({"cloud"})),
+        limits=[cloud_pool],
+        sites=SITES,
+        engine=engine(),
+        latency=LatencyMatrix({}),
+        carbon=ORACLE,
+    )
+    pools = {p.id: p for p in elastic([cloud_pool], sites=frozenset({"cloud"}))}
+    waiting = [(to_job(job(j), start=T0), T0) for j in ("b", "c", "d")]
+    launched = T0 + timedelta(seconds=600)
+    started = cloud.plan(now=launched, pending=waiting, pools=list(pools.values()))
+    assert len(started) == 3
+    joined = launched + timedelta(seconds=300)
+    for inst in started:
+        cloud.join(inst.record.instance_id, now=joined, pools=pools)
+    first, middle, last = pools[cloud_pool.id].names()
+    # whole-node work on nodes 0 and 2; node 1 stays idle
+    held = [
+        RunningWork(
+            job_id=f"on-{k}",
+            tenant="t",
+            tier=Tier.P2,
+            preemptible=False,
+            pool_id=cloud_pool.id,
+            node_indices=(k,),
+            milli_per_node=8000,
+            gpu_model="H100",
+            started_at=joined,
+            placed_at=joined,
+        )
+        for k in (0, 2)
+    ]
+    laid, works = lay_out(list(pools.values()), held)
+    pools = {p.id: p for p in laid}
+    running = {w.job_id: w for w in works}
+    for w in works:
+        cloud.occupy(w.pool_id, w.node_indices, now=joined, delta=1)
+
+    ttl = timedelta(seconds=SETTINGS.idle_ttl_s)
+    assert (
+        cloud.reclaim(now=joined + ttl - timedelta(seconds=1), pools=pools, running=running) == []
+    )
+    released = cloud.reclaim(now=joined + ttl, pools=pools, running=running)
+    assert [i.record.instance_id for i in released] == [middle]
+    assert pools[cloud_pool.id].names() == (first, last) == tuple(cloud.nodes[cloud_pool.id])
+    assert running["on-0"].node_indices == (0,) and running["on-2"].node_indices == (1,)
+    after = check_state(at=joined + ttl, label="after", pools=pools, running=running.values())
+    assert after.count == 0, after.violations
+
+    # the moved work ends on its own node: the ledger and that node's busy time
+    ended = joined + timedelta(hours=2)
+    w = running.pop("on-2")
+    pools[w.pool_id] = pools[w.pool_id].release(w.node_indices, w.gpus(), w.demand)
+    cloud.occupy(w.pool_id, w.node_indices, now=ended, delta=-1)
+    assert pools[cloud_pool.id].node_used() == (8000, 0)
+    assert cloud.instances[last].busy_s == 7200 and cloud.instances[last].jobs == 0
+    assert cloud.instances[first].jobs == 1
+
+
+def test_a_replay_that_releases_a_middle_node_finishes_every_job_on_its_own_node() -> None:
+    # "b" (5 h) runs on node 0, "c" (1 h) and "d" (3 h) on nodes 1 and 2, from 1200 s.
+    # Node 1 goes 30 min after "c" ends (6600 s) while nodes 0 and 2 run, and "d" moves
+    # to position 1; "e" then bursts the node the pool's limit has room for again.
+    trace = [job("a", hours=24), job("b", hours=5)]
+    trace += [job("c", submit_s=60, hours=1), job("d", submit_s=60, hours=3)]
+    trace += [job("e", submit_s=3 * 3600, hours=1)]
+    limits = [pool("priv", nodes=1, price=1.0), pool("cloud", nodes=3, price=PRICE)]
+    outcome, cloud = replay(trace, burst=True, pools=limits)
+    assert cloud is not None
+    runs = {sj.job.id: [(r.start, r.end) for r in sj.runs] for sj in outcome.jobs}
+    at = {k: T0 + timedelta(seconds=v) for k, v in (("b", 900), ("c", 1200), ("d", 1200))}
+    assert runs["b"] == [(at["b"], at["b"] + timedelta(hours=5))]
+    assert runs["c"] == [(at["c"], at["c"] + timedelta(hours=1))]
+    assert runs["d"] == [(at["d"], at["d"] + timedelta(hours=3))]
+    assert all(sj.finish is not None and sj.preemptions == 0 for sj in outcome.jobs)
+    # (launched, joined, released) in seconds, and the busy time booked on each node
+    seen = {
+        i.record.instance_id: (
+            *(
+                (t - T0).total_seconds() if t else None
+                for t in (i.record.launched_at, i.record.joined_at, i.record.released_at)
+            ),
+            i.busy_s,
+        )
+        for i in cloud.instances.values()
+    }
+    assert seen == {
+        "burst-1-0": (600, 900, 18900 + 1800, 5 * 3600),  # "b"
+        "burst-2-0": (900, 1200, 4800 + 1800, 3600),  # "c": the middle node
+        "burst-2-1": (900, 1200, 12000 + 1800, 3 * 3600),  # "d", moved to position 1
+        "burst-3-0": (11400, 11700, 15300 + 1800, 3600),  # "e"
+    }
+    assert [c.count for c in outcome.checks] == [0, 0]
+    assert cloud.summary(end=outcome.end)["instances_alive_at_end"] == 0
 
 
 def test_without_bursting_the_job_waits_for_the_private_node_and_nothing_is_spent() -> None:

@@ -11,9 +11,10 @@ Rules, in the order they are applied:
       `min_runtime_s` ago keeps running, so a job is not killed before it can checkpoint
       anything. Work that has not started yet (`started_at is None`) has nothing to
       lose and is not protected.
-2. The job is a gang: it needs `need_nodes` distinct nodes, each with
-   `need_milli_per_node` free, all at once. Removing a victim frees its
-   `milli_per_node` on every node it holds, so a gang victim frees room on several nodes.
+2. The job is a gang: it needs `need_nodes` distinct nodes on each of which its `Demand`
+   fits (whole free GPUs or room on one GPU, and CPU and memory; `broker.domain.nodes`),
+   all at once. Removing a victim frees its GPUs, CPU and memory on every node it holds,
+   so a gang victim frees room on several nodes.
 3. Among the victim sets that make the job fit, the best one is, in order: the fewest
    victims, then the least work lost (sum of `gpu_seconds_run(now)`), then the lowest
    tiers (P3 victims before P2 ones: the sum of `3 - rank` is smallest), then the
@@ -21,10 +22,11 @@ Rules, in the order they are applied:
 
 How the set is found, and when it is exact:
 
-* Per node, an exact 0/1 knapsack finds the best subset of that node's eligible victims
-  that frees the node's deficit. Its state is the freed room capped at the deficit (at
-  most a node's capacity in milli-GPUs) and its cost is the tuple of rule 3, which adds
-  up victim by victim, so keeping the cheapest cost per state is exact.
+* Per node, the best subset of that node's eligible victims that lets the job fit there
+  is found exactly, smallest subsets first (each checked against the node's per-GPU, CPU
+  and memory ledger), when the node holds at most `EXACT_UP_TO` of them; beyond that
+  (many MIG slices or fractions on one node) the cheapest are taken one by one until the
+  job fits and those no longer needed are dropped.
 * Across nodes, a greedy loop (the classic set-cover greedy) adds, round by round, the
   per-node victim set that costs least per node it makes fit (a gang victim may make
   several fit; counting stops at the nodes still needed), given the victims already
@@ -33,17 +35,17 @@ How the set is found, and when it is exact:
 * The answer is None exactly when removing every eligible victim still leaves fewer than
   `need_nodes` nodes with the room: the greedy loop can always finish otherwise.
 * The victim set is optimal in victims, work lost and tiers (rule 3 bar the id tie-break,
-  which only keeps the answer deterministic) when `need_nodes == 1`, and when no eligible victim
-  holds more than one node: then the nodes are independent, the loop takes the
+  which only keeps the answer deterministic) when `need_nodes == 1`, and when no eligible
+  victim holds more than one node, as long as no node holds more than `EXACT_UP_TO` of
+  them: then the nodes are independent, the loop takes the
   `need_nodes` cheapest per-node sets, and costs that add up are minimised by taking the
   smallest ones. With gang victims and a gang job it is a heuristic (choosing which
   multi-node victims to share is a set-cover problem): always a valid set, minimal in
   the sense that no victim can be dropped, but not always the smallest (in random small
   pools, about 1 gang case in 200 uses one victim more than brute force would).
 
-Cost: one knapsack per node, redone only for nodes a round changed (memoised on the
-node's deficit and remaining victims); a fragmented 64-node pool holding ~700 MIG and
-fractional jobs takes about 0.1 s for an 8-node gang.
+Cost: one search per node, redone only for nodes a round changed (memoised on the node's
+use and remaining victims).
 """
 
 from __future__ import annotations
@@ -51,9 +53,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from itertools import combinations
 
 from broker.domain.enums import Tier
 from broker.domain.fleet import MILLI_PER_GPU, GpuPool
+from broker.domain.nodes import Demand, NodeSize, NodeUse, add, fits
 from broker.domain.work import RunningWork
 
 _LOWEST_RANK = max(t.rank for t in Tier)
@@ -61,6 +65,7 @@ _LOWEST_RANK = max(t.rank for t in Tier)
 # (victims, GPU-seconds lost, tier cost, sorted job ids): rule 3, compared as a tuple.
 _Cost = tuple[int, float, int, tuple[str, ...]]
 _ZERO: _Cost = (0, 0.0, 0, ())
+EXACT_UP_TO = 10  # victims on one node searched exhaustively (2^10 subsets at most)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,7 +100,7 @@ def is_eligible(
 
 def choose_victims(
     *,
-    need_milli_per_node: int,
+    demand: Demand,
     need_nodes: int,
     pool: GpuPool,
     running: Sequence[RunningWork],
@@ -105,8 +110,10 @@ def choose_victims(
     owner_tenant: str | None = None,
 ) -> VictimSet | None:
     """The best set of running work on `pool` to stop so the gang fits, or None if none does."""
-    cap = pool.node_capacity_milli
-    if need_nodes < 1 or need_nodes > pool.nodes or need_milli_per_node > cap:
+    size = pool.size
+    if need_nodes < 1 or need_nodes > pool.nodes:
+        return None
+    if not fits(NodeUse.empty(pool.gpus_per_node), demand, size):
         return None
     eligible = sorted(
         (
@@ -119,29 +126,29 @@ def choose_victims(
         ),
         key=lambda w: w.job_id,
     )
-    used = list(pool.node_used())
-    if _fitting(_release(used, eligible), cap, need_milli_per_node) < need_nodes:
+    used = list(pool.uses())
+    if _fitting(_release(used, eligible), demand, size) < need_nodes:
         return None
 
     chosen: list[RunningWork] = []
-    memo: dict[tuple[int, int, tuple[str, ...]], tuple[_Cost, list[RunningWork]] | None] = {}
-    while _fitting(_release(used, chosen), cap, need_milli_per_node) < need_nodes:
+    memo: _Memo = {}
+    while _fitting(_release(used, chosen), demand, size) < need_nodes:
         taken = {w.job_id for w in chosen}
         chosen.extend(
             _next_victims(
                 _release(used, chosen),
                 [w for w in eligible if w.job_id not in taken],
-                cap=cap,
-                need_milli_per_node=need_milli_per_node,
+                demand=demand,
+                size=size,
                 need_nodes=need_nodes,
                 now=now,
                 memo=memo,
             )
         )
 
-    chosen = _prune(chosen, used, cap, need_milli_per_node, need_nodes, now)
-    freed = replace(pool, node_allocated=tuple(_release(used, chosen)))
-    nodes = freed.fit(milli_per_node=need_milli_per_node, count=need_nodes)
+    chosen = _prune(chosen, used, demand, size, need_nodes, now)
+    freed = replace(pool, node_use=tuple(_release(used, chosen)))
+    nodes = freed.fit(demand, count=need_nodes)
     assert nodes is not None
     lost = sum(w.gpu_seconds_run(now) for w in chosen)
     return VictimSet(
@@ -152,7 +159,7 @@ def choose_victims(
             chosen,
             pool=pool,
             nodes=nodes,
-            need_milli_per_node=need_milli_per_node,
+            need_milli_per_node=demand.milli,
             tier=tier,
             lost=lost,
             owner_tenant=owner_tenant,
@@ -162,7 +169,7 @@ def choose_victims(
 
 def best_preemption(
     *,
-    need_milli_per_node: int,
+    demand: Demand,
     need_nodes: int,
     pools: Sequence[GpuPool],
     running_by_pool: Mapping[str, Sequence[RunningWork]],
@@ -179,7 +186,7 @@ def best_preemption(
     best: tuple[tuple[int, float, str], GpuPool, VictimSet] | None = None
     for pool in pools:
         found = choose_victims(
-            need_milli_per_node=need_milli_per_node,
+            demand=demand,
             need_nodes=need_nodes,
             pool=pool,
             running=running_by_pool.get(pool.id, ()),
@@ -196,15 +203,18 @@ def best_preemption(
     return None if best is None else (best[1], best[2])
 
 
+_Memo = dict[tuple[int, NodeUse, tuple[str, ...]], tuple[_Cost, list[RunningWork]] | None]
+
+
 def _next_victims(
-    used: list[int],
+    used: list[NodeUse],
     left: Sequence[RunningWork],
     *,
-    cap: int,
-    need_milli_per_node: int,
+    demand: Demand,
+    size: NodeSize,
     need_nodes: int,
     now: datetime,
-    memo: dict[tuple[int, int, tuple[str, ...]], tuple[_Cost, list[RunningWork]] | None],
+    memo: _Memo,
 ) -> list[RunningWork]:
     """One greedy round: the node whose cheapest victims cost least per node they satisfy.
 
@@ -212,21 +222,20 @@ def _next_victims(
     victim that frees two nodes beat two single-node victims; when every victim holds one
     node, a round satisfies exactly one node and this is the plain per-node cost.
     """
-    fitting = _fitting(used, cap, need_milli_per_node)
+    fitting = _fitting(used, demand, size)
     best: tuple[tuple[float, float, float, tuple[str, ...], int], list[RunningWork]] | None = None
-    for node, node_used in enumerate(used):
-        deficit = node_used + need_milli_per_node - cap
-        if deficit <= 0:
+    for node, node_use in enumerate(used):
+        if fits(node_use, demand, size):
             continue  # already fits
-        on_node = [w for w in left if node in w.node_indices and w.milli_per_node > 0]
-        key_in = (node, deficit, tuple(w.job_id for w in on_node))  # rounds repeat these
+        on_node = [w for w in left if node in w.node_indices]
+        key_in = (node, node_use, tuple(w.job_id for w in on_node))  # rounds repeat these
         if key_in not in memo:
-            memo[key_in] = _cheapest_on_node(deficit, on_node, now)
+            memo[key_in] = _cheapest_on_node(node, node_use, on_node, demand, size, now)
         found = memo[key_in]
         if found is None:
             continue
         (count, lost, tiers, ids), victims = found
-        gained = _fitting(_release(used, victims), cap, need_milli_per_node) - fitting
+        gained = _fitting(_release(used, victims), demand, size) - fitting
         per = min(gained, need_nodes - fitting)
         key = (count / per, lost / per, tiers / per, ids, node)
         if best is None or key < best[0]:
@@ -236,19 +245,47 @@ def _next_victims(
 
 
 def _cheapest_on_node(
-    deficit: int, on_node: Sequence[RunningWork], now: datetime
+    node: int,
+    use: NodeUse,
+    on_node: Sequence[RunningWork],
+    demand: Demand,
+    size: NodeSize,
+    now: datetime,
 ) -> tuple[_Cost, list[RunningWork]] | None:
-    """Exact knapsack: the cheapest subset of one node's work freeing at least `deficit`."""
-    # freed room (capped at the deficit) -> (cost, victims); items go in job-id order.
-    states: dict[int, tuple[_Cost, list[RunningWork]]] = {0: (_ZERO, [])}
-    for w in on_node:
-        for freed, (cost, picked) in list(states.items()):
-            reach = min(deficit, freed + w.milli_per_node)
-            new = _add(cost, w, now)
-            old = states.get(reach)
-            if old is None or new < old[0]:
-                states[reach] = (new, [*picked, w])
-    return states.get(deficit)
+    """The cheapest subset of one node's work whose removal lets `demand` fit there.
+
+    Exact (every subset, smallest first) up to `EXACT_UP_TO` victims on the node; beyond,
+    the cheapest victims one by one until it fits, then those no longer needed dropped."""
+    if not fits(_release_on(use, node, on_node), demand, size):
+        return None
+    if len(on_node) <= EXACT_UP_TO:
+        for k in range(1, len(on_node) + 1):
+            best: tuple[_Cost, list[RunningWork]] | None = None
+            for subset in combinations(on_node, k):
+                if not fits(_release_on(use, node, subset), demand, size):
+                    continue
+                cost = _ZERO
+                for w in subset:
+                    cost = _add(cost, w, now)
+                if best is None or cost < best[0]:
+                    best = (cost, list(subset))
+            if best is not None:
+                return best
+        return None
+    order = sorted(on_node, key=lambda w: (w.gpu_seconds_run(now), -w.tier.rank, w.job_id))
+    picked: list[RunningWork] = []
+    for w in order:
+        picked.append(w)
+        if fits(_release_on(use, node, picked), demand, size):
+            break
+    for w in sorted(picked, key=lambda w: (-w.gpu_seconds_run(now), w.tier.rank, w.job_id)):
+        trial = [v for v in picked if v is not w]
+        if fits(_release_on(use, node, trial), demand, size):
+            picked = trial
+    cost = _ZERO
+    for w in sorted(picked, key=lambda w: w.job_id):
+        cost = _add(cost, w, now)
+    return cost, sorted(picked, key=lambda w: w.job_id)
 
 
 def _add(cost: _Cost, w: RunningWork, now: datetime) -> _Cost:
@@ -262,9 +299,9 @@ def _add(cost: _Cost, w: RunningWork, now: datetime) -> _Cost:
 
 def _prune(
     chosen: list[RunningWork],
-    used: list[int],
-    cap: int,
-    need_milli_per_node: int,
+    used: list[NodeUse],
+    demand: Demand,
+    size: NodeSize,
     need_nodes: int,
     now: datetime,
 ) -> list[RunningWork]:
@@ -273,23 +310,34 @@ def _prune(
     order = sorted(chosen, key=lambda w: (-w.gpu_seconds_run(now), w.tier.rank, w.job_id))
     for w in order:
         trial = [v for v in kept if v is not w]
-        if _fitting(_release(used, trial), cap, need_milli_per_node) >= need_nodes:
+        if _fitting(_release(used, trial), demand, size) >= need_nodes:
             kept = trial
     return kept
 
 
-def _release(used: Sequence[int], victims: Sequence[RunningWork]) -> list[int]:
+def _release_on(use: NodeUse, node: int, victims: Sequence[RunningWork]) -> NodeUse:
+    """One node's use once `victims` are gone from it."""
+    for w in victims:
+        d = w.demand
+        for i, on in zip(w.node_indices, w.gpus(), strict=True):
+            if i == node:
+                use = add(use, on, d, sign=-1)
+    return use
+
+
+def _release(used: Sequence[NodeUse], victims: Sequence[RunningWork]) -> list[NodeUse]:
     """Per-node use once `victims` are gone (never below 0 if the ledger disagrees)."""
     after = list(used)
     for w in victims:
-        for i in w.node_indices:
+        d = w.demand
+        for i, on in zip(w.node_indices, w.gpus(), strict=True):
             if 0 <= i < len(after):
-                after[i] = max(0, after[i] - w.milli_per_node)
+                after[i] = add(after[i], on, d, sign=-1)
     return after
 
 
-def _fitting(used: Sequence[int], cap: int, need: int) -> int:
-    return sum(1 for u in used if cap - u >= need)
+def _fitting(used: Sequence[NodeUse], demand: Demand, size: NodeSize) -> int:
+    return sum(1 for u in used if fits(u, demand, size))
 
 
 def _reason(

@@ -40,7 +40,9 @@ async def test_hooks(harness: AwsHarness) -> None:
     typed: Harness = harness
     connector = typed.connector
     placement = await typed.placement(job())
-    assert placement.pool_id.startswith(f"{SITE}/") and placement.node_indices == (0,)
+    (pool,) = [p for p in (await connector.inventory()).pools if p.id == placement.pool_id]
+    assert placement.pool_id.startswith(f"{SITE}/")
+    assert placement.node_names == pool.names()[:1] and placement.node_gpus == ((0,),)
     with pytest.raises(Unsupported):
         await connector.dispatch(job=job(), placement=placement)
     with pytest.raises(Unsupported):

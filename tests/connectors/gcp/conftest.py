@@ -182,6 +182,7 @@ class GcpHarness:
 
     async def placement(self, job: Job) -> Placement:
         pool = (await self.connector.inventory()).pools[0]
+        demand = job.spec.resources.demand
         return Placement(
             job_id=job.id,
             site=self.connector.site_name,
@@ -192,7 +193,10 @@ class GcpHarness:
             estimated_cost_usd=0.0,
             estimated_gco2=None,
             created_at=START,
-            node_indices=(0,),
+            node_names=pool.names()[:1],
+            node_gpus=pool.gpus_on((0,), demand),
+            cpu_milli=demand.cpu_milli,
+            memory_mb=demand.memory_mb,
         )
 
     async def remote_ids(self) -> set[str]:

@@ -4,8 +4,11 @@ Objects are stored as the API serves them (see `objects`); every write moves one
 resourceVersion counter, and each change to a Job is kept in a history and pushed to the
 open watches, so a watch can resume from any version not yet compacted away. Hooks play the
 actors around the API server: the Job controller (`add_job` defaults, `run_job`,
-`finish_job`), other users (`add_pod`, `delete_job_outside`), etcd compaction
-(`expire_versions`) and a flaky network (`drop_watches`). `fake_api` serves it over HTTP.
+`finish_job`), the scheduler (a pod goes on the first Ready, uncordoned node, by name,
+that its nodeSelector and required node affinity allow, a gang's pods on distinct nodes
+when they carry a pod anti-affinity; with none, it stays Pending as Unschedulable), other
+users (`add_pod`, `delete_job_outside`), etcd compaction (`expire_versions`) and a flaky
+network (`drop_watches`). `fake_api` serves it over HTTP.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.connectors.kubernetes import objects as o
-from tests.connectors.kubernetes.selectors import Requirement, matches_labels
+from tests.connectors.kubernetes.selectors import Requirement, matches_labels, matches_node
 
 JsonDict = dict[str, Any]
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -76,7 +79,7 @@ class FakeCluster:
         job["spec"]["suspend"] = False
         pods = self.job_pods(name, namespace)
         for index in range(len(pods), int(job["spec"].get("parallelism", 1))):
-            self.add_pod(o.job_pod(job, index=index, node=self._node_for(job)))
+            self.add_pod(self._scheduled(job, index))
         count = len(self.job_pods(name, namespace))
         job["status"].update(active=count, ready=count, startTime=o.now())
         self._job_changed("MODIFIED", job)
@@ -99,7 +102,7 @@ class FakeCluster:
         """
         job = self.job(name, namespace)
         if not self.job_pods(name, namespace):
-            self.add_pod(o.job_pod(job, index=0, node=self._node_for(job)))
+            self.add_pod(self._scheduled(job, 0))
         pods = self.job_pods(name, namespace)
         for p in pods:
             if succeeded:
@@ -270,10 +273,34 @@ class FakeCluster:
             else:
                 p["metadata"].pop("ownerReferences", None)
 
+    def _scheduled(self, job: JsonDict, index: int) -> JsonDict:
+        """A pod of the Job, bound by the scheduler, or Pending when no node takes it."""
+        node = self._node_for(job)
+        pod = o.job_pod(job, index=index, node=node)
+        if node is None:
+            o.unschedulable(pod, message=f"0/{len(self.nodes)} nodes are available")
+        return pod
+
     def _node_for(self, job: JsonDict) -> str | None:
-        wanted = job["spec"]["template"]["spec"].get("nodeSelector") or {}
+        spec = job["spec"]["template"]["spec"]
+        wanted = spec.get("nodeSelector") or {}
+        affinity = spec.get("affinity") or {}
+        meta = job["metadata"]
+        required = (affinity.get("nodeAffinity") or {}).get(
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        )
+        # A gang's anti-affinity: not on a node that holds a pod of the same Job already.
+        taken = (
+            {p["spec"].get("nodeName") for p in self.job_pods(meta["name"], meta["namespace"])}
+            if "podAntiAffinity" in affinity
+            else set()
+        )
         for name, node in sorted(self.nodes.items()):
             labels = node["metadata"].get("labels") or {}
-            if all(labels.get(k) == v for k, v in wanted.items()):
+            if not all(labels.get(k) == v for k, v in wanted.items()):
+                continue
+            if required is not None and not matches_node(node, required["nodeSelectorTerms"]):
+                continue
+            if o.schedulable(node) and name not in taken:
                 return name
         return None

@@ -62,7 +62,15 @@ def make_job(
     )
 
 
-def placement_for(job: Job, pool: GpuPool, *, external_id: str | None = None) -> Placement:
+def placement_for(
+    job: Job,
+    pool: GpuPool,
+    *,
+    external_id: str | None = None,
+    nodes: tuple[str, ...] | None = None,
+) -> Placement:
+    """The job placed on `nodes` of the pool (by default its first nodes, by name)."""
+    demand = job.spec.resources.demand
     return Placement(
         job_id=job.id,
         site=pool.site,
@@ -74,7 +82,9 @@ def placement_for(job: Job, pool: GpuPool, *, external_id: str | None = None) ->
         estimated_gco2=None,
         created_at=START,
         external_id=external_id,
-        node_indices=tuple(range(job.spec.resources.nodes)),
+        node_names=pool.names()[: job.spec.resources.nodes] if nodes is None else nodes,
+        cpu_milli=demand.cpu_milli,
+        memory_mb=demand.memory_mb,
     )
 
 

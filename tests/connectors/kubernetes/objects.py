@@ -196,6 +196,32 @@ def job_pod(job: JsonDict, *, index: int, node: str | None) -> JsonDict:
     }
 
 
+def unschedulable(pod_obj: JsonDict, *, message: str) -> None:
+    """The scheduler found no node for the pod: Pending, unbound, PodScheduled False."""
+    pod_obj["spec"].pop("nodeName", None)
+    pod_obj["status"] = {
+        "phase": "Pending",
+        "conditions": [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": message,
+                "lastProbeTime": None,
+                "lastTransitionTime": now(),
+            }
+        ],
+    }
+
+
+def schedulable(node: JsonDict) -> bool:
+    """Whether the scheduler binds new pods to the node: not cordoned, Ready."""
+    if (node.get("spec") or {}).get("unschedulable"):
+        return False
+    conditions = (node.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
 def terminate(pod_obj: JsonDict, *, exit_code: int, reason: str) -> None:
     """The pod's containers ended: Succeeded for exit code 0, else Failed."""
     pod_obj["status"]["phase"] = "Succeeded" if exit_code == 0 else "Failed"

@@ -4,6 +4,9 @@ Label selectors: `k=v`, `k==v`, `k!=v`, `k` (exists), `!k` (does not exist), com
 (https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors).
 Field selectors: `path=v`, `path==v`, `path!=v` on a dotted path such as `spec.nodeName`
 or `status.phase` (https://kubernetes.io/docs/concepts/overview/working-with-objects/field-selectors/).
+Node selector terms of a required node affinity: ORed terms of ANDed `matchExpressions` on
+the node's labels and `matchFields` on its `metadata.name`
+(https://kubernetes.io/docs/concepts/scheduling-eviction/assign-pod-node/#node-affinity).
 """
 
 from __future__ import annotations
@@ -57,3 +60,34 @@ def matches_fields(obj: dict[str, Any], selector: list[Requirement]) -> bool:
         return None if node is None else str(node)
 
     return all(_holds(lookup(k) or "", op, v) for k, op, v in selector)
+
+
+def _requirement(value: str | None, req: dict[str, Any]) -> bool:
+    op, values = req.get("operator"), req.get("values") or []
+    if op == "In":
+        return value in values
+    if op == "NotIn":
+        return value not in values
+    if op == "Exists":
+        return value is not None
+    if op == "DoesNotExist":
+        return value is None
+    raise ValueError(f"operator {op!r} is not supported by the fake")
+
+
+def matches_node(node: dict[str, Any], terms: list[dict[str, Any]]) -> bool:
+    """Whether the node satisfies a required node affinity's `nodeSelectorTerms`."""
+    meta = node.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    fields = {"metadata.name": meta.get("name")}
+
+    def term_holds(term: dict[str, Any]) -> bool:
+        exprs = term.get("matchExpressions") or []
+        field_reqs = term.get("matchFields") or []
+        if not exprs and not field_reqs:
+            return False  # an empty term matches no objects
+        return all(_requirement(labels.get(r["key"]), r) for r in exprs) and all(
+            _requirement(fields.get(r["key"]), r) for r in field_reqs
+        )
+
+    return any(term_holds(t) for t in terms)

@@ -61,6 +61,20 @@ async def test_the_job_manifest(fake: FakeKubernetes, make_connector: MakeConnec
     assert pod["priorityClassName"] == "gpu-batch"
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": o.H100, "nvidia.com/gpu.count": "8"}
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists"}]
+    # Pinned to the node the broker decided, the way DaemonSet pods are.
+    assert pod["affinity"] == {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchFields": [
+                            {"key": "metadata.name", "operator": "In", "values": ["gpu-a"]}
+                        ]
+                    }
+                ]
+            }
+        }
+    }
     (container,) = pod["containers"]
     assert container["image"] == "nvcr.io/nvidia/pytorch:24.05-py3"
     assert container["command"] == ["python", "train.py"]
@@ -265,6 +279,7 @@ async def test_a_pool_of_two_products_uses_node_affinity(
     pod = posted(fake)[0]["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"nvidia.com/gpu.count": "8"}
     terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    # One term: the product and the decided node must both hold (a second term would OR).
     assert terms["nodeSelectorTerms"] == [
         {
             "matchExpressions": [
@@ -273,6 +288,105 @@ async def test_a_pool_of_two_products_uses_node_affinity(
                     "operator": "In",
                     "values": ["NVIDIA-A100-PCIE-40GB", "NVIDIA-A100-SXM4-40GB"],
                 }
-            ]
+            ],
+            "matchFields": [{"key": "metadata.name", "operator": "In", "values": ["pcie"]}],
         }
     ]
+
+
+def pinned_nodes(pod_spec: dict[str, Any]) -> list[str]:
+    """The node names a pod template's required node affinity allows."""
+    required = pod_spec["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]
+    (term,) = required["nodeSelectorTerms"]
+    (field,) = term["matchFields"]
+    assert (field["key"], field["operator"]) == ("metadata.name", "In")
+    return list(field["values"])
+
+
+async def test_the_pod_is_pinned_to_the_decided_node_and_runs_there(
+    fake: FakeKubernetes, make_connector: MakeConnector
+) -> None:
+    for name in ("gpu-a", "gpu-b", "gpu-c"):
+        fake.add_node(o.gpu_node(name))
+    connector = make_connector()
+    (pool,) = (await connector.inventory()).pools
+    job = make_job(gpus=2)
+
+    name = await connector.dispatch(job=job, placement=placement_for(job, pool, nodes=("gpu-b",)))
+    fake.run_job(name)
+
+    assert pinned_nodes(posted(fake)[0]["spec"]["template"]["spec"]) == ["gpu-b"]
+    (pod,) = fake.job_pods(name)
+    assert pod["spec"]["nodeName"] == "gpu-b"  # not gpu-a, the first node that would fit
+
+
+async def test_a_gang_may_run_only_on_its_nodes_one_pod_on_each(
+    fake: FakeKubernetes, make_connector: MakeConnector
+) -> None:
+    for name in ("gpu-a", "gpu-b", "gpu-c", "gpu-d"):
+        fake.add_node(o.gpu_node(name))
+    connector = make_connector(kueue_queue="broker")
+    (pool,) = (await connector.inventory()).pools
+    gang = make_job("job-gang", gpus=4, nodes=2)
+
+    name = await connector.dispatch(
+        job=gang, placement=placement_for(gang, pool, nodes=("gpu-b", "gpu-d"))
+    )
+    fake.run_job(name)  # Kueue admits it: the Job controller starts both pods
+
+    (body,) = posted(fake)
+    assert body["spec"]["completionMode"] == "Indexed" and body["spec"]["suspend"] is True
+    pod = body["spec"]["template"]["spec"]
+    assert pinned_nodes(pod) == ["gpu-b", "gpu-d"]
+    assert pod["affinity"]["podAntiAffinity"] == {
+        "requiredDuringSchedulingIgnoredDuringExecution": [
+            {
+                "labelSelector": {"matchLabels": {"gpu-broker/job-id": "job-gang"}},
+                "topologyKey": "kubernetes.io/hostname",
+            }
+        ]
+    }
+    assert sorted(p["spec"]["nodeName"] for p in fake.job_pods(name)) == ["gpu-b", "gpu-d"]
+
+
+async def test_a_placement_without_node_names_is_not_pinned(
+    fake: FakeKubernetes, make_connector: MakeConnector
+) -> None:
+    connector, by_id = await pools(fake, make_connector)
+    job = make_job()
+
+    await connector.dispatch(job=job, placement=placement_for(job, by_id["oslo/H100-8x"], nodes=()))
+
+    assert "affinity" not in posted(fake)[0]["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize(
+    ("cpu", "memory_gb", "requests"),
+    [
+        (0.5, 1.5, {"cpu": "500m", "memory": "1536Mi"}),
+        (0.0001, 0.001, {"cpu": "1m", "memory": "2Mi"}),  # rounded up, as the ledger rounds
+    ],
+)
+async def test_cpu_and_memory_requests_are_the_per_node_ask(
+    fake: FakeKubernetes,
+    make_connector: MakeConnector,
+    cpu: float,
+    memory_gb: float,
+    requests: dict[str, str],
+) -> None:
+    connector, by_id = await pools(fake, make_connector)
+    job = make_job()
+    res = replace(job.spec.resources, cpu=cpu, memory_gb=memory_gb)
+    job = replace(job, spec=replace(job.spec, resources=res))
+    placement = placement_for(job, by_id["oslo/H100-8x"])
+
+    await connector.dispatch(job=job, placement=placement)
+
+    container = posted(fake)[0]["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["requests"] == requests
+    assert (placement.cpu_milli, placement.memory_mb) == (
+        int(requests["cpu"].removesuffix("m")),
+        int(requests["memory"].removesuffix("Mi")),
+    )

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from broker.domain.enums import Tier
 from broker.domain.fleet import GpuPool
-from broker.domain.work import RunningWork
+from broker.domain.work import RunningWork, lay_out
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -42,6 +42,29 @@ def work(
     )
 
 
+def placed(
+    running: Sequence[RunningWork] = (),
+    *,
+    pool_id: str = "p",
+    nodes: int = 1,
+    per_node: int = 8,
+    model: str = "H100",
+) -> tuple[GpuPool, list[RunningWork]]:
+    """A pool whose ledger holds exactly `running` (the work on this pool), and the work
+    with the GPUs it holds there (`lay_out`)."""
+    empty = GpuPool(
+        id=pool_id,
+        site="s",
+        gpu_model=model,
+        gpu_memory_gb=80,
+        gpus_per_node=per_node,
+        nodes=nodes,
+        price_on_demand=2.0,
+    )
+    pools, works = lay_out([empty], running)
+    return pools[0], works
+
+
 def pool(
     running: Sequence[RunningWork] = (),
     *,
@@ -50,19 +73,5 @@ def pool(
     per_node: int = 8,
     model: str = "H100",
 ) -> GpuPool:
-    """A pool whose per-node ledger holds exactly `running` (the work on this pool)."""
-    used = [0] * nodes
-    for w in running:
-        if w.pool_id == pool_id:
-            for i in w.node_indices:
-                used[i] += w.milli_per_node
-    return GpuPool(
-        id=pool_id,
-        site="s",
-        gpu_model=model,
-        gpu_memory_gb=80,
-        gpus_per_node=per_node,
-        nodes=nodes,
-        price_on_demand=2.0,
-        node_allocated=tuple(used),
-    )
+    """`placed`'s pool alone (for work that holds whole GPUs only, whose GPUs need no names)."""
+    return placed(running, pool_id=pool_id, nodes=nodes, per_node=per_node, model=model)[0]

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 import pytest
 
 from broker.domain.enums import Tier
+from broker.domain.nodes import Demand
 from broker.domain.policy.preemption import VictimSet, best_preemption, choose_victims
 from broker.domain.work import RunningWork
-from tests.domain.policy.builders import NOW, pool, work
+from tests.domain.policy.builders import NOW, placed, pool, work
 
 HOUR = 3600.0
 
@@ -24,10 +25,11 @@ def choose(
     min_runtime_s: float = 0.0,
     owner_tenant: str | None = None,
 ) -> VictimSet | None:
+    p, running = placed(running, nodes=nodes)
     return choose_victims(
-        need_milli_per_node=round(need_gpus * 1000),
+        demand=Demand(round(need_gpus * 1000)),
         need_nodes=need_nodes,
-        pool=pool(running, nodes=nodes),
+        pool=p,
         running=running,
         tier=tier,
         now=NOW,
@@ -202,7 +204,7 @@ def test_work_on_other_pools_is_ignored() -> None:
     elsewhere = work("elsewhere", gpus=8, pool_id="other")
     here = work("here", gpus=8, hours_ago=50)
     found = choose_victims(
-        need_milli_per_node=8000,
+        demand=Demand(8000),
         need_nodes=1,
         pool=pool([here]),
         running=[elsewhere, here],
@@ -237,11 +239,13 @@ def test_best_preemption_prefers_fewest_victims_then_least_work_lost() -> None:
     one_costly = [work("b", gpus=8, pool_id="one-costly", hours_ago=9)]
     one_cheap = [work("c", gpus=8, pool_id="one-cheap", hours_ago=2)]
     running_by_pool = {"two": two, "one-costly": one_costly, "one-cheap": one_cheap}
-    pools = [pool(rs, pool_id=pid) for pid, rs in running_by_pool.items()]
+    built = {pid: placed(rs, pool_id=pid) for pid, rs in running_by_pool.items()}
+    pools = [p for p, _ in built.values()]
+    running_by_pool = {pid: rs for pid, (_, rs) in built.items()}
 
     def best(candidates: Sequence[str]) -> tuple[str, tuple[str, ...]] | None:
         found = best_preemption(
-            need_milli_per_node=8000,
+            demand=Demand(8000),
             need_nodes=1,
             pools=[p for p in pools if p.id in candidates],
             running_by_pool=running_by_pool,
@@ -260,7 +264,7 @@ def test_best_preemption_prefers_fewest_victims_then_least_work_lost() -> None:
 def test_best_preemption_skips_pools_without_a_way() -> None:
     pinned = [work("pinned", gpus=8, pool_id="x", preemptible=False)]
     found = best_preemption(
-        need_milli_per_node=8000,
+        demand=Demand(8000),
         need_nodes=1,
         pools=[pool(pinned, pool_id="x"), pool(pool_id="empty-but-unknown")],
         running_by_pool={"x": pinned},  # no entry for the empty pool: nothing runs there

@@ -15,9 +15,10 @@ import pytest
 
 from broker.domain.enums import Tier
 from broker.domain.fleet import GpuPool
+from broker.domain.nodes import Demand, fits
 from broker.domain.policy.preemption import choose_victims
 from broker.domain.work import RunningWork
-from tests.domain.policy.builders import NOW, pool
+from tests.domain.policy.builders import NOW, placed, pool
 
 MIN_RUNTIME_S = 600.0
 TENANTS = ("a", "b")
@@ -26,18 +27,19 @@ TENANTS = ("a", "b")
 def random_case(rng: random.Random) -> tuple[GpuPool, list[RunningWork]]:
     """A pool of 1-3 nodes of 2 or 4 GPUs, filled with up to 7 random jobs (some gangs)."""
     nodes, per_node = rng.choice((1, 2, 2, 3, 3)), rng.choice((2, 4))
-    cap = per_node * 1000
-    used = [0] * nodes
+    filled = pool(nodes=nodes, per_node=per_node)
+    size = filled.size
     running: list[RunningWork] = []
     for n in range(rng.randint(0, 7)):
-        milli = rng.choice((500, 1000, 2000))
+        milli = rng.choice((300, 500, 700, 1000, 2000))
         span = rng.randint(1, min(2, nodes))
-        roomy = [i for i in range(nodes) if cap - used[i] >= milli]
+        use = filled.uses()
+        roomy = [i for i in range(nodes) if fits(use[i], Demand(milli), size)]
         if len(roomy) < span:
             continue
         where = tuple(sorted(rng.sample(roomy, span)))
-        for i in where:
-            used[i] += milli
+        gpus = filled.gpus_on(where, Demand(milli))
+        filled = filled.allocate(where, Demand(milli), gpus)
         started = rng.choice((None, 1.0, 5.0, 30.0, 120.0, 600.0))
         running.append(
             RunningWork(
@@ -47,6 +49,7 @@ def random_case(rng: random.Random) -> tuple[GpuPool, list[RunningWork]]:
                 preemptible=rng.random() < 0.8,
                 pool_id="p",
                 node_indices=where,
+                node_gpus=gpus,
                 milli_per_node=milli,
                 gpu_model="H100",
                 started_at=None if started is None else NOW - timedelta(minutes=started),
@@ -54,7 +57,8 @@ def random_case(rng: random.Random) -> tuple[GpuPool, list[RunningWork]]:
                 borrowed=rng.random() < 0.3,
             )
         )
-    return pool(running, nodes=nodes, per_node=per_node), running
+    assert filled == placed(running, nodes=nodes, per_node=per_node)[0]
+    return filled, running
 
 
 def eligible(w: RunningWork, *, tier: Tier, owner: str | None) -> bool:
@@ -69,8 +73,8 @@ def fits_without(
 ) -> tuple[int, ...] | None:
     freed = p
     for w in victims:
-        freed = freed.allocate(w.node_indices, -w.milli_per_node)
-    return freed.fit(milli_per_node=milli, count=count)
+        freed = freed.release(w.node_indices, w.gpus(), w.demand)
+    return freed.fit(Demand(milli), count=count)
 
 
 def brute_force(
@@ -99,7 +103,7 @@ def test_victims_always_make_room_and_are_minimal_where_claimed(seed: int) -> No
         count = rng.randint(1, p.nodes)
         milli = rng.choice((500, 1000, 2000, p.node_capacity_milli))
         found = choose_victims(
-            need_milli_per_node=milli,
+            demand=Demand(milli),
             need_nodes=count,
             pool=p,
             running=running,
