@@ -32,9 +32,9 @@ from typing import Protocol
 from broker.domain import packing as packing_terms
 from broker.domain.deferral import run_window_gco2
 from broker.domain.enums import Tier
-from broker.domain.fleet import GpuPool, Site
-from broker.domain.fleet_index import FleetIndex
-from broker.domain.jobs import Job, JobSpec
+from broker.domain.fleet import Demand, GpuPool, Site
+from broker.domain.fleet_index import FleetIndex, NodeCache
+from broker.domain.jobs import Job, JobSpec, Resources
 from broker.domain.latency import LatencyMatrix
 from broker.domain.objective import Weights
 from broker.domain.placement import _POWER_KW, Candidate, Evaluation, evaluate
@@ -123,6 +123,10 @@ class Engine:
             else UNIFORM
         )
         self.rules = rule_table(self.throughput, frozenset(settings.power_kw))
+        # per pool id, the last pool object a pass indexed and its per-node figures: a
+        # pass reuses them for a pool that has not changed since (an identity check, so
+        # the decisions never depend on it)
+        self._node_cache: NodeCache = {}
 
     def weights_for(self, spec: JobSpec) -> Weights:
         return spec.objective or self.settings.weights[spec.tier]
@@ -199,14 +203,19 @@ class Engine:
         carbon: CarbonOracle,
         now: datetime,
         skip: Callable[[Job], bool] = lambda job: False,
-        waiting: Sequence[JobSpec] | None = None,
+        waiting: Sequence[JobSpec] | Mapping[Resources, int] | None = None,
+        usage: Mapping[str, Mapping[str, float]] | None = None,
     ) -> list[Decision]:
-        """Decide the queue in fair-share order. `waiting`: every job waiting, when the
-        caller leaves some out of `queue` (stuck ones), for the packing term's outlook."""
+        """Decide the queue in fair-share order. `waiting`: every job waiting (or how many
+        ask for each `Resources`), when the caller leaves some out of `queue` (stuck ones),
+        for the packing term's outlook. `usage`: `usage_from_running(running)`, when the
+        caller keeps it up to date (the simulator: thousands of runs, a pass per instant)."""
         s = self.settings
         work = list(running)
         capacity = capacity_from_pools(pools)
-        shares = dominant_shares(usage=usage_from_running(work), capacity=capacity)
+        if usage is None:
+            usage = usage_from_running(work)
+        shares = dominant_shares(usage=usage, capacity=capacity)
         ordered = order_queue(
             jobs=list(queue),
             shares=shares,
@@ -216,11 +225,14 @@ class Engine:
         )
         decisions: list[Decision] = []
         longest = max((j.spec.estimated_duration_s for j in queue), default=0)
-        packing = (
-            packing_terms.Outlook.of([j.spec for j in queue] if waiting is None else waiting, pools)
-            if s.packing_weight > 0
-            else packing_terms.NO_OUTLOOK
-        )
+        if s.packing_weight <= 0:
+            packing = packing_terms.NO_OUTLOOK
+        elif waiting is None:
+            packing = packing_terms.Outlook.of([j.spec for j in queue], pools)
+        elif isinstance(waiting, Mapping):
+            packing = packing_terms.Outlook.of_counts(waiting, pools)
+        else:
+            packing = packing_terms.Outlook.of(waiting, pools)
         index = self.fleet_index(
             pools=pools,
             sites=sites,
@@ -231,6 +243,7 @@ class Engine:
             packing=packing,
         )
         waits: dict[Shape, str] = {}
+        hopeless: set[tuple[Shape, Demand, int, Tier]] = set()  # asks no preemption helps
         # the quota ledger is kept up to date as the pass places work (empty without quotas)
         ledger = QuotaLedger.from_running(work if s.quotas else [])
         for job in ordered:
@@ -271,7 +284,16 @@ class Engine:
                 pick = index.pick(spec, ranking, room=room)
             victims: VictimSet | None = None
             if pick is None:
-                chosen = self._preempt(job, index.usable(shape), work, ledger, now)
+                # Without quotas, preemption depends on the shape, the ask and the tier
+                # alone, and the work it could stop only grows in a pass by placements
+                # that come after every P1 job (tier order): a P1 ask that found no
+                # victims finds none later in the pass either.
+                hope = (shape, spec.resources.demand, spec.resources.nodes, spec.tier)
+                chosen = None
+                if s.quotas or hope not in hopeless:
+                    chosen = self._preempt(job, index.usable(shape), work, ledger, now)
+                    if chosen is None and not s.quotas:
+                        hopeless.add(hope)
                 if chosen is None:
                     if shape not in waits:  # say why once per shape and pass
                         waits[shape] = self.wait_reason(spec, index, shape)
@@ -367,6 +389,7 @@ class Engine:
             power=self.settings.power_kw,
             packing=packing,
             packing_weight=self.settings.packing_weight,
+            node_cache=self._node_cache,
         )
 
     def wait_reason(self, spec: JobSpec, index: FleetIndex, shape: Shape) -> str:

@@ -70,6 +70,11 @@ class GpuPool:
     node_names: tuple[str, ...] = ()
     updated_at: datetime | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    # milli-GPUs in use over all nodes (derived from `node_use`, once per pool version)
+    allocated_milli: int = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allocated_milli", sum(u.used_milli for u in self.uses()))
 
     @property
     def node_capacity_milli(self) -> int:
@@ -168,10 +173,6 @@ class GpuPool:
             if 0 <= i < len(use):
                 use[i] = add(use[i], on, demand, sign=-1)
         return replace(self, node_use=tuple(use))
-
-    @property
-    def allocated_milli(self) -> int:
-        return sum(u.used_milli for u in self.uses())
 
     @property
     def total_gpus(self) -> int:

@@ -46,7 +46,7 @@ from broker.domain.carbon_grid import (
     ceil_hour,
     cleanest_start,
 )
-from broker.domain.fleet import MILLI_PER_GPU, Demand, GpuPool, Site
+from broker.domain.fleet import MILLI_PER_GPU, Demand, GpuPool, NodeUse, Site
 from broker.domain.jobs import JobSpec
 from broker.domain.latency import LatencyMatrix
 from broker.domain.objective import Weights
@@ -100,10 +100,14 @@ class FleetIndex:
         power: Mapping[str, float] | None = None,
         packing: packing_terms.Outlook = packing_terms.NO_OUTLOOK,
         packing_weight: float = 0.0,
+        node_cache: NodeCache | None = None,
     ) -> None:
         """`throughput` (default: uniform, the model off) and `power` (kW by GPU model,
         default: the shipped datasheet table) must be those `rules` was built from;
-        `packing` and `packing_weight`: the packing term (`broker.domain.packing`)."""
+        `packing` and `packing_weight`: the packing term (`broker.domain.packing`);
+        `node_cache`: the per-node figures of pools an earlier index saw, reused for the
+        very same pool objects (the caller keeps it between passes)."""
+        self._node_cache: NodeCache = {} if node_cache is None else node_cache
         self._packing = packing
         self._packing_weight = packing_weight
         self._throughput = throughput if throughput is not None else UNIFORM
@@ -152,6 +156,9 @@ class FleetIndex:
         self._max_mem = np.zeros(len(kept), dtype=np.int64)
         self._free = np.zeros(len(kept), dtype=np.int64)
         self._fits: list[dict[tuple[Demand, int], tuple[int, ...] | None]] = [{} for _ in kept]
+        # per pool, per node: the figures above node by node (`_node_arrays`), so that an
+        # allocation updates its nodes and takes the pool's figures with numpy
+        self._node_arrays: list[_NodeArrays | None] = [None] * len(kept)
         # on nodes where work runs: the most free whole GPUs, the most room on a partly used
         # GPU (`packing.fragmentation`)
         self._used_whole = np.zeros(len(kept), dtype=np.int64)
@@ -164,6 +171,7 @@ class FleetIndex:
         self._rules = RuleMasks(pools=kept, sites=self.sites, site_of=self._site, rules=rules)
         self._origin_latency: dict[str, Floats] = {}
         self._fixed: dict[tuple[Shape, Weights], Floats] = {}
+        self._rankings: dict[tuple[Shape, Weights, int], Ranking] = {}
         self._zone_groups: dict[Shape, ZoneGroups] = {}
         self._carbon = ZoneCarbon(
             zones=self.zones,
@@ -182,29 +190,36 @@ class FleetIndex:
         got = cache[key] = self.pools[i].fit(demand, count=count)
         return got
 
-    def _refresh(self, i: int, pool: GpuPool) -> None:
+    def _refresh(self, i: int, pool: GpuPool, nodes: tuple[int, ...] | None = None) -> None:
+        """Pool `i`'s figures from its ledger: all its nodes, or only `nodes` changed."""
         self._fits[i] = {}
+        per = self._node_arrays[i]
+        if nodes is None or per is None or len(per[0]) != pool.nodes:
+            cached = self._node_cache.get(pool.id)
+            if cached is not None and cached[0] is pool:
+                per = cast(_NodeArrays, tuple(a.copy() for a in cached[1]))
+            else:
+                per = _node_arrays(pool.uses())
+                self._node_cache[pool.id] = (pool, cast(_NodeArrays, tuple(a.copy() for a in per)))
+            self._node_arrays[i] = per
+            nodes = None
+        if nodes is not None:
+            uses = pool.uses()
+            for n in nodes:
+                _set_node(per, n, uses[n])
+        if pool.nodes == 0:
+            self._max_whole[i] = self._max_share[i] = self._max_cpu[i] = self._max_mem[i] = 0
+            self._used_whole[i] = self._used_share[i] = self._free[i] = 0
+            return
+        free_whole, best_room, cpu, mem, used, used_whole, used_share = per
         size = pool.size
-        whole = share = used = used_whole = used_share = 0
-        cpu, mem = size.cpu_milli, size.memory_mb
-        for u in pool.uses():  # one pass: this runs after every allocation
-            whole = max(whole, u.free_whole)
-            share = max(share, u.best_room)
-            cpu = min(cpu, u.cpu_milli)
-            mem = min(mem, u.memory_mb)
-            used += u.used_milli
-            if u.used_milli or u.cpu_milli:
-                used_whole = max(used_whole, u.free_whole)
-                for g in u.gpus:
-                    if 0 < g < MILLI_PER_GPU:
-                        used_share = max(used_share, MILLI_PER_GPU - g)
-        self._max_whole[i] = whole * MILLI_PER_GPU
-        self._max_share[i] = share
-        self._max_cpu[i] = size.cpu_milli - cpu if pool.nodes else 0
-        self._max_mem[i] = size.memory_mb - mem if pool.nodes else 0
-        self._used_whole[i] = used_whole
-        self._used_share[i] = used_share
-        self._free[i] = max(0, pool.total_milli - used)
+        self._max_whole[i] = int(free_whole.max()) * MILLI_PER_GPU
+        self._max_share[i] = int(best_room.max())
+        self._max_cpu[i] = size.cpu_milli - int(cpu.min())
+        self._max_mem[i] = size.memory_mb - int(mem.min())
+        self._used_whole[i] = int(used_whole.max())
+        self._used_share[i] = int(used_share.max())
+        self._free[i] = max(0, pool.total_milli - int(used.sum()))
 
     def room(self, idx: Ints, demand: Demand) -> Bools:
         """Per pool of `idx`, whether some node may hold `demand` (necessary for a fit)."""
@@ -233,7 +248,7 @@ class FleetIndex:
     ) -> GpuPool:
         pool = self.pools[i].allocate(nodes, demand, gpus)
         self.pools[i] = pool
-        self._refresh(i, pool)
+        self._refresh(i, pool, nodes)
         return pool
 
     def _zone_room(self, groups: ZoneGroups, demand: Demand, count: int) -> Bools:
@@ -359,6 +374,21 @@ class FleetIndex:
         return self._carbon.means(duration_s)
 
     def rank(self, spec: JobSpec, shape: Shape, weights: Weights, utilisation: float) -> Ranking:
+        """The job's scores over its shape's pools. Jobs of one shape, weights and estimate
+        share one ranking (kept for the pass); the packing term, which moves as the pass
+        allocates, is added to it for each job."""
+        key = (shape, weights, spec.estimated_duration_s)
+        ranking = self._rankings.get(key)
+        if ranking is None:
+            ranking = self._rankings[key] = self._rank(spec, shape, weights)
+        if self._packing_weight <= 0:
+            return ranking
+        term = self.packing_term(shape.idx, spec.resources.demand)
+        return dataclasses.replace(
+            ranking, score=ranking.score + self._packing_weight * term, packing_term=term
+        )
+
+    def _rank(self, spec: JobSpec, shape: Shape, weights: Weights) -> Ranking:
         w = weights.normalised()
         fixed = self._fixed.get((shape, w))
         if fixed is None:  # the cost and latency part depends on the shape alone
@@ -378,13 +408,7 @@ class FleetIndex:
             runs = np.asarray(lengths, dtype=np.float64)
         else:
             intensity = runs = np.zeros(0, dtype=np.float64)
-        ranking = score(shape, weights=w, fixed=fixed, intensity=intensity, runs=runs)
-        if self._packing_weight <= 0:
-            return ranking
-        term = self.packing_term(shape.idx, spec.resources.demand)
-        return dataclasses.replace(
-            ranking, score=ranking.score + self._packing_weight * term, packing_term=term
-        )
+        return score(shape, weights=w, fixed=fixed, intensity=intensity, runs=runs)
 
     def packing_term(self, idx: Ints, demand: Demand) -> Floats:
         """`packing.Outlook.term` over the pools of `idx` now (see `broker.domain.packing`)."""
@@ -520,3 +544,36 @@ class FleetIndex:
             saving=start.saving,
             reason=f"starting at {start_at.isoformat()} on {pool.site} saves {start.saving:.1%}",
         )
+
+
+# per node of a pool: free whole GPUs, most room on one GPU, CPU used, memory used, milli
+# used, free whole GPUs if in use (else 0), most room on a partly used GPU (else 0)
+_NodeArrays = tuple[Ints, Ints, Ints, Ints, Ints, Ints, Ints]
+NodeCache = dict[str, tuple[GpuPool, _NodeArrays]]
+
+
+def _node_arrays(uses: Sequence[NodeUse]) -> _NodeArrays:
+    rows = [
+        (
+            u.free_whole,
+            u.best_room,
+            u.cpu_milli,
+            u.memory_mb,
+            u.used_milli,
+            u.free_whole if u.used_milli or u.cpu_milli else 0,
+            u.partial_room if u.used_milli or u.cpu_milli else 0,
+        )
+        for u in uses
+    ]
+    table = np.asarray(rows, dtype=np.int64).reshape(len(rows), 7)
+    return cast(_NodeArrays, tuple(np.ascontiguousarray(table[:, k]) for k in range(7)))
+
+
+def _set_node(per: _NodeArrays, n: int, u: NodeUse) -> None:
+    per[0][n] = u.free_whole
+    per[1][n] = u.best_room
+    per[2][n] = u.cpu_milli
+    per[3][n] = u.memory_mb
+    per[4][n] = u.used_milli
+    per[5][n] = u.free_whole if u.in_use else 0
+    per[6][n] = u.partial_room if u.in_use else 0

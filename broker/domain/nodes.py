@@ -72,12 +72,20 @@ class NodeUse:
     free_whole: int = field(init=False, compare=False)
     best_room: int = field(init=False, compare=False)  # the most room on one GPU
     used_milli: int = field(init=False, compare=False)
+    partial_room: int = field(init=False, compare=False)  # the most room on a partly used GPU
 
     def __post_init__(self) -> None:
         gpus = self.gpus
         object.__setattr__(self, "free_whole", gpus.count(0))
         object.__setattr__(self, "best_room", MILLI_PER_GPU - min(gpus) if gpus else 0)
         object.__setattr__(self, "used_milli", sum(gpus))
+        partly = [g for g in gpus if 0 < g < MILLI_PER_GPU]
+        object.__setattr__(self, "partial_room", MILLI_PER_GPU - min(partly) if partly else 0)
+
+    @property
+    def in_use(self) -> bool:
+        """Some GPU share, or some CPU, is taken on it."""
+        return bool(self.used_milli or self.cpu_milli)
 
     @classmethod
     def empty(cls, gpus: int) -> NodeUse:

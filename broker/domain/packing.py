@@ -25,12 +25,13 @@ pass (`Outlook.of`), the fragmentation of each pool as the pass goes, from its l
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from broker.domain.fleet import GpuPool
-from broker.domain.jobs import JobSpec
-from broker.domain.nodes import MILLI_PER_GPU, Demand, NodeUse
+from broker.domain.jobs import JobSpec, Resources
+from broker.domain.nodes import Demand, NodeUse
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,15 +43,22 @@ class Outlook:
 
     @classmethod
     def of(cls, queue: Iterable[JobSpec], pools: Sequence[GpuPool]) -> Outlook:
+        return cls.of_counts(Counter(spec.resources for spec in queue), pools)
+
+    @classmethod
+    def of_counts(cls, counts: Mapping[Resources, int], pools: Sequence[GpuPool]) -> Outlook:
+        """From how many queued jobs ask for each `Resources` (a caller that keeps the
+        queue's counts up to date pays per distinct ask, not per job)."""
         models = {p.gpu_model for p in pools}
         free: dict[str, int] = {}
         for p in pools:
             free[p.gpu_model] = free.get(p.gpu_model, 0) + p.free_milli
         pinned: dict[str, float] = {}
         total = large = 0
-        for spec in queue:
-            res = spec.resources
-            milli = res.total_milli
+        for res, n in counts.items():
+            if n <= 0:
+                continue
+            milli = res.total_milli * n
             total += milli
             if res.nodes > 1 or (not res.shared_gpu and res.gpus >= 2):
                 large += milli
@@ -75,12 +83,9 @@ def fragmentation(uses: Iterable[NodeUse], demand: Demand) -> float:
     empty node. (GPU room only: CPU and memory decide where it fits, not what it breaks.)"""
     whole = share = 0  # on used nodes: most free whole GPUs, most room on a partly used GPU
     for u in uses:
-        if u.used_milli == 0 and u.cpu_milli == 0:
-            continue
-        whole = max(whole, u.free_whole)
-        for g in u.gpus:
-            if 0 < g < MILLI_PER_GPU:
-                share = max(share, MILLI_PER_GPU - g)
+        if u.in_use:
+            whole = max(whole, u.free_whole)
+            share = max(share, u.partial_room)
     return level(whole, share, demand)
 
 

@@ -25,15 +25,18 @@ from __future__ import annotations
 import bisect
 import heapq
 import itertools
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from broker.domain.engine import CarbonOracle, Decision, Defer, Engine, Place, Wait
 from broker.domain.enums import Tier
 from broker.domain.fleet import MILLI_PER_GPU, Demand, GpuPool, Site
-from broker.domain.jobs import Job, JobSpec
+from broker.domain.jobs import Job, JobSpec, Resources
 from broker.domain.latency import LatencyMatrix
 from broker.domain.placement import Candidate, static_rejection
+from broker.domain.policy.fairness import gpu_resource
 from broker.domain.rules import unit_price
 from broker.domain.runtime import run_factor, scaled_s
 from broker.domain.work import RunningWork, placed_work
@@ -96,11 +99,15 @@ class Simulation:
         }
         # CPU-only rows: load the cluster's own scheduler places, the same for every policy
         self.background = Background((t for t in trace if t.cpu_only), start=start)
-        self.pending: dict[str, SimJob] = {}
+        self.pending = _Pending()
         self.pending_since: dict[str, datetime] = {}  # when each last became pending
         self.deferred: dict[str, SimJob] = {}
         self.running: dict[str, RunningWork] = {}
-        self.stuck: set[str] = set()
+        # `usage_from_running(self.running)`, kept up to date at every start and end
+        self.usage: dict[str, dict[str, float]] = {}
+        self.stuck = _Stuck()
+        # start times of preemptible P2/P3 runs, in order (stuck P1 jobs: `_unstick`)
+        self.lower_starts: list[datetime] = []
         # Pools that gained room (a run ended) since stuck jobs were last looked at: after a
         # completion only stuck jobs that fit in one of them are ranked again (`_unstick`).
         self.freed: set[str] = set()
@@ -248,7 +255,7 @@ class Simulation:
     def _pass(self, now: datetime) -> None:
         # after a completion every stuck job used to be ranked again; now only those that
         # might fit (`_unstick`), unless that cannot be told
-        pruned = self.recheck and self._unstick()
+        pruned = self.recheck and self._unstick(now)
         if self.recheck and not pruned:
             self.stuck.clear()
         self.recheck = False
@@ -271,7 +278,7 @@ class Simulation:
         for d in decisions:
             sj = self.jobs[d.job.id]
             if isinstance(d, Wait):
-                self.stuck.add(d.job.id)
+                self.stuck.add(d.job, now)
             elif isinstance(d, Defer):
                 sj.deferred = True
                 self.deferred[d.job.id] = self.pending.pop(d.job.id)
@@ -292,36 +299,41 @@ class Simulation:
             latency=self.latency,
             carbon=self.carbon,
             now=now,
-            waiting=[sj.job.spec for sj in self.pending.values()],
+            waiting=self.pending.asks,
+            usage=self.usage,
         )
 
-    def _unstick(self) -> bool:
+    def _unstick(self, now: datetime) -> bool:
         """After a completion, release the stuck jobs that might be placed now; False when
         every stuck job must be looked at again instead.
 
         A job stuck since its pass found no room keeps finding none until one of its pools
         gains room: runs ending (or preempted) are the only releases, and a pass only takes
         capacity. So a stuck job is ranked again only if some node of a pool released since
-        then holds it (any pool: a superset of those its rules allow); P1 jobs, which may
-        preempt, always are. If the pass then preempts, the caller decides the whole queue.
-        Quotas (an owner reclaiming borrowed GPUs preempts too) and bursting (nodes join)
-        keep the plain rule: everything is looked at again.
+        then holds it (any pool: a superset of those its rules allow). A P1 job, which may
+        preempt, also when work it could preempt may have appeared since it got stuck:
+        preemptible work of a lower tier that started since, or that left its minimum
+        runtime's protection since (`min_runtime_s` after its start). If the pass then
+        preempts, the caller decides the whole queue. Quotas (an owner reclaiming borrowed
+        GPUs preempts too) and bursting (nodes join) keep the plain rule: everything is
+        looked at again.
         """
         freed = [self.pools[i] for i in sorted(self.freed)]
         self.freed.clear()
         if self.burst is not None or self.engine.settings.quotas:
             return False
-        fits: dict[tuple[Demand, int], bool] = {}
-        release = []
-        for job_id in self.stuck:
-            spec = self.jobs[job_id].job.spec
-            res = spec.resources
-            key = (res.demand, res.nodes)
-            if key not in fits:
-                fits[key] = any(p.fit(key[0], count=key[1]) is not None for p in freed)
-            if fits[key] or (spec.tier is Tier.P1 and self.engine.settings.preemption):
-                release.append(job_id)
-        self.stuck.difference_update(release)
+        release: list[str] = []
+        for (demand, count), ids in self.stuck.by_ask.items():
+            if any(p.fit(demand, count=count) is not None for p in freed):
+                release.extend(ids)
+        if self.engine.settings.preemption and self.stuck.p1:
+            protect = timedelta(seconds=self.engine.settings.min_runtime_s)
+            for job_id, since in self.stuck.p1.items():
+                # a start in (since - protect, now] is new work or newly unprotected work
+                at = bisect.bisect_right(self.lower_starts, since - protect)
+                if at < len(self.lower_starts) and self.lower_starts[at] <= now:
+                    release.append(job_id)
+        self.stuck.release(release)
         return True
 
     def _fifo(self, now: datetime) -> None:
@@ -336,7 +348,7 @@ class Simulation:
             cand = None if shape in blocked else self._first_fit(sj.job.spec, shape[0])
             if cand is None:
                 blocked.add(shape)
-                self.stuck.add(sj.job.id)
+                self.stuck.add(sj.job, now)
             else:
                 self._start(sj, cand, now, borrowed=False)
 
@@ -431,7 +443,7 @@ class Simulation:
         self.pending.pop(sj.job.id, None)
         if self.burst is not None:
             self.burst.occupy(pool.id, cand.nodes, now=now, delta=1)
-        self.running[sj.job.id] = placed_work(
+        work = self.running[sj.job.id] = placed_work(
             sj.job,
             pool_id=pool.id,
             gpu_model=pool.gpu_model,
@@ -441,6 +453,9 @@ class Simulation:
             started_at=now,
             borrowed=borrowed,
         )
+        self._use(work, 1)
+        if work.preemptible and work.tier is not Tier.P1:
+            self.lower_starts.append(now)  # in time order: the replay's clock only advances
         sj.runs.append(
             Run(
                 site=site.name,
@@ -469,6 +484,7 @@ class Simulation:
 
     def _end_run(self, sj: SimJob, now: datetime, *, preempted: bool) -> None:
         work = self.running.pop(sj.job.id)
+        self._use(work, -1)
         pool = self.pools[work.pool_id]
         self.freed.add(pool.id)
         self.pools[pool.id] = pool.release(work.node_indices, work.gpus(), work.demand)
@@ -479,9 +495,83 @@ class Simulation:
         run.preempted = preempted
         self._record(now)
 
+    def _use(self, work: RunningWork, sign: int) -> None:
+        """`self.usage` with a run started (+1) or ended (-1): as `usage_from_running`."""
+        mine = self.usage.setdefault(work.tenant, {})
+        name = gpu_resource(work.gpu_model)
+        mine[name] = mine.get(name, 0.0) + sign * work.gpu_milli / MILLI_PER_GPU
+
     def _record(self, now: datetime) -> None:
         used = sum(p.allocated_milli for p in self.pools.values()) / MILLI_PER_GPU
         self.allocation.append((now, used))
+
+
+class _Stuck:
+    """The jobs left waiting until something changes (`Simulation._unstick`), by what they
+    ask, and when each P1 job among them got stuck."""
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+        self.by_ask: dict[tuple[Demand, int], set[str]] = {}
+        self.p1: dict[str, datetime] = {}
+        self._ask: dict[str, tuple[Demand, int]] = {}
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self.ids
+
+    def __bool__(self) -> bool:
+        return bool(self.ids)
+
+    def add(self, job: Job, now: datetime) -> None:
+        if job.id in self.ids:
+            return
+        res = job.spec.resources
+        ask = (res.demand, res.nodes)
+        self.ids.add(job.id)
+        self._ask[job.id] = ask
+        self.by_ask.setdefault(ask, set()).add(job.id)
+        if job.spec.tier is Tier.P1:
+            self.p1[job.id] = now
+
+    def release(self, ids: Iterable[str]) -> None:
+        for job_id in ids:
+            if job_id not in self.ids:
+                continue
+            self.ids.discard(job_id)
+            ask = self._ask.pop(job_id)
+            group = self.by_ask[ask]
+            group.discard(job_id)
+            if not group:
+                del self.by_ask[ask]
+            self.p1.pop(job_id, None)
+
+    def clear(self) -> None:
+        self.ids.clear()
+        self.by_ask.clear()
+        self.p1.clear()
+        self._ask.clear()
+
+
+class _Pending(dict[str, SimJob]):
+    """The jobs waiting, and how many ask for each `Resources` (the packing term's outlook,
+    kept up to date here rather than counted again at every pass)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asks: Counter[Resources] = Counter()
+
+    def __setitem__(self, job_id: str, sj: SimJob) -> None:
+        if job_id not in self:
+            self.asks[sj.job.spec.resources] += 1
+        super().__setitem__(job_id, sj)
+
+    def pop(self, job_id: str, *default: Any) -> Any:
+        if job_id in self:
+            res = self[job_id].job.spec.resources
+            self.asks[res] -= 1
+            if not self.asks[res]:
+                del self.asks[res]
+        return super().pop(job_id, *default)
 
 
 _JOB_EVENTS = frozenset({"arrive", "release", "finish", "cpu-arrive", "cpu-finish"})

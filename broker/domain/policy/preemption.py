@@ -126,28 +126,27 @@ def choose_victims(
         ),
         key=lambda w: w.job_id,
     )
-    used = list(pool.uses())
-    if _fitting(_release(used, eligible), demand, size) < need_nodes:
+    view = _View(pool.uses(), demand, size)
+    if view.fitting_after(eligible) < need_nodes:
         return None
 
     chosen: list[RunningWork] = []
     memo: _Memo = {}
-    while _fitting(_release(used, chosen), demand, size) < need_nodes:
+    while view.fitting_after(chosen) < need_nodes:
         taken = {w.job_id for w in chosen}
         chosen.extend(
             _next_victims(
-                _release(used, chosen),
+                view,
+                chosen,
                 [w for w in eligible if w.job_id not in taken],
-                demand=demand,
-                size=size,
                 need_nodes=need_nodes,
                 now=now,
                 memo=memo,
             )
         )
 
-    chosen = _prune(chosen, used, demand, size, need_nodes, now)
-    freed = replace(pool, node_use=tuple(_release(used, chosen)))
+    chosen = _prune(chosen, view, need_nodes, now)
+    freed = replace(pool, node_use=view.after(chosen))
     nodes = freed.fit(demand, count=need_nodes)
     assert nodes is not None
     lost = sum(w.gpu_seconds_run(now) for w in chosen)
@@ -206,12 +205,49 @@ def best_preemption(
 _Memo = dict[tuple[int, NodeUse, tuple[str, ...]], tuple[_Cost, list[RunningWork]] | None]
 
 
+class _View:
+    """A pool's nodes for one demand: which fit now, and how many would once some running
+    work is gone (counting only the nodes that work holds)."""
+
+    def __init__(self, used: Sequence[NodeUse], demand: Demand, size: NodeSize) -> None:
+        self.used = tuple(used)
+        self.demand = demand
+        self.size = size
+        self.fit_now = [fits(u, demand, size) for u in self.used]
+        self.count_now = sum(self.fit_now)
+
+    def changed(self, victims: Sequence[RunningWork]) -> dict[int, NodeUse]:
+        """The nodes `victims` hold, as they are once the victims are gone."""
+        out: dict[int, NodeUse] = {}
+        n = len(self.used)
+        for w in victims:
+            d = w.demand
+            for i, on in zip(w.node_indices, w.gpus(), strict=True):
+                if 0 <= i < n:
+                    out[i] = add(out.get(i, self.used[i]), on, d, sign=-1)
+        return out
+
+    def node_after(self, node: int, victims: Sequence[RunningWork]) -> NodeUse:
+        return _release_on(self.used[node], node, victims)
+
+    def fitting_after(self, victims: Sequence[RunningWork]) -> int:
+        count = self.count_now
+        for i, u in self.changed(victims).items():
+            count += fits(u, self.demand, self.size) - self.fit_now[i]
+        return count
+
+    def after(self, victims: Sequence[RunningWork]) -> tuple[NodeUse, ...]:
+        used = list(self.used)
+        for i, u in self.changed(victims).items():
+            used[i] = u
+        return tuple(used)
+
+
 def _next_victims(
-    used: list[NodeUse],
+    view: _View,
+    chosen: Sequence[RunningWork],
     left: Sequence[RunningWork],
     *,
-    demand: Demand,
-    size: NodeSize,
     need_nodes: int,
     now: datetime,
     memo: _Memo,
@@ -220,14 +256,22 @@ def _next_victims(
 
     Dividing by the nodes a round satisfies (capped at those still needed) lets one gang
     victim that frees two nodes beat two single-node victims; when every victim holds one
-    node, a round satisfies exactly one node and this is the plain per-node cost.
+    node, a round satisfies exactly one node and this is the plain per-node cost. Only
+    nodes that hold some of `left` can be made to fit.
     """
-    fitting = _fitting(used, demand, size)
+    demand, size = view.demand, view.size
+    fitting = view.fitting_after(chosen)
+    on: dict[int, list[RunningWork]] = {}
+    for w in left:
+        for i in w.node_indices:
+            if 0 <= i < len(view.used) and w not in on.setdefault(i, []):
+                on[i].append(w)
     best: tuple[tuple[float, float, float, tuple[str, ...], int], list[RunningWork]] | None = None
-    for node, node_use in enumerate(used):
+    for node in sorted(on):
+        node_use = view.node_after(node, chosen)
         if fits(node_use, demand, size):
             continue  # already fits
-        on_node = [w for w in left if node in w.node_indices]
+        on_node = on[node]
         key_in = (node, node_use, tuple(w.job_id for w in on_node))  # rounds repeat these
         if key_in not in memo:
             memo[key_in] = _cheapest_on_node(node, node_use, on_node, demand, size, now)
@@ -235,7 +279,7 @@ def _next_victims(
         if found is None:
             continue
         (count, lost, tiers, ids), victims = found
-        gained = _fitting(_release(used, victims), demand, size) - fitting
+        gained = view.fitting_after([*chosen, *victims]) - fitting
         per = min(gained, need_nodes - fitting)
         key = (count / per, lost / per, tiers / per, ids, node)
         if best is None or key < best[0]:
@@ -298,19 +342,14 @@ def _add(cost: _Cost, w: RunningWork, now: datetime) -> _Cost:
 
 
 def _prune(
-    chosen: list[RunningWork],
-    used: list[NodeUse],
-    demand: Demand,
-    size: NodeSize,
-    need_nodes: int,
-    now: datetime,
+    chosen: list[RunningWork], view: _View, need_nodes: int, now: datetime
 ) -> list[RunningWork]:
     """Drop victims the job no longer needs, trying the costliest to stop first."""
     kept = list(chosen)
     order = sorted(chosen, key=lambda w: (-w.gpu_seconds_run(now), w.tier.rank, w.job_id))
     for w in order:
         trial = [v for v in kept if v is not w]
-        if _fitting(_release(used, trial), demand, size) >= need_nodes:
+        if view.fitting_after(trial) >= need_nodes:
             kept = trial
     return kept
 
@@ -323,21 +362,6 @@ def _release_on(use: NodeUse, node: int, victims: Sequence[RunningWork]) -> Node
             if i == node:
                 use = add(use, on, d, sign=-1)
     return use
-
-
-def _release(used: Sequence[NodeUse], victims: Sequence[RunningWork]) -> list[NodeUse]:
-    """Per-node use once `victims` are gone (never below 0 if the ledger disagrees)."""
-    after = list(used)
-    for w in victims:
-        d = w.demand
-        for i, on in zip(w.node_indices, w.gpus(), strict=True):
-            if 0 <= i < len(after):
-                after[i] = add(after[i], on, d, sign=-1)
-    return after
-
-
-def _fitting(used: Sequence[NodeUse], demand: Demand, size: NodeSize) -> int:
-    return sum(1 for u in used if fits(u, demand, size))
 
 
 def _reason(
