@@ -314,7 +314,12 @@ class Burster:
                 continue
             reading = await self._carbon.current(inv.site.grid_zone, at=now)
             intensity = None if reading is None else reading.gco2_per_kwh
-            offers += offers_of(inv, joins=target.joins, intensity=intensity)
+            offers += offers_of(
+                inv,
+                joins=target.joins,
+                intensity=intensity,
+                power_kw=self._engine.settings.power_kw,
+            )
             shapes.update({p.id: p for p in inv.pools})
         return offers, shapes, unreachable
 

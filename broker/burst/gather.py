@@ -69,8 +69,16 @@ def peak_shortfall(rows: Iterable[ShortfallLike]) -> tuple[dict[str, float], flo
     return {m: s for m, s in by_model.items() if s > 0}, any_model
 
 
-def offers_of(inv: SiteInventory, *, joins: str, intensity: float | None) -> list[Offer]:
-    """The offers of one target: per GPU model and market, the shape its connector picks."""
+def offers_of(
+    inv: SiteInventory,
+    *,
+    joins: str,
+    intensity: float | None,
+    power_kw: Mapping[str, float] | None = None,
+) -> list[Offer]:
+    """The offers of one target: per GPU model and market, the shape its connector picks.
+    `power_kw`: board power by model, the deployment's table (`EngineSettings.power_kw`;
+    default the shipped datasheet table)."""
     chosen: dict[tuple[str, bool], tuple[tuple[float, int, str], GpuPool, float]] = {}
     for pool in inv.pools:
         for spot, price in ((False, pool.price_on_demand), (True, pool.price_spot)):
@@ -83,7 +91,11 @@ def offers_of(inv: SiteInventory, *, joins: str, intensity: float | None) -> lis
     site = inv.site
     offers = []
     for (model, spot), (_, pool, price) in sorted(chosen.items()):
-        spec = GPU_MODELS.get(model)
+        kw = (
+            power_kw.get(model)
+            if power_kw is not None
+            else (GPU_MODELS[model].board_power_w / 1000 if model in GPU_MODELS else None)
+        )
         offers.append(
             Offer(
                 provider_site=site.name,
@@ -94,8 +106,8 @@ def offers_of(inv: SiteInventory, *, joins: str, intensity: float | None) -> lis
                 price=price,
                 spot=spot,
                 # an unknown model's power is unknown, and so are its emissions
-                intensity_gco2_per_kwh=intensity if spec is not None else None,
-                board_power_w=float(spec.board_power_w) if spec is not None else 0.0,
+                intensity_gco2_per_kwh=intensity if kw is not None else None,
+                board_power_w=kw * 1000 if kw is not None else 0.0,
                 pue=site.pue,
                 location=site.location,
             )

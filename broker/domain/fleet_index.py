@@ -381,11 +381,17 @@ class FleetIndex:
         ranking = self._rankings.get(key)
         if ranking is None:
             ranking = self._rankings[key] = self._rank(spec, shape, weights)
-        if self._packing_weight <= 0:
+        if self._packing_weight <= 0 or self._packing.empty:
             return ranking
         term = self.packing_term(shape.idx, spec.resources.demand)
-        return dataclasses.replace(
-            ranking, score=ranking.score + self._packing_weight * term, packing_term=term
+        return Ranking(
+            shape=ranking.shape,
+            weights=ranking.weights,
+            score=ranking.score + self._packing_weight * term,
+            carbon_term=ranking.carbon_term,
+            intensity=ranking.intensity,
+            runs=ranking.runs,
+            packing_term=term,
         )
 
     def _rank(self, spec: JobSpec, shape: Shape, weights: Weights) -> Ranking:

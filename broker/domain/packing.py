@@ -69,6 +69,11 @@ class Outlook:
         scarcity = {m: min(1.0, pinned[m] / max(1, free.get(m, 0))) for m in pinned}
         return cls(scarcity=scarcity, large_share=large / total if total else 0.0)
 
+    @property
+    def empty(self) -> bool:
+        """No scarcity and no large job queued: the term is 0 everywhere."""
+        return not self.scarcity and self.large_share == 0
+
     def term(self, model: str, fragmentation: float) -> float:
         return (self.scarcity.get(model, 0.0) + self.large_share * fragmentation) / 2
 

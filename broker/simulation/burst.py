@@ -178,7 +178,9 @@ class CloudBurst:
             hourly = self.carbon.hourly(site.grid_zone, start=now, end=now + timedelta(hours=1))
             intensity = hourly[0][1] if hourly else None
             inv = SiteInventory(site=site, pools=pools)
-            offers += offers_of(inv, joins=name, intensity=intensity)
+            offers += offers_of(
+                inv, joins=name, intensity=intensity, power_kw=self.engine.settings.power_kw
+            )
         return offers, {p.id: p for p in self.limits.values() if p.id not in full}
 
     def _room(self, pool_id: str) -> int:
