@@ -7,6 +7,10 @@ migration sees exactly the database the service will use.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +98,10 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     """
 
     def run(sync_conn: Connection) -> None:
+        if sync_conn.dialect.name == "postgresql":
+            # replicas starting together migrate one after the other: the lock is held to
+            # the end of this transaction, and the next one finds the schema at head
+            sync_conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         cfg = alembic_config()
         cfg.attributes["connection"] = sync_conn
         command.upgrade(cfg, revision)
@@ -108,10 +116,36 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
         return
     migrator = create_engine(engine.url.render_as_string(hide_password=False), foreign_keys=False)
     try:
-        async with migrator.begin() as conn:
+        async with _file_lock(engine.url.database), migrator.begin() as conn:
             await conn.run_sync(run)
     finally:
         await migrator.dispose()
+
+
+# pg_advisory_xact_lock key for migrations: "gpubrkr" in ASCII, any fixed bigint would do
+MIGRATION_LOCK = int.from_bytes(b"gpubrkr", "big")
+
+
+@contextlib.asynccontextmanager
+async def _file_lock(database: str | None) -> AsyncIterator[None]:
+    """An exclusive lock on `<database>.migrate.lock` beside a SQLite file (none for an
+    in-memory database): processes migrating one file take turns. Waited for by polling,
+    so the event loop keeps running (and no thread is left behind)."""
+    if not database or database == ":memory:":
+        yield
+        return
+    path = Path(database).with_name(Path(database).name + ".migrate.lock")
+    with path.open("a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:

@@ -17,9 +17,10 @@ Two things make that safe while replicas place work:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.db.codec import (
@@ -29,6 +30,7 @@ from broker.db.codec import (
 from broker.db.ledger import GPUS, NODES
 from broker.db.models import GpuRow, JobRow, NodeRow, PlacementRow, PoolRow, SiteRow
 from broker.db.store_base import StoreBase
+from broker.db.upsert import insert_missing
 from broker.domain.enums import Health, Tier
 from broker.domain.fleet import MILLI_PER_GPU, GpuPool, NodeUse, Site
 from broker.domain.work import RunningWork
@@ -40,10 +42,13 @@ class FleetStore(StoreBase):
         the broker's own bookings are left as they are."""
         now = self._clock.now()
         async with self._sessions.begin() as s:
+            conn = await s.connection()
+            await insert_missing(conn, SITES, [_site_columns(site, now)])
+            await insert_missing(
+                conn, POOLS, [_pool_columns(site.name, pool, now) for pool in pools]
+            )
             row = await s.get(SiteRow, site.name)
-            if row is None:
-                row = SiteRow(name=site.name)
-                s.add(row)
+            assert row is not None
             row.kind, row.region, row.location = site.kind.value, site.region, site.location
             row.grid_zone, row.private, row.pue = site.grid_zone, site.private, site.pue
             row.health, row.health_reason, row.updated_at = (
@@ -53,9 +58,7 @@ class FleetStore(StoreBase):
             )
             for pool in pools:
                 prow = await s.get(PoolRow, pool.id)
-                if prow is None:
-                    prow = PoolRow(id=pool.id, site=site.name)
-                    s.add(prow)
+                assert prow is not None
                 prow.gpu_model, prow.gpu_memory_gb = pool.gpu_model, pool.gpu_memory_gb
                 prow.gpus_per_node, prow.nodes = pool.gpus_per_node, pool.nodes
                 prow.mig_profiles = list(pool.mig_profiles)
@@ -78,21 +81,8 @@ class FleetStore(StoreBase):
         """Record a configured site if the store has never seen it (so a site that fails
         from its first start still shows, with its health); a known site is left as is."""
         async with self._sessions.begin() as s:
-            if await s.get(SiteRow, site.name) is None:
-                s.add(
-                    SiteRow(
-                        name=site.name,
-                        kind=site.kind.value,
-                        region=site.region,
-                        location=site.location,
-                        grid_zone=site.grid_zone,
-                        private=site.private,
-                        pue=site.pue,
-                        health=site.health.value,
-                        health_reason=site.health_reason,
-                        updated_at=self._clock.now(),
-                    )
-                )
+            conn = await s.connection()
+            await insert_missing(conn, SITES, [_site_columns(site, self._clock.now())])
 
     async def set_site_health(self, name: str, health: Health, reason: str = "") -> None:
         async with self._sessions.begin() as s:
@@ -280,10 +270,9 @@ async def _sync_ledger(s: AsyncSession, site: str, pools: Sequence[GpuPool]) -> 
                     changed_gpus.append(
                         {"b_pool": pool.id, "b_node": name, "b_gpu": g, "b_foreign": foreign[g]}
                     )
-    if new_nodes:
-        await conn.execute(insert(NODES), new_nodes)
-    if new_gpus:
-        await conn.execute(insert(GPUS), new_gpus)
+    # another replica's refresh may have added the same new rows meanwhile
+    await insert_missing(conn, NODES, new_nodes)
+    await insert_missing(conn, GPUS, new_gpus)
     if changed_nodes:
         await conn.execute(
             update(NODES)
@@ -321,3 +310,40 @@ def _beside(booked: Sequence[int], foreign: Sequence[int]) -> list[int]:
         _, g = min(holding) if holding else max(room, key=lambda r: (r[0], -r[1]))
         out[g] += amount
     return out
+
+
+SITES: Table = SiteRow.__table__  # type: ignore[assignment]
+POOLS: Table = PoolRow.__table__  # type: ignore[assignment]
+
+
+def _site_columns(site: Site, now: datetime) -> dict[str, Any]:
+    return {
+        "name": site.name,
+        "kind": site.kind.value,
+        "region": site.region,
+        "location": site.location,
+        "grid_zone": site.grid_zone,
+        "private": site.private,
+        "pue": site.pue,
+        "health": site.health.value,
+        "health_reason": site.health_reason,
+        "updated_at": now,
+    }
+
+
+def _pool_columns(site: str, pool: GpuPool, now: datetime) -> dict[str, Any]:
+    return {
+        "id": pool.id,
+        "site": site,
+        "gpu_model": pool.gpu_model,
+        "gpu_memory_gb": pool.gpu_memory_gb,
+        "gpus_per_node": pool.gpus_per_node,
+        "nodes": pool.nodes,
+        "mig_profiles": list(pool.mig_profiles),
+        "price_on_demand": pool.price_on_demand,
+        "price_spot": pool.price_spot,
+        "cpu_per_node": pool.cpu_per_node,
+        "memory_gb_per_node": pool.memory_gb_per_node,
+        "node_names": list(pool.names()),
+        "updated_at": now,
+    }
