@@ -24,12 +24,12 @@ Any error rolls the whole batch back, so nothing is half-written.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, Update, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.db import ledger
@@ -37,7 +37,6 @@ from broker.db.codec import placement_columns
 from broker.db.models import Base
 from broker.db.store_base import StoreBase
 from broker.domain.enums import JobState
-from broker.domain.errors import ConcurrentUpdate
 from broker.domain.jobs import Placement
 
 JOBS: Table = Base.metadata.tables["jobs"]
@@ -60,11 +59,6 @@ class Deferral:
     reason: str
 
 
-def _chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
-    for i in range(0, len(ids), IN_CHUNK):
-        yield ids[i : i + IN_CHUNK]
-
-
 def _locks_rows(conn: AsyncConnection) -> bool:
     """Whether this database needs row locks (PostgreSQL) or serialises writers (SQLite)."""
     return conn.dialect.name == "postgresql"
@@ -73,24 +67,13 @@ def _locks_rows(conn: AsyncConnection) -> bool:
 async def _lock_jobs(conn: AsyncConnection, job_ids: Iterable[str]) -> dict[str, JobState]:
     """The current state of each job that exists, its row locked until commit."""
     states: dict[str, JobState] = {}
-    for chunk in _chunks(sorted(set(job_ids))):
+    for chunk in ledger.chunks(sorted(set(job_ids)), IN_CHUNK):
         q = select(JOBS.c.id, JOBS.c.state).where(JOBS.c.id.in_(chunk))
         if _locks_rows(conn):  # "C": byte order, the same as `sorted` above for UTF-8
             q = q.order_by(JOBS.c.id.collate("C")).with_for_update()
         for job_id, state in await conn.execute(q):
             states[job_id] = JobState(state)
     return states
-
-
-async def _execute_checked(
-    conn: AsyncConnection, statement: Update, rows: list[dict[str, Any]], *, what: str
-) -> None:
-    """Run an UPDATE for each of `rows`; fail the batch if the driver counts a miss."""
-    if not rows:
-        return
-    res = await conn.execute(statement, rows)
-    if conn.dialect.supports_sane_multi_rowcount and res.rowcount != len(rows):
-        raise ConcurrentUpdate(f"{what}: {res.rowcount} of {len(rows)} rows still as read")
 
 
 async def _write_events(
@@ -148,7 +131,7 @@ class BatchTransitions(StoreBase):
                 taken.append(p)
             if not moves:
                 return done
-            await _execute_checked(
+            await ledger.execute_checked(
                 conn,
                 update(JOBS)
                 .where(JOBS.c.id == bindparam("b_id"), JOBS.c.state == bindparam("b_src"))
@@ -191,7 +174,7 @@ class BatchTransitions(StoreBase):
                     taken.append(d)
             if not taken:
                 return done
-            await _execute_checked(
+            await ledger.execute_checked(
                 conn,
                 update(JOBS)
                 .where(JOBS.c.id == bindparam("b_id"), JOBS.c.state == JobState.PENDING.value)
@@ -224,7 +207,7 @@ class BatchTransitions(StoreBase):
             # Find the rows first, then update by key: per job, "job_id = ? AND active"
             # makes SQLite (no statistics) walk the whole `active` index for every row.
             rows: list[dict[str, Any]] = []
-            for chunk in _chunks(list(external_ids)):
+            for chunk in ledger.chunks(list(external_ids), IN_CHUNK):
                 found = await conn.execute(
                     select(PLACEMENTS.c.id, PLACEMENTS.c.job_id).where(
                         PLACEMENTS.c.job_id.in_(chunk), PLACEMENTS.c.active.is_(True)

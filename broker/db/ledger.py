@@ -20,11 +20,11 @@ Both ways of committing placements (one by one in `broker.db.transitions`, in bu
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Table, bindparam, select, tuple_, update
+from sqlalchemy import Table, Update, bindparam, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.db.models import Base
@@ -35,6 +35,8 @@ from broker.domain.nodes import MILLI_PER_GPU, cpu_milli, memory_mb
 POOLS: Table = Base.metadata.tables["gpu_pools"]
 NODES: Table = Base.metadata.tables["ledger_nodes"]
 GPUS: Table = Base.metadata.tables["ledger_gpus"]
+
+T = TypeVar("T")
 
 IN_CHUNK = 400  # (pool, node) pairs per IN list: two bind parameters each
 
@@ -131,7 +133,7 @@ class Ledger:
             for k, v in sorted(self.gpus_now.items())
             if v != self.gpus_read[k]
         ]
-        await _checked(
+        await execute_checked(
             conn,
             update(NODES)
             .where(
@@ -144,7 +146,7 @@ class Ledger:
             node_rows,
             what="ledger nodes",
         )
-        await _checked(
+        await execute_checked(
             conn,
             update(GPUS)
             .where(
@@ -159,9 +161,10 @@ class Ledger:
         )
 
 
-async def _checked(
-    conn: AsyncConnection, statement: Any, rows: list[dict[str, Any]], *, what: str
+async def execute_checked(
+    conn: AsyncConnection, statement: Update, rows: list[dict[str, Any]], *, what: str
 ) -> None:
+    """Run an UPDATE for each of `rows`; fail the transaction if the driver counts a miss."""
     if not rows:
         return
     res = await conn.execute(statement, rows)
@@ -169,9 +172,10 @@ async def _checked(
         raise ConcurrentUpdate(f"{what}: {res.rowcount} of {len(rows)} rows still as read")
 
 
-def _chunks(keys: list[_NodeKey]) -> Iterator[list[_NodeKey]]:
-    for i in range(0, len(keys), IN_CHUNK):
-        yield keys[i : i + IN_CHUNK]
+def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """`items` in slices of at most `size` (one IN list each)."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
 
 
 async def lock(conn: AsyncConnection, placements: Iterable[Placement]) -> Ledger:
@@ -184,7 +188,7 @@ async def lock(conn: AsyncConnection, placements: Iterable[Placement]) -> Ledger
     foreign_nodes: dict[_NodeKey, tuple[int, int]] = {}
     gpus_read: dict[_GpuKey, int] = {}
     foreign_gpus: dict[_GpuKey, int] = {}
-    for chunk in _chunks(keys):
+    for chunk in chunks(keys, IN_CHUNK):
         nq = select(
             NODES.c.pool_id,
             NODES.c.node,

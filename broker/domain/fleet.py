@@ -108,6 +108,7 @@ class GpuPool:
         Filling the fullest nodes first keeps whole nodes free for whole-node and gang
         jobs; None when fewer than `count` nodes have the room (a gang needs all at once).
         """
+        # `nodes.fits`, unrolled per kind of ask: this runs for every node of every fit
         cap = self.node_capacity_milli
         size = self.size
         cpu_left = size.cpu_milli - demand.cpu_milli

@@ -558,28 +558,26 @@ _NodeArrays = tuple[Ints, Ints, Ints, Ints, Ints, Ints, Ints]
 NodeCache = dict[str, tuple[GpuPool, _NodeArrays]]
 
 
+def _node_row(u: NodeUse) -> tuple[int, int, int, int, int, int, int]:
+    """One node's entries of `_NodeArrays`, in their order."""
+    used = u.in_use
+    return (
+        u.free_whole,
+        u.best_room,
+        u.cpu_milli,
+        u.memory_mb,
+        u.used_milli,
+        u.free_whole if used else 0,
+        u.partial_room if used else 0,
+    )
+
+
 def _node_arrays(uses: Sequence[NodeUse]) -> _NodeArrays:
-    rows = [
-        (
-            u.free_whole,
-            u.best_room,
-            u.cpu_milli,
-            u.memory_mb,
-            u.used_milli,
-            u.free_whole if u.used_milli or u.cpu_milli else 0,
-            u.partial_room if u.used_milli or u.cpu_milli else 0,
-        )
-        for u in uses
-    ]
+    rows = [_node_row(u) for u in uses]
     table = np.asarray(rows, dtype=np.int64).reshape(len(rows), 7)
     return cast(_NodeArrays, tuple(np.ascontiguousarray(table[:, k]) for k in range(7)))
 
 
 def _set_node(per: _NodeArrays, n: int, u: NodeUse) -> None:
-    per[0][n] = u.free_whole
-    per[1][n] = u.best_room
-    per[2][n] = u.cpu_milli
-    per[3][n] = u.memory_mb
-    per[4][n] = u.used_milli
-    per[5][n] = u.free_whole if u.in_use else 0
-    per[6][n] = u.partial_room if u.in_use else 0
+    for column, value in zip(per, _node_row(u), strict=True):
+        column[n] = value
