@@ -1,9 +1,12 @@
 """Checking the configured sites' credentials and permissions (`broker check`, admin API).
 
 Each site's connector verifies what it needs (credentials resolve, calls allowed) and
-reports items; a check never raises for a provider's answer, and nothing here ever sees a
-secret value: settings name credentials by reference and connectors report only non-secret
-facts (an account id, a service-account email, a context name).
+reports items; a check never raises for a provider's answer. Settings name credentials by
+reference and connectors report only non-secret facts (an account id, a service-account
+email, a context name), but a failed item's detail is the provider's error text, which may
+repeat a credential: every `SiteCheck` is built through `_site_check`, which passes each
+detail through the shared redactor, so `broker check` and `/v1/admin/providers` (both
+printing these) show none.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from connectors.base import BuildContext, CheckItem, Connector
 from connectors.errors import ConnectorError
 from connectors.registry import UnknownConnector, connector_class
 from connectors.threads import Blocking
+from redaction import redact
 
 CHECK_TIMEOUT_S = 30.0
 
@@ -107,6 +111,26 @@ class SiteCheck:
         return bool(self.items) and all(i.ok for i in self.items)
 
 
+def _site_check(
+    *,
+    site: str,
+    kind: str,
+    credentials: str,
+    lacks: tuple[Ability, ...],
+    items: tuple[CheckItem, ...],
+    checked_at: datetime,
+) -> SiteCheck:
+    """A `SiteCheck` whose texts went through the redactor (see the module docstring)."""
+    return SiteCheck(
+        site=site,
+        kind=kind,
+        credentials=redact(credentials),
+        lacks=lacks,
+        items=tuple(CheckItem(name=i.name, ok=i.ok, detail=redact(i.detail)) for i in items),
+        checked_at=checked_at,
+    )
+
+
 async def check_connector(
     name: str, kind: str, connector: Connector, *, clock: Clock, timeout_s: float
 ) -> SiteCheck:
@@ -116,7 +140,7 @@ async def check_connector(
         items = (CheckItem(name="reachable", ok=False, detail=f"no answer in {timeout_s:g}s"),)
     except ConnectorError as exc:
         items = (CheckItem(name="reachable", ok=False, detail=str(exc)),)
-    return SiteCheck(
+    return _site_check(
         site=name,
         kind=kind,
         credentials=connector.credentials(),
@@ -170,7 +194,7 @@ async def check_configured(
             await connector.close()
 
     def failed(site: str, kind: str, detail: str) -> SiteCheck:
-        return SiteCheck(
+        return _site_check(
             site=site,
             kind=kind,
             credentials="unknown",
@@ -221,7 +245,7 @@ async def check_carbon(
     now = clock.now()
 
     def result(name: str, items: tuple[CheckItem, ...]) -> SiteCheck:
-        return SiteCheck(
+        return _site_check(
             site=f"carbon:{name}",
             kind="carbon",
             credentials=carbon_credentials(settings, name),

@@ -63,6 +63,11 @@ class TokenSettings(_Strict):
 
 class AuthSettings(_Strict):
     tokens: tuple[TokenSettings, ...] = ()
+    # Whether `GET /metrics` needs the bearer token of an operator or admin (else 401/403).
+    # Its figures are fleet-wide (every tenant's jobs by state, burst spend per site), which
+    # the API keeps to operators; Prometheus sends the token with `authorization:
+    # {credentials_file: ...}` in its scrape config. Off in the demo config only.
+    metrics_token_required: bool = True
 
     @field_validator("tokens")
     @classmethod

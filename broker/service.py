@@ -1,6 +1,12 @@
 """Service wiring: settings → database → SDK thread pool → connectors → carbon → scheduling
 loop → scheduled duties (leader only) → HTTP API.
 
+A process serves one of three roles (`broker serve --role`). `api`: the HTTP API; it runs
+no passes, follows no site and leads no duties, and wakes the schedulers through the
+database (`broker.db.wake`). `scheduler`: the passes (one replica at a time when
+`scheduler.exclusive`), the sites' follow loops and the duties, with only the operational
+routes (health, readiness, metrics). `all` (the embedded default): both in one process.
+
 Each resource is opened and closed in an aiohttp cleanup context, in that order, and lives
 in a typed app key (`broker.api.keys`); nothing is global, so tests can run several brokers
 in one process. The SDK pool is opened before the connectors and so shut down after every
@@ -14,6 +20,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from enum import StrEnum
 
 import aiohttp
 from aiohttp import web
@@ -31,6 +38,8 @@ from broker.api.keys import (
     LEADER,
     LOOP,
     METRICS,
+    REPLICA,
+    ROLE,
     SDK_POOL,
     SETTINGS,
     STORE,
@@ -40,13 +49,18 @@ from broker.burst.burster import Burster
 from broker.config import Settings, load_latency
 from broker.db.capacity import CapacityStore
 from broker.db.connection import create_engine, current_revision, session_factory, upgrade
+from broker.db.leases import Leases, default_holder
 from broker.db.repository import Store
+from broker.db.sim_runs import DbRunBook
+from broker.db.wake import Waker, listen
 from broker.domain.clock import Clock, SystemClock
 from broker.domain.enums import Health
 from broker.duties.leader import Leader
 from broker.metrics import Metrics
+from broker.scheduling.follow import site_follow
 from broker.scheduling.forecaster import DemandService
 from broker.scheduling.inventory import refresh_inventory
+from broker.scheduling.leased import Leased, lease_name
 from broker.scheduling.loop import SchedulingLoop
 from broker.scheduling.periodic import BrokerDuties
 from carbon.recorded import RECORDED_KEEP
@@ -56,13 +70,28 @@ from connectors.errors import ConnectorError
 from connectors.registry import connector_class
 from connectors.settings import site_from_settings
 from connectors.threads import Blocking
+from redaction import register_url
+from redaction.logs import install as install_log_redaction
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
+class ServeRole(StrEnum):
+    API = "api"
+    SCHEDULER = "scheduler"
+    ALL = "all"
+
+
+def create_app(
+    settings: Settings, *, clock: Clock | None = None, role: ServeRole = ServeRole.ALL
+) -> web.Application:
     app = web.Application(client_max_size=settings.http.max_body_bytes)
     app[SETTINGS] = settings
+    app[ROLE] = role.value
+    # Log records are process-wide, so is their redaction (see `redaction`).
+    install_log_redaction()
+    register_url(settings.database_url)
+    app[REPLICA] = default_holder()
     app[CLOCK] = clock or SystemClock()
     app[METRICS] = Metrics()
     app[VERIFIER] = TokenVerifier(settings.auth.tokens)
@@ -72,8 +101,13 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.cleanup_ctx.append(_carbon)
     app.cleanup_ctx.append(_scheduler)
     app.cleanup_ctx.append(_scheduled)
-    add_api(app)
+    add_api(app, v1=role is not ServeRole.SCHEDULER)
     return app
+
+
+def _schedules(app: web.Application) -> bool:
+    """Whether this process runs passes, follows sites and leads duties."""
+    return app[ROLE] != ServeRole.API
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -98,7 +132,11 @@ async def _sdk_pool(app: web.Application) -> AsyncIterator[None]:
 async def _fleet(app: web.Application) -> AsyncIterator[None]:
     settings, store = app[SETTINGS], app[STORE]
     context = BuildContext(
-        config_dir=settings.config_dir, blocking=app[SDK_POOL], clock=app[CLOCK], sim=settings.sim
+        config_dir=settings.config_dir,
+        blocking=app[SDK_POOL],
+        clock=app[CLOCK],
+        sim=settings.sim,
+        runs=DbRunBook(sessions=session_factory(app[ENGINE])),
     )
     connectors: dict[str, Connector] = {}
     try:
@@ -123,7 +161,7 @@ async def _fleet(app: web.Application) -> AsyncIterator[None]:
                 await store.set_site_health(name, Health.UNREACHABLE, str(exc))
                 continue
             started[name] = connector
-        if not settings.burst.targets:  # else `_scheduled` reads it through the burster
+        if _schedules(app) and not settings.burst.targets:  # else `_scheduled` reads it
             log.info("inventory: %s", await refresh_inventory(store=store, connectors=started))
         for known in await store.sites():
             if known.name not in connectors:
@@ -154,25 +192,26 @@ async def _carbon(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _scheduler(app: web.Application) -> AsyncIterator[None]:
-    connectors = app[CONNECTORS]
+    """The scheduling loop; where this process schedules, its passes and the sites' follow
+    loops, each while this replica holds its lease, and the wake-up listener."""
+    settings, connectors, engine = app[SETTINGS], app[CONNECTORS], app[ENGINE]
+    waker = Waker(engine)
     loop = SchedulingLoop(
         store=app[STORE],
         connectors=connectors,
         carbon=app[CARBON].source,
-        latency=load_latency(app[SETTINGS]),
-        settings=app[SETTINGS].scheduler,
+        latency=load_latency(settings),
+        settings=settings.scheduler,
         clock=app[CLOCK],
         metrics=app[METRICS],
-        power=app[SETTINGS].power_table(),
+        power=settings.power_table(),
+        publish=waker.wake,
     )
     app[LOOP] = loop
-    await loop.reconcile()
-    tasks = [asyncio.create_task(loop.run(), name="scheduling-loop")]
-    tasks += [
-        asyncio.create_task(loop.follow(c), name=f"follow:{name}")
-        for name, c in app[CONNECTORS].items()
-    ]
+    tasks: list[asyncio.Task[None]] = []
     try:
+        if _schedules(app):
+            tasks = await _start_scheduling(app, loop)
         yield
     finally:
         for task in tasks:
@@ -180,6 +219,51 @@ async def _scheduler(app: web.Application) -> AsyncIterator[None]:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await waker.close()
+
+
+async def _start_scheduling(app: web.Application, loop: SchedulingLoop) -> list[asyncio.Task[None]]:
+    settings, clock = app[SETTINGS].scheduler, app[CLOCK]
+    leases = Leases(sessions=session_factory(app[ENGINE]), clock=clock)
+    leased = [
+        site_follow(
+            site=name,
+            connector=c,
+            loop=loop,
+            leases=leases,
+            holder=app[REPLICA],
+            settings=settings.follow,
+        )
+        for name, c in app[CONNECTORS].items()
+    ]
+    if settings.exclusive:
+        leased.append(
+            Leased(
+                name=lease_name("scheduler"),
+                what="the scheduling passes",
+                leases=leases,
+                holder=app[REPLICA],
+                clock=clock,
+                lease_s=settings.follow.lease_s,
+                renew_s=settings.follow.renew_s,
+                body=loop.run,
+            )
+        )
+    # Take over the sites and the passes nobody holds before serving, as a restart did.
+    for each in leased:
+        await each.step()
+    tasks = [asyncio.create_task(each.run(), name=f"lease:{i}") for i, each in enumerate(leased)]
+    if not settings.exclusive:
+        tasks.append(asyncio.create_task(loop.run(), name="scheduling-loop"))
+    tasks.append(
+        asyncio.create_task(
+            listen(
+                app[ENGINE], lambda capacity: loop.wake(capacity_changed=capacity, publish=False)
+            ),
+            name="wake-listener",
+        )
+    )
+    return tasks
 
 
 async def _scheduled(app: web.Application) -> AsyncIterator[None]:
@@ -219,11 +303,18 @@ async def _scheduled(app: web.Application) -> AsyncIterator[None]:
         clock=clock,
         visible=None if burster is None else burster.visible,
     )
-    leader = Leader(engine=app[ENGINE], duties=duties, settings=settings.schedule, clock=clock)
+    leader = Leader(
+        engine=app[ENGINE],
+        duties=duties,
+        settings=settings.schedule,
+        clock=clock,
+        holder=app[REPLICA],
+    )
     app[DEMAND], app[LEADER], app[CAPACITY] = demand, leader, capacity
     if burster is not None:
         app[BURSTER] = burster
-    await leader.start()
+    if _schedules(app):
+        await leader.start()
     try:
         yield
     finally:

@@ -24,6 +24,7 @@ from broker.domain.clock import Clock
 from broker.domain.enums import Ability, JobState, SiteKind
 from broker.domain.fleet import GpuPool, Site
 from broker.domain.jobs import Job, Placement
+from broker.domain.runs import RunBook
 from connectors.errors import ConnectorError, Unsupported
 from connectors.settings import SimSettings, SiteSettings
 from connectors.threads import Blocking
@@ -50,6 +51,8 @@ class BuildContext:
     blocking: Blocking  # the bounded pool for sync SDK calls; its owner shuts it down
     clock: Clock
     sim: SimSettings = field(default_factory=SimSettings)  # read only by the sim connector
+    # where the sim connector keeps its runs so every replica sees them; None: in memory
+    runs: RunBook | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,6 +103,9 @@ class StatusUpdate:
     at: datetime
     reason: str
     detail: str = ""
+    # The run (`Placement.run`) it is about, so the broker drops an update from an earlier
+    # run of the same job; None where the site cannot tell (applied to the current run).
+    run: str | None = None
 
 
 class Connector(abc.ABC):
@@ -136,11 +142,17 @@ class Connector(abc.ABC):
 
     @abc.abstractmethod
     async def adopt(self, *, job: Job, placement: Placement) -> None:
-        """After a broker restart, resume following a job the site may still be running."""
+        """Resume following a job the site may still be running (after a restart, or when
+        this replica takes the site over); report it gone if the site no longer has it."""
 
     @abc.abstractmethod
     def updates(self) -> AsyncIterator[StatusUpdate]:
-        """The stream of status changes of this site's jobs, until `close`."""
+        """The stream of status changes of this site's jobs, until `close`.
+
+        Iterating is following: the connector watches the site only while someone iterates
+        (the replica holding the site's follow lease), and stops when the iteration ends.
+        Each update names its run where the site can tell (`StatusUpdate.run`).
+        """
 
     def supports(self, ability: Ability) -> bool:
         return ability not in self.lacks

@@ -37,7 +37,7 @@ def test_ruff_format() -> None:
 
 
 def test_mypy_strict() -> None:
-    _run(_tool("mypy"), "broker", "connectors", "carbon")
+    _run(_tool("mypy"), "broker", "connectors", "carbon", "redaction")
 
 
 def test_layer_contracts() -> None:

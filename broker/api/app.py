@@ -11,6 +11,7 @@ from broker.api.auth import authenticate
 from broker.api.context import set_principal
 from broker.api.keys import METRICS, VERIFIER
 from broker.api.problems import Handler, problem_middleware
+from broker.api.redaction import redaction_middleware
 
 
 @web.middleware
@@ -38,11 +39,17 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
-def add_api(app: web.Application) -> None:
-    app.middlewares.extend([metrics_middleware, problem_middleware, auth_middleware])
+def add_api(app: web.Application, *, v1: bool = True) -> None:
+    """Middlewares and routes; without `v1` (the scheduler role) only the operational ones:
+    health, readiness, metrics and the API document."""
+    app.middlewares.extend(
+        [metrics_middleware, redaction_middleware, problem_middleware, auth_middleware]
+    )
+    app.add_routes(ops.routes)
+    if not v1:
+        return
     app.add_routes(jobs.routes)
     app.add_routes(fleet.routes)
-    app.add_routes(ops.routes)
     app.add_routes(admin.routes)
     app.add_routes(reports.routes)
     app.add_routes(capacity.routes)

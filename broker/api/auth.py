@@ -67,7 +67,12 @@ def authenticate(request: web.Request, verifier: TokenVerifier) -> Principal:
         raise unauthorized("send Authorization: Bearer <token>")
     if scheme.lower() != "bearer" or not token.strip():
         raise unauthorized("the Authorization header must be 'Bearer <token>'")
-    principal = verifier.verify(token.strip())
+    token = token.strip()
+    # aiohttp keeps a header's non-UTF-8 bytes as lone surrogates, which `str.encode` (in
+    # `verify`) refuses; tokens are printable ASCII, so anything else is simply not one.
+    if not (token.isascii() and token.isprintable()):
+        raise unauthorized("the token is not valid")
+    principal = verifier.verify(token)
     if principal is None:
         raise unauthorized("the token is not valid")
     return principal

@@ -13,7 +13,7 @@ from aiohttp import web
 from broker.api.auth import require
 from broker.api.context import principal
 from broker.api.keys import BURSTER, CAPACITY, CLOCK, DEMAND, SETTINGS
-from broker.api.query import field_problem, period, reject_unknown
+from broker.api.query import field_problem, given, period, reject_unknown
 from broker.burst.model import BurstAction, Plan, Skipped
 from broker.domain.capacity import ActionKind, CapacityAction
 from broker.domain.enums import Role
@@ -21,13 +21,13 @@ from broker.scheduling.forecaster import CapacityOutlook
 
 routes = web.RouteTableDef()
 
-_HORIZON = re.compile(r"^(\d{1,3})h?$")
+_HORIZON = re.compile(r"([0-9]{1,3})h?")  # not \d, which also matches "²" that int() refuses
 MAX_HORIZON_H = 48
 
 
 def _horizon(request: web.Request) -> int:
-    raw = request.query.get("horizon", "24h")
-    match = _HORIZON.match(raw)
+    raw = given(request, "horizon") or "24h"
+    match = _HORIZON.fullmatch(raw)
     hours = int(match.group(1)) if match else 0
     if not 1 <= hours <= MAX_HORIZON_H:
         raise field_problem("horizon", "range", f"hours from 1 to {MAX_HORIZON_H}, e.g. 24h")
@@ -151,9 +151,9 @@ async def capacity_actions(request: web.Request) -> web.Response:
         request, now=now, default_span=timedelta(days=7), too_long="a period spans at most 366 days"
     )
     kind: ActionKind | None = None
-    if "kind" in request.query:
+    if (raw_kind := given(request, "kind")) is not None:
         try:
-            kind = ActionKind(request.query["kind"])
+            kind = ActionKind(raw_kind)
         except ValueError:
             allowed = ", ".join(k.value for k in ActionKind)
             raise field_problem("kind", "enum", f"must be among: {allowed}") from None

@@ -1,6 +1,16 @@
-"""Between API bodies and domain values."""
+"""Between API bodies and domain values, and what a plain user may see of them.
+
+A user sees only their own tenant's jobs, but two things the broker records are about other
+tenants: a preemption's event names the job that preempted this one and every other victim
+(with tier and tenant), and the placement dry run's capacity rejections and packing term
+tell how full each pool is, which `/v1/inventory` keeps to operators. For users these are
+rewritten here, at the boundary; the store keeps the full record for operators.
+"""
 
 from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Set
 
 from broker.api.schemas import (
     CandidateOut,
@@ -16,9 +26,11 @@ from broker.api.schemas import (
     WorkloadIn,
 )
 from broker.db.repository import JobDetail
+from broker.domain.enums import Tier
 from broker.domain.fleet import MILLI_PER_GPU
-from broker.domain.jobs import Job, JobSpec
+from broker.domain.jobs import Job, JobEvent, JobSpec
 from broker.domain.placement import Candidate, Evaluation
+from broker.domain.rules import RejectReason
 from broker.domain.serde import spec_from_dict
 
 
@@ -61,7 +73,37 @@ def spec_to_api(spec: JobSpec) -> JobIn:
     )
 
 
-def job_out(job: Job, detail: JobDetail | None = None) -> JobOut:
+# How `broker.scheduling.apply` words a preemption on its victim: "for <tier> job <id>:
+# <each victim with its tier and tenant, and why>". `tests/api/test_tenancy.py` preempts a
+# job for real, so a change of wording that would slip past this fails there.
+_PREEMPTED_FOR = re.compile(r"^for (P[1-3]) job (\S+): ")
+
+
+def preemptors(events: Iterable[JobEvent]) -> set[str]:
+    """The ids of the jobs that preempted this one, as its events name them."""
+    return {m[2] for e in events if (m := _PREEMPTED_FOR.match(e.detail))}
+
+
+def _detail_for_user(event: JobEvent, *, tier: Tier, mine: Set[str]) -> str:
+    """An event's detail without other tenants' jobs: a preemption names its preemptor only
+    when it is the user's own job, and otherwise says why it could take the GPUs."""
+    m = _PREEMPTED_FOR.match(event.detail)
+    if m is None:
+        return event.detail
+    by_tier, by_job = Tier(m[1]), m[2]
+    if by_job in mine:
+        return f"preempted for your {by_tier.value} job {by_job}"
+    if by_tier.rank < tier.rank:
+        return "preempted for a job of a higher tier"
+    # the only other ground (broker.domain.policy.preemption, rule 1): this job ran on quota
+    # borrowed from another tenant, who took it back
+    return "preempted: the tenant whose idle quota this job borrowed needed it back"
+
+
+def job_out(job: Job, detail: JobDetail | None = None, *, mine: Set[str] | None = None) -> JobOut:
+    """The job as the API shows it. `mine`: for a plain user, which of the job's
+    `preemptors` are the user's own (the others go unnamed); None shows every event as
+    stored (operators)."""
     placement = events = None
     if detail is not None:
         p = detail.placement
@@ -84,7 +126,9 @@ def job_out(job: Job, detail: JobDetail | None = None) -> JobOut:
                 from_state=e.from_state.value if e.from_state else None,
                 to_state=e.to_state.value,
                 reason=e.reason,
-                detail=e.detail,
+                detail=e.detail
+                if mine is None
+                else _detail_for_user(e, tier=job.spec.tier, mine=mine),
             )
             for e in detail.events
         ]
@@ -105,7 +149,7 @@ def job_out(job: Job, detail: JobDetail | None = None) -> JobOut:
     )
 
 
-def _candidate(rank: int, c: Candidate) -> CandidateOut:
+def _candidate(rank: int, c: Candidate, *, occupancy: bool) -> CandidateOut:
     return CandidateOut(
         rank=rank,
         site=c.site,
@@ -122,18 +166,28 @@ def _candidate(rank: int, c: Candidate) -> CandidateOut:
         cost_term=round(c.cost_term, 4),
         latency_term=round(c.latency_term, 4),
         carbon_term=round(c.carbon_term, 4),
-        packing_term=round(c.packing_term, 4),
+        packing_term=round(c.packing_term, 4) if occupancy else None,
         score=round(c.score, 4),
     )
 
 
-def explain_out(ev: Evaluation) -> ExplainOut:
-    cands = [_candidate(i + 1, c) for i, c in enumerate(ev.candidates)]
+_NO_ROOM = "not enough free GPUs, CPUs or memory on this pool's nodes now"
+
+
+def explain_out(ev: Evaluation, *, occupancy: bool) -> ExplainOut:
+    """The dry run's answer; without `occupancy` (users) no figure says how full a pool is:
+    capacity rejections say only that there is no room, and the packing term is null."""
+    cands = [_candidate(i + 1, c, occupancy=occupancy) for i, c in enumerate(ev.candidates)]
     return ExplainOut(
         winner=cands[0] if cands else None,
         candidates=cands,
         rejected=[
-            RejectionOut(site=r.site, pool_id=r.pool_id, reason=r.reason.value, detail=r.detail)
+            RejectionOut(
+                site=r.site,
+                pool_id=r.pool_id,
+                reason=r.reason.value,
+                detail=r.detail if occupancy or r.reason is not RejectReason.CAPACITY else _NO_ROOM,
+            )
             for r in ev.rejections
         ],
         weights=WeightsOut(

@@ -9,16 +9,18 @@ from typing import TypeVar
 from aiohttp import web
 
 from broker.api.context import principal
-from broker.api.convert import explain_out, job_out, spec_from_api
+from broker.api.convert import explain_out, job_out, preemptors, spec_from_api
 from broker.api.keys import BURSTER, CLOCK, LOOP, SETTINGS, STORE
 from broker.api.problems import ApiProblem, not_found, read_model, validation_problem
-from broker.api.query import reject_unknown
-from broker.api.schemas import CandidateOut, ExplainOut, JobIn, JobPageOut, ProblemField
-from broker.db.repository import InvalidCursor
+from broker.api.query import given, integer, reject_unknown
+from broker.api.schemas import CandidateOut, ExplainOut, JobIn, JobOut, JobPageOut, ProblemField
+from broker.db.repository import InvalidCursor, JobDetail
+from broker.domain.bounds import storable
 from broker.domain.enums import JobKind, JobState, Tier
 from broker.domain.errors import IdempotencyConflict, JobAlreadyFinished, JobNotFound
 from broker.domain.jobs import Job, JobSpec
 from broker.domain.placement import Evaluation
+from broker.domain.tenancy import Principal
 from carbon.live.errors import SourceError
 from carbon.power import GPU_MODELS
 from carbon.static import SOURCE_NAME as STATIC_SOURCE
@@ -169,19 +171,15 @@ def _enum_list(request: web.Request, name: str, enum: type[E]) -> list[E]:
 async def list_jobs(request: web.Request) -> web.Response:
     who = principal(request)
     reject_unknown(request, LIST_PARAMS)
-    raw_limit = request.query.get("limit", "50")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 500:
-        raise validation_problem(
-            [ProblemField(field="limit", type="range", message="an integer from 1 to 500")]
-        )
+    limit = integer(request, "limit", default=50, lo=1, hi=500)
     try:
         page = await request.app[STORE].list_jobs(
             tenant=None if who.sees_all_tenants() else who.tenant,
             states=_enum_list(request, "state", JobState),
             tiers=_enum_list(request, "priority", Tier),
             kinds=_enum_list(request, "kind", JobKind),
-            limit=int(raw_limit),
-            cursor=request.query.get("cursor"),
+            limit=limit,
+            cursor=given(request, "cursor"),
         )
     except InvalidCursor:
         raise validation_problem(
@@ -195,23 +193,49 @@ async def list_jobs(request: web.Request) -> web.Response:
     return web.json_response(text=out.model_dump_json())
 
 
+MAX_JOB_ID = 255
+
+
+def _job_id(request: web.Request) -> str:
+    """The path's job id; a 404 for one no job can have (a NUL byte, which PostgreSQL
+    refuses in a query, an undecodable byte, a mile-long id), before the store sees it."""
+    job_id = request.match_info["job_id"]
+    if not (len(job_id) <= MAX_JOB_ID and job_id.isprintable() and storable(job_id)):
+        raise not_found("no such job")
+    return job_id
+
+
+async def _shown(request: web.Request, who: Principal, detail: JobDetail) -> JobOut:
+    """The job as `who` may see it: a user's events name no other tenant's job."""
+    if who.sees_all_tenants():
+        return job_out(detail.job, detail)
+    mine: set[str] = set()
+    for other in preemptors(detail.events):
+        try:
+            await request.app[STORE].get_job(other, tenant=who.tenant)
+        except JobNotFound:
+            continue
+        mine.add(other)
+    return job_out(detail.job, detail, mine=mine)
+
+
 @routes.get("/v1/jobs/{job_id}")
 async def show_job(request: web.Request) -> web.Response:
     who = principal(request)
-    job_id = request.match_info["job_id"]
+    job_id = _job_id(request)
     try:
         detail = await request.app[STORE].get_job(
             job_id, tenant=None if who.sees_all_tenants() else who.tenant
         )
     except JobNotFound:
         raise not_found(f"no job {job_id}") from None
-    return web.json_response(text=job_out(detail.job, detail).model_dump_json())
+    return web.json_response(text=(await _shown(request, who, detail)).model_dump_json())
 
 
 @routes.delete("/v1/jobs/{job_id}")
 async def cancel_job(request: web.Request) -> web.Response:
     who = principal(request)
-    job_id = request.match_info["job_id"]
+    job_id = _job_id(request)
     try:
         job = await request.app[LOOP].cancel(
             job_id, tenant=None if who.sees_all_tenants() else who.tenant
@@ -226,7 +250,7 @@ async def cancel_job(request: web.Request) -> web.Response:
             detail=f"job {job_id} is {exc.state}; there is nothing to cancel",
         ) from None
     detail = await request.app[STORE].get_job(job.id)
-    return web.json_response(text=job_out(detail.job, detail).model_dump_json())
+    return web.json_response(text=(await _shown(request, who, detail)).model_dump_json())
 
 
 @routes.post("/v1/placements:explain")
@@ -236,7 +260,8 @@ async def explain(request: web.Request) -> web.Response:
     spec = spec_from_api(body)
     _check_submission(request, spec, await _known_models(request))
     ev = await request.app[LOOP].evaluate(_draft(spec, who.tenant, request), ignore_capacity=False)
-    out = await _with_carbon_basis(request, explain_out(ev))
+    # how full each pool is stays with operators, as in /v1/inventory
+    out = await _with_carbon_basis(request, explain_out(ev, occupancy=who.sees_all_tenants()))
     return web.json_response(text=out.model_dump_json())
 
 

@@ -20,6 +20,8 @@ from connectors.base import Connector
 from connectors.threads import Blocking
 
 SETTINGS = web.AppKey("settings", Settings)
+REPLICA = web.AppKey("replica", str)  # this replica's holder id in leases
+ROLE = web.AppKey("role", str)  # what this process serves: api, scheduler or all
 CLOCK = web.AppKey("clock", Clock)
 METRICS = web.AppKey("metrics", Metrics)
 VERIFIER = web.AppKey("verifier", TokenVerifier)

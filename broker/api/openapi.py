@@ -53,10 +53,23 @@ class Op:
     auth: bool = True
     params: tuple[dict[str, Any], ...] = field(default=())
     media: str = "application/json"
+    also: tuple[str, ...] = ()  # other media types of the success response, as text
+    auth_setting: str | None = None  # the setting that decides whether a token is needed
 
 
 def _q(name: str, desc: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "description": desc, "schema": schema}
+    """An optional query parameter; given empty (`?name=`), it counts as absent."""
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": desc + "; empty: as if absent",
+        "schema": schema,
+    }
+
+
+# A time parameter: RFC 3339 with an offset (within `broker.domain.bounds`), or empty.
+_TIME = {"type": "string", "anyOf": [{"format": "date-time"}, {"maxLength": 0}]}
 
 
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -98,7 +111,7 @@ OPERATIONS: tuple[Op, ...] = (
                 "Page size",
                 {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
             ),
-            _q("cursor", "next_cursor of the previous page", {"type": "string"}),
+            _q("cursor", "next_cursor of the previous page", {"type": "string", "maxLength": 64}),
         ),
     ),
     Op(
@@ -124,7 +137,9 @@ OPERATIONS: tuple[Op, ...] = (
     Op(
         "post",
         "/v1/placements:explain",
-        "Dry-run placement: ranked sites and rejections",
+        "Dry-run placement: ranked sites and rejections. Users see feasibility and ranking "
+        "without how full pools are: a capacity rejection says only that there is no room, "
+        "and packing_term is null (operators see both)",
         200,
         ExplainOut,
         JobIn,
@@ -177,8 +192,8 @@ OPERATIONS: tuple[Op, ...] = (
         None,
         (401, 422),
         params=(
-            _q("from", "start, RFC 3339 (default: `to` minus 30 days)", {"type": "string"}),
-            _q("to", "end, exclusive, RFC 3339 (default: now)", {"type": "string"}),
+            _q("from", "start, RFC 3339 (default: `to` minus 30 days)", _TIME),
+            _q("to", "end, exclusive, RFC 3339 (default: now)", _TIME),
             _q(
                 "group_by",
                 "grouping",
@@ -186,6 +201,7 @@ OPERATIONS: tuple[Op, ...] = (
             ),
             _q("format", "output", {"type": "string", "enum": ["json", "csv", "html"]}),
         ),
+        also=("text/csv", "text/html"),
     ),
     Op(
         "get",
@@ -196,7 +212,13 @@ OPERATIONS: tuple[Op, ...] = (
         None,
         None,
         (401, 403, 422),
-        params=(_q("horizon", "hours ahead, 1 to 48 (e.g. 24h)", {"type": "string"}),),
+        params=(
+            _q(
+                "horizon",
+                "hours ahead, 1 to 48 (e.g. 24h; default 24h)",
+                {"type": "string", "pattern": "^([0-9]{1,3}h?)?$"},
+            ),
+        ),
     ),
     Op(
         "get",
@@ -208,8 +230,8 @@ OPERATIONS: tuple[Op, ...] = (
         None,
         (401, 403, 422),
         params=(
-            _q("from", "start, RFC 3339 (default: `to` minus 7 days)", {"type": "string"}),
-            _q("to", "end, exclusive, RFC 3339 (default: now)", {"type": "string"}),
+            _q("from", "start, RFC 3339 (default: `to` minus 7 days)", _TIME),
+            _q("to", "end, exclusive, RFC 3339 (default: now)", _TIME),
             _q("kind", "burst or reclaim", {"type": "string", "enum": ["burst", "reclaim"]}),
         ),
     ),
@@ -225,11 +247,13 @@ OPERATIONS: tuple[Op, ...] = (
     Op(
         "get",
         "/metrics",
-        "Prometheus metrics",
+        "Prometheus metrics, fleet-wide (operator)",
         200,
         None,
-        auth=False,
+        None,
+        (401, 403),
         media="text/plain; version=0.0.4",
+        auth_setting="auth.metrics_token_required",
     ),
     Op("get", "/openapi.json", "This document", 200, None, auth=False),
     Op("get", "/docs", "API documentation page", 200, None, auth=False, media="text/html"),
@@ -271,6 +295,7 @@ def openapi_document() -> dict[str, Any]:
             ok["content"] = {op.media: {"schema": {"type": "object"}}}
         else:
             ok["content"] = {op.media: {"schema": {"type": "string"}}}
+        ok["content"].update({media: {"schema": {"type": "string"}} for media in op.also})
         responses: dict[str, Any] = {str(op.ok): ok}
         errors = op.errors + ((503,) if op.path == "/readyz" else ())
         for status in errors:
@@ -292,7 +317,14 @@ def openapi_document() -> dict[str, Any]:
                 "required": True,
                 "content": {"application/json": {"schema": _ref(op.request)}},
             }
-        operation["security"] = [{"bearer": []}] if op.auth else []
+        if op.auth_setting is not None:  # a token, or none when the setting is off
+            operation["security"] = [{"bearer": []}, {}]
+            operation["description"] = (
+                f"Needs an operator's or admin's token unless the setting `{op.auth_setting}` "
+                "is off (as in the demo config)."
+            )
+        else:
+            operation["security"] = [{"bearer": []}] if op.auth else []
         paths.setdefault(op.path, {})[op.method] = operation
     return {
         "openapi": "3.1.0",

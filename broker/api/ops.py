@@ -8,10 +8,12 @@ from aiohttp import web
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from broker.api.keys import CAPACITY, ENGINE, LEADER, METRICS, STORE
+from broker.api.auth import authenticate, require
+from broker.api.keys import CAPACITY, ENGINE, LEADER, METRICS, SETTINGS, STORE, VERIFIER
 from broker.api.openapi import DOCS_HTML, openapi_document
 from broker.api.schemas import HealthOut
 from broker.db.connection import current_revision, head_revision
+from broker.domain.enums import Role
 
 routes = web.RouteTableDef()
 
@@ -41,6 +43,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text; fleet-wide, so an operator's when `auth.metrics_token_required`."""
+    if request.app[SETTINGS].auth.metrics_token_required:
+        require(authenticate(request, request.app[VERIFIER]), Role.OPERATOR)
     m = request.app[METRICS]
     m.set_job_counts(await request.app[STORE].count_by_state())
     alive: dict[str, tuple[int, float]] = {}

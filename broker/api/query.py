@@ -1,4 +1,8 @@
-"""Query-string parsing shared by the routes: one problem per bad parameter, named."""
+"""Query-string parsing shared by the routes: one problem per bad parameter, named.
+
+A parameter given empty (`?cursor=`, `?from=`) counts as absent, as the OpenAPI document
+says: an HTML form or a shell variable that expanded to nothing sends it that way.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from aiohttp import web
 
 from broker.api.problems import ApiProblem, validation_problem
 from broker.api.schemas import ProblemField
+from broker.domain.bounds import TIME_RANGE, ascii_int, time_in_range
 
 MAX_SPAN = timedelta(days=366)
 
@@ -30,9 +35,25 @@ def reject_unknown(request: web.Request, allowed: Set[str]) -> None:
         )
 
 
+def given(request: web.Request, name: str) -> str | None:
+    """The parameter's value; None when absent or empty."""
+    return request.query.get(name) or None
+
+
+def integer(request: web.Request, name: str, *, default: int, lo: int, hi: int) -> int:
+    """An integer in [lo, hi] written in ASCII digits (`int` also reads "²" or "٣")."""
+    raw = given(request, name)
+    if raw is None:
+        return default
+    value = ascii_int(raw, lo=lo, hi=hi)
+    if value is None:
+        raise field_problem(name, "range", f"an integer from {lo} to {hi}")
+    return value
+
+
 def moment(request: web.Request, name: str) -> datetime | None:
     """An RFC 3339 time with its offset, in UTC; None when absent."""
-    raw = request.query.get(name)
+    raw = given(request, name)
     if raw is None:
         return None
     try:
@@ -43,6 +64,8 @@ def moment(request: web.Request, name: str) -> datetime | None:
         ) from None
     if value.tzinfo is None:
         raise field_problem(name, "datetime", "needs a UTC offset, e.g. Z or +01:00")
+    if not time_in_range(value):  # checked before the conversion to UTC, which could overflow
+        raise field_problem(name, "range", TIME_RANGE)
     return value.astimezone(UTC)
 
 

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from broker.api.context import principal
 from broker.api.keys import CAPACITY, CLOCK, SETTINGS, STORE
-from broker.api.query import field_problem, period, reject_unknown
+from broker.api.query import field_problem, given, period, reject_unknown
 from broker.reports.html import to_html
 from broker.reports.sustainability import GroupBy, build, to_csv
 
@@ -29,11 +29,11 @@ async def sustainability(request: web.Request) -> web.StreamResponse:
         request, now=now, default_span=DEFAULT_SPAN, too_long="a report spans at most 366 days"
     )
     try:
-        group_by = GroupBy(request.query.get("group_by", GroupBy.TENANT.value))
+        group_by = GroupBy(given(request, "group_by") or GroupBy.TENANT.value)
     except ValueError:
         allowed = ", ".join(g.value for g in GroupBy)
         raise field_problem("group_by", "enum", f"must be among: {allowed}") from None
-    fmt = request.query.get("format", "json")
+    fmt = given(request, "format") or "json"
     if fmt not in FORMATS:
         raise field_problem("format", "enum", f"must be among: {', '.join(sorted(FORMATS))}")
     runs = await request.app[STORE].footprints(start=start, end=end)

@@ -1,22 +1,32 @@
 """Request and response bodies of the API, validated with pydantic.
 
 Requests forbid unknown fields and are parsed strictly (no "4" for 4), so a typo or a wrong
-type is a 422 naming the field instead of a silently different job. These models are also
-the source of the OpenAPI document (`broker.api.openapi`).
+type is a 422 naming the field instead of a silently different job. They also refuse what
+the store cannot keep or the scheduler cannot compute with (`broker.domain.bounds`): NaN and
+infinite numbers, NUL bytes in any string, times near the ends of the calendar. These models
+are also the source of the OpenAPI document (`broker.api.openapi`).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.config import JsonDict
+
+from broker.domain.bounds import NO_NUL, TIME_RANGE, time_in_range
 
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 
 
+def _text(*, max_length: int, min_length: int = 1) -> Any:
+    """A string's constraints: its length, and no NUL byte."""
+    return Field(min_length=min_length, max_length=max_length, pattern=NO_NUL)
+
+
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class _Response(BaseModel):
@@ -26,7 +36,7 @@ class _Response(BaseModel):
 class ResourcesIn(_Request):
     gpus: Annotated[int, Field(ge=1, le=64, description="GPUs per node.")] = 1
     gpu_models: Annotated[
-        list[Annotated[str, Field(min_length=1, max_length=64)]],
+        list[Annotated[str, _text(max_length=64)]],
         Field(max_length=16, description="Acceptable GPU models, any of; empty means any."),
     ] = []
     min_gpu_memory_gb: Annotated[float, Field(gt=0, le=1024)] | None = None
@@ -50,19 +60,33 @@ class ResourcesIn(_Request):
 
 
 class WorkloadIn(_Request):
-    image: Annotated[str, Field(min_length=1, max_length=512)]
-    command: Annotated[list[Annotated[str, Field(max_length=4096)]], Field(max_length=256)] = []
+    image: Annotated[str, _text(max_length=512)]
+    command: Annotated[
+        list[Annotated[str, _text(min_length=0, max_length=4096)]], Field(max_length=256)
+    ] = []
     env: Annotated[
         dict[
             Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=256)],
-            Annotated[str, Field(max_length=32768)],
+            Annotated[str, _text(min_length=0, max_length=32768)],
         ],
         Field(max_length=256),
     ] = {}
 
 
+# What `ObjectiveIn._some_weight` checks, said in JSON Schema: one of the weights is given
+# and positive (so `{}` or all zeros is refused by the document as by the code).
+_SOME_WEIGHT: JsonDict = {
+    "anyOf": [
+        {"required": [w], "properties": {w: {"exclusiveMinimum": 0}}}
+        for w in ("cost", "latency", "carbon")
+    ]
+}
+
+
 class ObjectiveIn(_Request):
     """Relative weights of cost, latency and carbon for this job (normalised to sum 1)."""
+
+    model_config = ConfigDict(json_schema_extra=_SOME_WEIGHT)
 
     cost: Annotated[float, Field(ge=0, le=1000)] = 0.0
     latency: Annotated[float, Field(ge=0, le=1000)] = 0.0
@@ -86,13 +110,15 @@ class JobIn(_Request):
     resources: ResourcesIn
     workload: WorkloadIn
     estimated_duration_s: Annotated[int, Field(gt=0, le=90 * 24 * 3600)]
-    deadline: AwareDatetime | None = Field(default=None, description="RFC 3339 with offset.")
+    deadline: AwareDatetime | None = Field(
+        default=None, description="RFC 3339 with offset, in the years 1970 to 2999."
+    )
     latency_slo_ms: Annotated[float, Field(gt=0, le=10_000)] | None = None
-    origin: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
+    origin: Annotated[str, _text(max_length=128)] | None = Field(
         default=None, description='Where requests come from, e.g. "aws:eu-west-1".'
     )
     allowed_regions: Annotated[
-        list[Annotated[str, Field(min_length=1, max_length=128)]], Field(max_length=64)
+        list[Annotated[str, _text(max_length=128)]], Field(max_length=64)
     ] = []
     preemptible: bool | None = Field(default=None, description="Default: true for P3 only.")
     max_hourly_cost: Annotated[float, Field(gt=0)] | None = Field(
@@ -101,11 +127,18 @@ class JobIn(_Request):
     objective: ObjectiveIn | None = Field(
         default=None, description="Overrides the tier's cost/latency/carbon weights."
     )
-    reference_gpu_model: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
+    reference_gpu_model: Annotated[str, _text(max_length=64)] | None = Field(
         default=None,
         description="The GPU model estimated_duration_s was measured on (default A100-80GB); "
         "with the scheduler's gpu_performance on, the run on each model is scaled from it.",
     )
+
+    @field_validator("deadline")
+    @classmethod
+    def _deadline_in_range(cls, v: datetime | None) -> datetime | None:
+        if v is not None and not time_in_range(v):
+            raise ValueError(TIME_RANGE)
+        return v
 
     @model_validator(mode="after")
     def _coherent(self) -> JobIn:
@@ -228,7 +261,9 @@ class CandidateOut(_Response):
     cost_term: float
     latency_term: float
     carbon_term: float
-    packing_term: float  # weighted by scheduler.packing_weight (broker.domain.packing)
+    # weighted by scheduler.packing_weight (broker.domain.packing); null for users: it is
+    # how full the pool's nodes are, which only operators see (as in /v1/inventory)
+    packing_term: float | None
     score: float
     # Which carbon source answers for the site's zone now: "static" is a flat annual mean
     # (hourly false); any other (replay, a live provider, the own forecast) is hourly.

@@ -10,8 +10,8 @@ become a message on stderr and an exit code. The errors, like httpx's `_exceptio
 
 Exit codes: 0 done, 1 the broker said no (or a watched job failed), 2 bad input, 3 `jobs
 watch` timed out. The token goes only into the Authorization header; messages are built
-from the URL and the API's answer, and error output is scrubbed of the token anyway in case
-a proxy echoes it.
+from the URL and the API's answer, and error output is passed through the shared redactor
+(`redaction`) anyway, with the token registered, in case a proxy echoes it.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from yarl import URL
 
 from broker import __version__
 from broker.cli import tables
+from redaction import Redactor
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 REQUEST_TIMEOUT_S = 30.0
@@ -220,8 +221,9 @@ async def _session(target: Target, *, command: Command, args: argparse.Namespace
 
 
 def _report(exc: CliError, *, as_json: bool, token: str | None) -> None:
-    def scrub(text: str) -> str:
-        return text.replace(token, "***") if token else text
+    redactor = Redactor()  # the token, and any secret shape a proxy or the broker echoed
+    redactor.register(token)
+    scrub = redactor.redact
 
     lines = [f"broker: {exc}"]
     if isinstance(exc, ProblemError):

@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (default from config)")
     serve.add_argument("--port", type=int, help="listen port (default from config)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--role",
+        default="all",
+        choices=["all", "api", "scheduler"],
+        help="api: the HTTP API only; scheduler: passes, sites and duties; all: both (default)",
+    )
     serve.set_defaults(func=server("cmd_serve"))
 
     db = sub.add_parser("db", help="database maintenance").add_subparsers(

@@ -17,7 +17,8 @@ from broker.checks import SiteCheck, check_configured, hint_for
 from broker.config import load_settings
 from broker.db.connection import create_engine, current_revision, upgrade
 from broker.domain.clock import SystemClock
-from broker.service import create_app
+from broker.service import ServeRole, create_app
+from redaction.logs import install as install_log_redaction
 
 
 def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -40,9 +41,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # each duty logs its own outcome; APScheduler's "Running job ... executed" lines are noise
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     # The access log format names no header, so the Authorization header never reaches it.
-    app = create_app(settings)
+    role = ServeRole(args.role)
+    app = create_app(settings, role=role)
     print(
-        f"broker: serving http://{settings.http.host}:{settings.http.port} "
+        f"broker: serving http://{settings.http.host}:{settings.http.port} as {role.value} "
         f"({len(settings.sites)} sites, database {_redact(settings.database_url)})",
         file=sys.stderr,
         flush=True,
@@ -75,6 +77,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Check every configured site (or those named); exit 1 when any check fails."""
+    install_log_redaction()  # the SDKs' warnings reach stderr through logging's last resort
     settings = _settings(args)
     try:
         results = asyncio.run(check_configured(settings, clock=SystemClock(), sites=args.site))

@@ -83,6 +83,7 @@ def placement_from_row(row: PlacementRow) -> Placement:
         cpu_milli=row.cpu_milli,
         memory_mb=row.memory_mb,
         borrowed=row.borrowed,
+        run=row.run or "",
     )
 
 
@@ -114,6 +115,7 @@ def placement_columns(p: Placement, *, at: datetime) -> dict[str, Any]:
         "cpu_milli": p.cpu_milli,
         "memory_mb": p.memory_mb,
         "borrowed": p.borrowed,
+        "run": p.run or None,
         "active": True,
         "created_at": at,
         "started_at": None,

@@ -12,6 +12,10 @@ Two things make that safe while replicas place work:
   which GPUs the broker's pods got), so a booking and others' use could both claim GPU 0
   while GPU 3 looked free. The GPU numbers are ledger slots, not devices, so the refresh
   moves each GPU's worth of others' use onto the slots the bookings leave free (`_beside`).
+
+A site's health reason is usually a provider's error text, so it is stored redacted and
+capped (`_reason`): a provider that repeats a credential must not put it in the database,
+where every replica and every reader of `GET /v1/sites` would find it.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from broker.db.upsert import insert_missing
 from broker.domain.enums import Health, Tier
 from broker.domain.fleet import MILLI_PER_GPU, GpuPool, NodeUse, Site
 from broker.domain.work import RunningWork
+from redaction import cap, redact
 
 
 class FleetStore(StoreBase):
@@ -53,7 +58,7 @@ class FleetStore(StoreBase):
             row.grid_zone, row.private, row.pue = site.grid_zone, site.private, site.pue
             row.health, row.health_reason, row.updated_at = (
                 site.health.value,
-                site.health_reason,
+                _reason(site.health_reason),
                 now,
             )
             for pool in pools:
@@ -89,7 +94,9 @@ class FleetStore(StoreBase):
             await s.execute(
                 update(SiteRow)
                 .where(SiteRow.name == name)
-                .values(health=health.value, health_reason=reason, updated_at=self._clock.now())
+                .values(
+                    health=health.value, health_reason=_reason(reason), updated_at=self._clock.now()
+                )
             )
 
     async def sites(self) -> list[Site]:
@@ -312,6 +319,7 @@ def _beside(booked: Sequence[int], foreign: Sequence[int]) -> list[int]:
     return out
 
 
+REASON_CHARS = 300
 SITES: Table = SiteRow.__table__  # type: ignore[assignment]
 POOLS: Table = PoolRow.__table__  # type: ignore[assignment]
 
@@ -326,9 +334,14 @@ def _site_columns(site: Site, now: datetime) -> dict[str, Any]:
         "private": site.private,
         "pue": site.pue,
         "health": site.health.value,
-        "health_reason": site.health_reason,
+        "health_reason": _reason(site.health_reason),
         "updated_at": now,
     }
+
+
+def _reason(text: str) -> str:
+    """A health reason as stored: redacted, then capped (a cut could split a secret)."""
+    return cap(redact(text), REASON_CHARS)
 
 
 def _pool_columns(site: str, pool: GpuPool, now: datetime) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from broker.db.codec import (
 )
 from broker.db.models import JobEventRow, JobRow, PlacementRow
 from broker.db.store_base import StoreBase
+from broker.domain.bounds import ascii_int
 from broker.domain.enums import JobKind, JobState, Tier
 from broker.domain.errors import (
     IdempotencyConflict,
@@ -44,19 +45,27 @@ class JobPage:
     next_cursor: str | None
 
 
+MAX_CURSOR = 64  # base64 of "s:" and 19 digits is 28 characters
+
+
 def encode_cursor(seq: int) -> str:
     return base64.urlsafe_b64encode(f"s:{seq}".encode()).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str) -> int:
+    """The sequence number in a cursor this store made; InvalidCursor for anything else,
+    including a number the `seq` column (BIGINT) cannot hold."""
+    if len(cursor) > MAX_CURSOR:
+        raise InvalidCursor(cursor)
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise InvalidCursor(cursor) from exc
     prefix, _, num = raw.partition(":")
-    if prefix != "s" or not num.isdigit():
+    seq = ascii_int(num)
+    if prefix != "s" or seq is None:
         raise InvalidCursor(cursor)
-    return int(num)
+    return seq
 
 
 class JobQueries(StoreBase):
@@ -192,13 +201,16 @@ class JobQueries(StoreBase):
         async with self._sessions() as s:
             return [job_from_row(r) for r in await s.scalars(q)]
 
-    async def active_placements(self) -> list[tuple[Job, Placement]]:
+    async def active_placements(self, *, site: str | None = None) -> list[tuple[Job, Placement]]:
+        """Every job holding an allocation with its placement (on `site`, when given)."""
         q = (
             select(JobRow, PlacementRow)
             .join(PlacementRow, PlacementRow.job_id == JobRow.id)
             .where(PlacementRow.active.is_(True))
             .order_by(PlacementRow.id)
         )
+        if site is not None:
+            q = q.where(PlacementRow.site == site)
         async with self._sessions() as s:
             return [(job_from_row(j), placement_from_row(p)) for j, p in await s.execute(q)]
 

@@ -189,6 +189,7 @@ class PlacementRow(Base):
     cpu_milli: Mapped[int] = mapped_column(BigInteger, default=0)  # per node
     memory_mb: Mapped[int] = mapped_column(BigInteger, default=0)  # per node
     borrowed: Mapped[bool] = mapped_column(Boolean, default=False)  # on another tenant's quota
+    run: Mapped[str | None] = mapped_column(String(64))  # the run updates name; None before 0010
     active: Mapped[bool] = mapped_column(Boolean, default=True, index=True)
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
@@ -245,7 +246,7 @@ class FootprintRow(Base):
 class LeaseRow(Base):
     """A named lease: the replica in `holder` may act for the group until `expires_at`.
 
-    broker/duties/lease.py takes and renews it in one conditional upsert.
+    broker/db/leases.py takes and renews it in one conditional upsert.
     """
 
     __tablename__ = "leases"
@@ -333,3 +334,17 @@ class CarbonReadingRow(Base):
     hour: Mapped[datetime] = mapped_column(UtcDateTime(), primary_key=True)
     gco2_per_kwh: Mapped[float] = mapped_column(Float)
     source: Mapped[str] = mapped_column(String(64))
+
+
+class SimRunRow(Base):
+    """A simulated site's run, visible to every replica (`broker.domain.runs`)."""
+
+    __tablename__ = "sim_runs"
+
+    site: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    run: Mapped[str] = mapped_column(String(64))
+    dispatched_at: Mapped[datetime]
+    start_delay_s: Mapped[float] = mapped_column(Float)
+    run_s: Mapped[float] = mapped_column(Float)
+    exit_code: Mapped[int] = mapped_column(Integer)

@@ -11,6 +11,7 @@ The scheduling loop commits a pass's plain placements and deferrals through
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,6 +34,8 @@ from broker.domain.errors import (
     JobNotFound,
 )
 from broker.domain.jobs import Job, Placement
+
+log = logging.getLogger(__name__)
 
 
 class _Abort(Exception):
@@ -117,10 +120,15 @@ class JobTransitions(JobQueries):
             return None
         return placement
 
-    async def requeue(self, job_id: str, *, reason: str, at: datetime) -> Released | None:
+    async def requeue(
+        self, job_id: str, *, reason: str, at: datetime, run: str | None = None
+    ) -> Released | None:
         """A run its site stopped (its node went away): running/scheduled → preempted →
-        pending, its GPUs given back; None when the job was in neither state."""
+        pending, its GPUs given back; None when the job was in neither state or `run` is
+        not its current run."""
         async with self._sessions() as s, s.begin():
+            if not await self._is_current(s, job_id, run):
+                return None
             placement = await self._preempt(s, job_id, at, reason)
             if placement is None:
                 return None
@@ -162,8 +170,13 @@ class JobTransitions(JobQueries):
                 )
         return len(due)
 
-    async def mark_running(self, job_id: str, *, at: datetime, detail: str = "") -> bool:
+    async def mark_running(
+        self, job_id: str, *, at: datetime, detail: str = "", run: str | None = None
+    ) -> bool:
+        """scheduled → running, when `run` (if given) is the job's current run."""
         async with self._sessions() as s, s.begin():
+            if not await self._is_current(s, job_id, run):
+                return False
             if not await self._cas(
                 s, job_id, (JobState.SCHEDULED,), JobState.RUNNING, "started", at, detail
             ):
@@ -183,8 +196,14 @@ class JobTransitions(JobQueries):
         reason: str,
         detail: str = "",
         at: datetime | None = None,
+        run: str | None = None,
     ) -> Released | None:
-        """Move a job to a terminal state (or back to pending) and release its allocation."""
+        """Move a job to a terminal state (or back to pending) and release its allocation.
+
+        None when there is nothing to do: the job has ended already, `run` (if given) is not
+        its current run, or the job's state cannot go to `state` (an update about a run the
+        broker has already stopped: preempted and requeued, say).
+        """
         at = at or self._clock.now()
         async with self._sessions() as s, s.begin():
             row = await s.scalar(select(JobRow).where(JobRow.id == job_id))
@@ -192,6 +211,11 @@ class JobTransitions(JobQueries):
                 raise JobNotFound(job_id)
             src = JobState(row.state)
             if src.terminal:
+                return None
+            if src is not state and state not in TRANSITIONS[src]:
+                log.debug("job %s is %s: not moving it to %s", job_id, src.value, state.value)
+                return None
+            if not await self._is_current(s, job_id, run):
                 return None
             if not await self._cas(s, job_id, (src,), state, reason, at, detail):
                 return None
@@ -228,6 +252,23 @@ class JobTransitions(JobQueries):
                 raise JobAlreadyFinished(job_id=job_id, state=now.state.value)
             return await self.cancel(job_id, tenant=tenant, reason=reason)
         return released
+
+    async def _is_current(self, s: AsyncSession, job_id: str, run: str | None) -> bool:
+        """Whether an update about `run` concerns the job's current placement (None: an
+        update that names no run, taken to mean the current one)."""
+        if run is None:
+            return True
+        current = (
+            await s.execute(
+                select(PlacementRow.run).where(
+                    PlacementRow.job_id == job_id, PlacementRow.active.is_(True)
+                )
+            )
+        ).first()
+        if current is None or (current.run is not None and current.run != run):
+            log.debug("job %s: dropping an update about run %s, not its current run", job_id, run)
+            return False
+        return True
 
     async def _take(self, s: AsyncSession, placement: Placement) -> bool:
         """Book the placement's share on each of its nodes, or nothing if any lacks room."""

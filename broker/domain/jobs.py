@@ -117,6 +117,9 @@ class Placement:
     cpu_milli: int = 0  # per node
     memory_mb: int = 0  # per node
     borrowed: bool = False  # placed on GPUs beyond the tenant's quota
+    # This placement's run, unique per placement: status updates name it, so one from an
+    # earlier run of the same job is never applied to this one ("" before migration 0010)
+    run: str = ""
 
     @property
     def milli_per_node(self) -> int:

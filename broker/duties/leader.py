@@ -18,9 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -28,10 +25,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.db.connection import session_factory
+from broker.db.leases import Leases, LeaseState, default_holder
 from broker.domain.clock import Clock
 from broker.duties import jobs
 from broker.duties.contract import Duties
-from broker.duties.lease import Leases, LeaseState
 from broker.duties.runs import JobStatus, RunLog
 from broker.duties.schedule import JobScheduler, create_sync_engine, persisted_next_runs
 from broker.duties.settings import ScheduleSettings
@@ -53,11 +50,6 @@ class LeaderStatus:
     since: datetime | None  # when that holder took it
     expires_at: datetime | None
     last_error: str | None  # the last failed attempt, cleared by a successful one
-
-
-def default_holder() -> str:
-    """Unique per process and instance, readable in the ops endpoint: host:pid:random."""
-    return f"{socket.gethostname()[:200]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class Leader:

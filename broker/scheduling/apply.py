@@ -15,6 +15,7 @@ Transitions, waits and preemptions are counted in the metrics on every path.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -150,6 +151,7 @@ class Applier:
             cpu_milli=job.spec.resources.demand.cpu_milli,
             memory_mb=job.spec.resources.demand.memory_mb,
             borrowed=borrowed,
+            run=uuid.uuid4().hex[:16],  # names this run in the site's status updates
         )
 
     async def dispatch_all(self, placed: Sequence[tuple[Job, Placement]]) -> list[str]:

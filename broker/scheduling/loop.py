@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,7 +21,6 @@ from broker.db.repository import Store
 from broker.domain.clock import Clock
 from broker.domain.engine import Engine
 from broker.domain.enums import JobState
-from broker.domain.errors import JobNotFound
 from broker.domain.fleet import GpuPool, Site
 from broker.domain.jobs import Job, Placement
 from broker.domain.latency import LatencyMatrix
@@ -32,11 +31,11 @@ from broker.scheduling.apply import Applier
 from broker.scheduling.conditions import HourlyTable, read_hourly
 from broker.scheduling.footprints import Accountant
 from broker.scheduling.inventory import driven_sites
+from broker.scheduling.reconcile import reconcile_site
 from broker.scheduling.settings import SchedulerSettings, engine_settings
 from carbon.base import CarbonSource
 from carbon.power import GpuModelSpec
 from connectors.base import Connector, StatusUpdate
-from connectors.errors import ConnectorError
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +62,11 @@ class SchedulingLoop:
         clock: Clock,
         metrics: Metrics,
         power: Mapping[str, GpuModelSpec] | None = None,
+        publish: Callable[[bool], None] | None = None,
     ) -> None:
-        """`power`: the deployment's GPU power table (`Settings.power_table()`)."""
+        """`power`: the deployment's GPU power table (`Settings.power_table()`); `publish`
+        wakes the schedulers of other processes (`broker.db.wake`) when this one does not
+        run the passes itself."""
         self._store = store
         self._connectors = connectors
         self._carbon = carbon
@@ -78,6 +80,8 @@ class SchedulingLoop:
             store=store, connectors=connectors, clock=clock, metrics=metrics, account=self._account
         )
         self._wake = asyncio.Event()
+        self._publish = publish
+        self._running = False  # this process runs the passes now
         # Jobs found unplaceable since capacity last changed: a pass skips them instead of
         # ranking them again (cleared on a capacity change and on every periodic pass).
         self._stuck: set[str] = set()
@@ -93,6 +97,14 @@ class SchedulingLoop:
         return self._applier
 
     @property
+    def store(self) -> Store:
+        return self._store
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    @property
     def latency(self) -> LatencyMatrix:
         return self._latency
 
@@ -100,13 +112,25 @@ class SchedulingLoop:
     def carbon(self) -> CarbonSource:
         return self._carbon
 
-    def wake(self, *, capacity_changed: bool = False) -> None:
-        """Ask for a pass soon: a job was submitted, or capacity came back."""
+    def wake(self, *, capacity_changed: bool = False, publish: bool = True) -> None:
+        """Ask for a pass soon: a job was submitted, or capacity came back. Unless this
+        process runs the passes, the wake-up goes to the schedulers that do (not with
+        `publish=False`: a wake-up that came from them)."""
         if capacity_changed:
             self._stuck.clear()
         self._wake.set()
+        if publish and self._publish is not None and not self._running:
+            self._publish(capacity_changed)
 
     async def run(self) -> None:
+        """Run passes until cancelled: on every wake-up, and every `interval_s`."""
+        self._running = True
+        try:
+            await self._run()
+        finally:
+            self._running = False
+
+    async def _run(self) -> None:
         while True:
             try:
                 await self.run_once()
@@ -207,23 +231,34 @@ class SchedulingLoop:
         return len(applied.placed)
 
     async def follow(self, connector: Connector) -> None:
-        """Apply a site's status updates to the jobs, until the connector closes."""
-        async for update in connector.updates():
-            try:
-                await self.apply(update)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("could not apply %s", update)
+        """Apply a site's status updates to the jobs, until the connector closes or the
+        caller cancels, which ends the iteration and so the connector's watch."""
+        updates = connector.updates()
+        try:
+            async for update in updates:
+                try:
+                    await self.apply(update)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("could not apply %s", update)
+        finally:
+            if isinstance(updates, AsyncGenerator):
+                await updates.aclose()
 
     async def apply(self, update: StatusUpdate) -> None:
         if update.state is JobState.RUNNING:
-            if await self._store.mark_running(update.job_id, at=update.at, detail=update.detail):
+            if await self._store.mark_running(
+                update.job_id, at=update.at, detail=update.detail, run=update.run
+            ):
                 self._metrics.transitions.labels(state=JobState.RUNNING.value).inc()
             return
         if update.state is JobState.PREEMPTED:  # the site stopped it: back to the queue
             requeued = await self._store.requeue(
-                update.job_id, reason=f"{update.reason}: {update.detail}", at=update.at
+                update.job_id,
+                reason=f"{update.reason}: {update.detail}",
+                at=update.at,
+                run=update.run,
             )
             if requeued is not None:
                 self._metrics.transitions.labels(state=JobState.PREEMPTED.value).inc()
@@ -238,6 +273,7 @@ class SchedulingLoop:
                 reason=update.reason,
                 detail=update.detail,
                 at=update.at,
+                run=update.run,
             )
             if released is not None:
                 self._metrics.transitions.labels(state=update.state.value).inc()
@@ -275,53 +311,13 @@ class SchedulingLoop:
             log.exception("could not record the footprint of job %s", job.id)
 
     async def reconcile(self) -> None:
-        """After a restart: resume following every job that holds an allocation, then settle
-        what the sites run that the broker no longer holds (see `_settle_orphans`)."""
-        undispatched: list[tuple[Job, Placement]] = []
-        active = await self._store.active_placements()
-        for job, placement in active:
-            connector = self._connectors.get(placement.site)
-            if connector is None:
-                log.warning(
-                    "job %s is placed on %s, which is no longer configured", job.id, placement.site
-                )
-                continue
-            if job.state is JobState.SCHEDULED and placement.external_id is None:
-                undispatched.append((job, placement))  # crashed between commit and dispatch
-            else:
-                await connector.adopt(job=job, placement=placement)
-        await self._applier.dispatch_all(undispatched)
-        await self._settle_orphans({job.id for job, _ in active})
-
-    async def _settle_orphans(self, held: set[str]) -> None:
-        """Jobs a site runs for this broker that hold no allocation here: stop the ones whose
-        broker job has ended or went back to the queue (a preemption or cancel whose delete
-        was lost; a later dispatch must not adopt the stale run), and leave running, with a
-        warning, the ones the database has never heard of: deleting them could lose work."""
+        """Take over every site at once (one replica alone; see `broker.scheduling.follow`
+        for the leased way replicas share the sites)."""
         for name, connector in sorted(self._connectors.items()):
-            try:
-                owned = await connector.owned()
-            except ConnectorError as exc:
-                log.warning("site %s: cannot list its jobs to reconcile: %s", name, exc)
-                continue
-            for job_id, external_id in sorted(owned.items()):
-                if job_id in held:
-                    continue
-                try:
-                    state = (await self._store.get_job(job_id)).job.state
-                except JobNotFound:
-                    log.warning(
-                        "site %s runs %s for job %s, which this broker has no record of; "
-                        "left running",
-                        name,
-                        external_id,
-                        job_id,
-                    )
-                    continue
-                log.info("site %s: stopping %s, job %s is %s", name, external_id, job_id, state)
-                try:
-                    await connector.cancel(
-                        job_id=job_id, external_id=external_id, reason=f"reconcile: {state}"
-                    )
-                except ConnectorError as exc:
-                    log.warning("site %s: cannot stop %s: %s", name, external_id, exc)
+            await reconcile_site(
+                site=name,
+                connector=connector,
+                store=self._store,
+                applier=self._applier,
+                now=self._clock.now(),
+            )

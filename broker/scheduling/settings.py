@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from broker.domain.engine import EngineSettings
 from broker.domain.enums import Tier
@@ -37,6 +37,20 @@ def _default_weights() -> dict[Tier, WeightSettings]:
         Tier.P2: WeightSettings(cost=0.2, latency=0.0, carbon=0.8),
         Tier.P3: WeightSettings(cost=0.2, latency=0.0, carbon=0.8),
     }
+
+
+class FollowSettings(_Strict):
+    """Which replica follows each site (`broker.scheduling.follow`)."""
+
+    lease_s: Annotated[float, Field(gt=0)] = 15.0  # a dead follower's sites wait this long
+    renew_s: Annotated[float, Field(gt=0)] = 5.0  # renew (or try to take over) this often
+    resync_s: Annotated[float, Field(gt=0)] = 30.0  # re-check each site against the database
+
+    @model_validator(mode="after")
+    def _renew_well_within_lease(self) -> FollowSettings:
+        if self.renew_s * 2 > self.lease_s:
+            raise ValueError("renew_s must be at most half of lease_s")
+        return self
 
 
 class SchedulerSettings(_Strict):
@@ -75,6 +89,11 @@ class SchedulerSettings(_Strict):
     # keeps queued large jobs' whole nodes whole and scarce GPU models for the work pinned
     # to them. 0 turns it off.
     packing_weight: Annotated[float, Field(ge=0, le=1)] = 0.25
+    follow: FollowSettings = Field(default_factory=FollowSettings)
+    # One replica at a time runs the passes (the lease `scheduler`, the same timings as
+    # `follow`); the others stand by and take over when it dies. False: every replica runs
+    # passes, which is safe (each commit is a compare-and-set) but wastes work on conflicts.
+    exclusive: bool = True
 
     @field_validator("weights")
     @classmethod

@@ -16,8 +16,10 @@ at the boundary, into the errors of `errors.py`:
 
 Error messages carry the provider's own error text (Electricity Maps and WattTime send
 ``{"error": ..., "message": ...}``, the GB API ``{"error": {"code": ..., "message": ...}}``),
-cut to a few hundred characters and scrubbed of every secret the client was given. Headers are
-never logged nor put into messages, since that is where the keys travel.
+passed through the shared redactor (`redaction`) and then cut to a few hundred characters.
+Every secret the client is given, and every token obtained later (`add_secret`), is
+registered with that redactor, which also cuts secret shapes (`Bearer …`, JWTs, `token=`).
+Headers are never logged nor put into messages, since that is where the keys travel.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from pydantic import SecretStr
 from carbon.live.errors import BadResponse, SourceAuthError, SourceUnavailable
 from carbon.live.ratelimit import TokenBucket, rate_from
 from carbon.live.settings import LiveSourceSettings
+from redaction import cap, redact, register
 
 __all__ = ["Clock", "HttpClient", "Sleep", "parse_retry_after"]
 
@@ -70,8 +73,8 @@ def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
     return max(0.0, seconds)
 
 
-def _provider_detail(body: bytes, secrets: Sequence[str]) -> str:
-    """The provider's error text from a JSON or plain body, scrubbed and shortened."""
+def _provider_detail(body: bytes) -> str:
+    """The provider's error text from a JSON or plain body, redacted and shortened."""
     text = body.decode("utf-8", errors="replace").strip()
     try:
         parsed = json.loads(text)
@@ -84,11 +87,7 @@ def _provider_detail(body: bytes, secrets: Sequence[str]) -> str:
         parts = [str(p) for p in (error, parsed.get("message")) if p]
         if parts:
             text = ": ".join(parts)
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    text = " ".join(text.split())
-    return text if len(text) <= _DETAIL_CHARS else text[: _DETAIL_CHARS - 3] + "..."
+    return cap(redact(text), _DETAIL_CHARS)
 
 
 class HttpClient:
@@ -112,7 +111,8 @@ class HttpClient:
         self._clock = clock
         self._sleep: Sleep = sleep if sleep is not None else asyncio.sleep
         self._rng = rng if rng is not None else random.Random()
-        self._secrets = [s.get_secret_value() for s in secrets]
+        for secret in secrets:
+            register(secret.get_secret_value())
         self._timeout = aiohttp.ClientTimeout(
             total=settings.timeout_s, connect=settings.connect_timeout_s
         )
@@ -127,8 +127,8 @@ class HttpClient:
         )
 
     def add_secret(self, secret: SecretStr) -> None:
-        """Also scrub this value (e.g. a bearer token obtained later) from error details."""
-        self._secrets.append(secret.get_secret_value())
+        """Also redact this value (a bearer token obtained later) wherever it shows."""
+        register(secret.get_secret_value(), ephemeral=True)
 
     def __repr__(self) -> str:
         return f"HttpClient(provider={self.provider!r}, base_url={self._base!r})"
@@ -171,7 +171,7 @@ class HttpClient:
                 detail = last = self._network_detail(exc)
                 log.debug("%s GET %s: %s (attempt %d)", self.provider, path, last, attempt)
             else:
-                detail = _provider_detail(body, self._secrets)
+                detail = _provider_detail(body)
                 last = f"HTTP {status}" + (f" ({detail})" if detail else "")
                 log.debug("%s GET %s -> %s (attempt %d)", self.provider, path, status, attempt)
                 if status in (401, 403):
@@ -215,7 +215,7 @@ class HttpClient:
     def _network_detail(self, exc: BaseException) -> str:
         if isinstance(exc, TimeoutError):
             return f"timeout after {self._settings.timeout_s:g}s"
-        return _provider_detail(f"{type(exc).__name__}: {exc}".encode(), self._secrets)
+        return _provider_detail(f"{type(exc).__name__}: {exc}".encode())
 
     async def _decode(self, resp: aiohttp.ClientResponse, *, path: str, attempt: int) -> Any:
         try:

@@ -7,7 +7,8 @@ an error naming the field, not its value. Pydantic's own messages echo the input
 model sets ``hide_input_in_errors``: a `ValidationError` from here never repeats a value.
 
 The resolved secret is a `SecretStr`, whose repr and str are masked; the sources keep it
-private and put it only into request headers.
+private and put it only into request headers. It is also registered with the shared
+redactor (`redaction`) as it is read, so a provider that echoes it is cut everywhere.
 
 Example (YAML; where this sits in the broker's settings tree is up to the integration)::
 
@@ -32,6 +33,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from carbon.live.errors import SourceAuthError
+from redaction import register
 
 __all__ = [
     "ElectricityMapsSettings",
@@ -107,6 +109,7 @@ def _read_secret(
             raise SourceAuthError(
                 f"{what}: environment variable {env_name} is not set", provider=what
             )
+        register(value)  # cut out of every message and log record from now on
         return SecretStr(value)
     if file is None:  # the validators make this unreachable
         raise SourceAuthError(f"{what}: no secret configured", provider=what)
@@ -118,6 +121,7 @@ def _read_secret(
         ) from None
     if not value:
         raise SourceAuthError(f"{what}: secret file {file} is empty", provider=what)
+    register(value)
     return SecretStr(value)
 
 

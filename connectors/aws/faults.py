@@ -7,15 +7,15 @@ is a plain rejected request. `UnauthorizedOperation` (valid credentials, call no
 by IAM) is an `AuthFailed` subclass so callers that can live without a call (spot prices)
 tell it apart from a rejected credential.
 
-Messages carry the operation, the error code and the provider's message with anything
-shaped like an access key or secret removed: providers do not echo secrets, but a message
-is logged and stored, so it is scrubbed anyway.
+Messages carry the operation, the error code and the provider's message, passed through
+the shared redactor (`redaction`): the session's keys and session token are registered
+with it as they are used (`session.py`), and shapes such as access key ids catch the rest.
+AWS does not echo secrets, but a proxy or an emulator may, and a message is logged, stored
+and shown, so it is redacted before it is cut to length (a cut could split a secret).
 https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html
 """
 
 from __future__ import annotations
-
-import re
 
 from connectors.errors import (
     AuthFailed,
@@ -25,6 +25,7 @@ from connectors.errors import (
     NotFound,
     TransientError,
 )
+from redaction import cap, redact
 
 CAPACITY_CODES = frozenset(
     {
@@ -87,10 +88,6 @@ CONFLICT_CODES = frozenset(
 )
 DRY_RUN_OK = "DryRunOperation"
 
-_SECRETISH = re.compile(
-    r"\b(?:AKIA|ASIA|AIDA|AROA|AGPA|ANPA)[A-Z0-9]{12,}\b"  # access key and principal ids
-    r"|[A-Za-z0-9/+=]{32,}"  # secret keys (40), session tokens, signatures
-)
 _MAX_MESSAGE = 300
 
 
@@ -107,9 +104,8 @@ class ZoneFull(CapacityUnavailable):
 
 
 def scrub(text: str) -> str:
-    """The text with anything shaped like a key, token or signature cut out, and capped."""
-    cleaned = _SECRETISH.sub("[redacted]", text)
-    return cleaned if len(cleaned) <= _MAX_MESSAGE else cleaned[:_MAX_MESSAGE] + "..."
+    """The text redacted of every registered secret and secret shape, then capped."""
+    return cap(redact(text), _MAX_MESSAGE)
 
 
 def client_error(

@@ -9,6 +9,11 @@ expired session. https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeR
 The clients are botocore's (boto3's engine; boto3's own layer adds resources, which the
 connector does not use), created with retries off: the retry policy is the broker's.
 Everything here runs in the SDK thread pool and imports the SDK on first use.
+
+Every key the session signs with is registered with the shared redactor (`redaction`) just
+before each request is signed: the access key id, the secret key and the session token,
+whichever source they came from and however often botocore refreshed them. A provider
+message that repeats one is then cut out wherever it goes (`faults.scrub`, logs, the API).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import logging
 from typing import Any
 
 from connectors.aws.settings import AwsSettings
+from redaction import register
 
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 30.0
@@ -64,9 +70,28 @@ def open_session(settings: AwsSettings, *, region: str) -> Any:
 
     session = botocore.session.Session(profile=settings.profile)
     session.register_component("data_loader", _models())
+    register(settings.external_id)
     if settings.role_arn is not None:
         _assume_role(session, settings=settings, config=client_config(region=region, pool=1))
+    # Clients copy the session's event handlers when created, so this reaches every client.
+    session.register("before-sign", functools.partial(_register_keys, session))
     return session
+
+
+def _register_keys(session: Any, **_: Any) -> None:
+    """Register the keys about to sign a request (botocore's `before-sign` event).
+
+    `get_frozen_credentials` is what the signer calls next: it refreshes expiring
+    credentials, so the values registered are the ones the request is signed with."""
+    credentials = session.get_credentials()
+    if credentials is None:
+        return
+    frozen = credentials.get_frozen_credentials()
+    # Temporary keys (a session token) change; long-lived keys are kept for good.
+    temporary = bool(frozen.token)
+    register(frozen.access_key, ephemeral=temporary)
+    register(frozen.secret_key, ephemeral=temporary)
+    register(frozen.token, ephemeral=True)
 
 
 @functools.cache
@@ -99,6 +124,7 @@ def _assume_role(session: Any, *, settings: AwsSettings, config: Any) -> None:
 
     base = botocore.session.Session()
     base.register_component("data_loader", _models())
+    base.register("before-sign", functools.partial(_register_keys, base))
     sts = base.create_client("sts", endpoint_url=settings.endpoint_url, config=config)
     request = {"RoleArn": settings.role_arn, "RoleSessionName": settings.session_name}
     if settings.external_id is not None:
@@ -106,6 +132,8 @@ def _assume_role(session: Any, *, settings: AwsSettings, config: Any) -> None:
 
     def fetch() -> dict[str, str]:
         creds = sts.assume_role(**request)["Credentials"]
+        for value in (creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"]):
+            register(value, ephemeral=True)
         return {
             "access_key": creds["AccessKeyId"],
             "secret_key": creds["SecretAccessKey"],

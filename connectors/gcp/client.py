@@ -18,6 +18,10 @@ time a client is needed, never at module import and never on the event loop.
 Credentials: a service-account key is used as a self-signed JWT by the compute clients
 (they always set `always_use_jwt_access`), which proves nothing until a call is made, so
 `token()` asks the key's `token_uri` for an OAuth access token to check the key for real.
+
+Every secret is registered with the shared redactor (`redaction`) where it appears: the
+key file's private key and key id when the file is read, and each bearer credential the key
+mints (access token or self-signed JWT) when the credentials refresh (`_credentials`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from connectors.errors import AuthFailed, TransientError
 from connectors.gcp.catalog import AcceleratorInfo, MachineTypeInfo, ZoneTypes
+from connectors.gcp.credentials import load_credentials
 from connectors.gcp.faults import operation_error, translate
 from connectors.retry import Backoff, retrying
 from connectors.threads import Blocking
@@ -126,21 +131,12 @@ class ComputeApi:
 
     def _build(self) -> _Sdk:
         """Load credentials and create the clients (on the pool: file I/O and a slow import)."""
-        import google.auth
         from google.api_core.client_options import ClientOptions
         from google.auth import exceptions as auth
         from google.cloud import compute_v1
-        from google.oauth2 import service_account
 
         try:
-            if self._credentials_file is not None:
-                sa = service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
-                    str(self._credentials_file), scopes=SCOPES
-                )
-                creds, identity = sa, f"service account {sa.service_account_email}"
-            else:
-                creds, _ = google.auth.default(scopes=SCOPES)
-                identity = "application default credentials"
+            creds, identity = load_credentials(self._credentials_file, scopes=SCOPES)
         except OSError as exc:
             raise AuthFailed(
                 f"cannot read credentials_file {self._credentials_file}: {exc.strerror}",

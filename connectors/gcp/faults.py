@@ -13,8 +13,11 @@ inside a finished zone operation (`Operation.error.errors[].code`, with
 * 404 -> `NotFound`, 409 -> `Conflict`; anything else (a 400: a bad image or network
   setting) -> `ConnectorError`, which no retry will fix.
 
-Messages carry Google's message and reason codes only: never request headers, tokens or key
-material. google-auth's refresh errors are reduced to their OAuth error code.
+Messages carry Google's message and reason codes only, never request headers, and
+google-auth's refresh errors are reduced to their OAuth error code. Google's message is
+still the provider's text: one that repeats the bearer token or a line of the key must not
+carry it into a health reason, a log or the API, so it passes through the shared redactor
+(the key and every token minted from it are registered in `client.py`) and is then capped.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from connectors.errors import (
     NotFound,
     TransientError,
 )
+from redaction import cap, redact
 
 if TYPE_CHECKING:
     from google.cloud import compute_v1
@@ -42,6 +46,7 @@ STOCKOUT = frozenset(
 )
 QUOTA = frozenset({"QUOTA_EXCEEDED", "quotaExceeded"})
 RATE_LIMITED = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
+MAX_MESSAGE = 300
 
 
 def _by_status(status: int, message: str, *, site: str) -> ConnectorError:
@@ -61,6 +66,7 @@ def _by_status(status: int, message: str, *, site: str) -> ConnectorError:
 def _classify(
     codes: list[str], status: int, message: str, *, site: str, what: str
 ) -> ConnectorError:
+    message = redact(message)  # the codes and quota names too: all of it is the provider's
     if STOCKOUT & set(codes):
         return CapacityUnavailable(f"{what}: {message}", site=site)
     if QUOTA & set(codes):
@@ -82,12 +88,14 @@ def translate(exc: BaseException, *, site: str, what: str) -> ConnectorError | N
         if exc.reason:
             codes.append(exc.reason)
         status = int(exc.code) if exc.code is not None else 0
-        detail = exc.message or type(exc).__name__
+        # Capped before the reason codes are added: the hints and callers read the codes.
+        detail = cap(redact(exc.message), MAX_MESSAGE) if exc.message else type(exc).__name__
         if codes:
             detail = f"{detail} ({', '.join(c for c in codes if c)})"
         return _classify(codes, status, detail, site=site, what=what)
     if isinstance(exc, auth.RefreshError):
-        return AuthFailed(f"{what}: credentials rejected ({_oauth_error(exc)})", site=site)
+        code = cap(redact(_oauth_error(exc)), 80)
+        return AuthFailed(f"{what}: credentials rejected ({code})", site=site)
     if isinstance(exc, auth.TransportError):
         return TransientError(f"{what}: cannot reach the token endpoint", site=site)
     if isinstance(exc, auth.DefaultCredentialsError):
@@ -118,7 +126,7 @@ def operation_error(op: compute_v1.Operation, *, site: str, what: str) -> Connec
     if not errors:
         return None
     codes = [e.code for e in errors]
-    message = "; ".join(f"{e.code}: {e.message}" for e in errors)
+    message = "; ".join(f"{e.code}: {cap(redact(e.message), MAX_MESSAGE)}" for e in errors)
     quota = _quota_names(errors)
     if quota:
         message = f"{message} [{', '.join(quota)}]"

@@ -9,12 +9,22 @@ values never trip the generated models' validation. Every call runs on the conne
 `Blocking` pool and is retried on `TransientError` by `connectors.retry.retrying`; urllib3's
 own retries are off (`retries=False`), or it would silently honour Retry-After on GETs and
 stack its retries under ours.
+
+Every credential is registered with the shared redactor (`redaction`), so an API server
+(or a proxy) that repeats it in an error cannot carry it into a message, a log or the
+database: every user's token, password, client certificate and key in the kubeconfig (as
+written and decoded) before it is loaded, what the loaded client holds, and the bearer token
+each time a request asks for it (`_configuration`), which covers tokens an exec plugin or
+the kubelet's rotation hands over later.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import errno
+import functools
 import json
 import os
 import threading
@@ -32,6 +42,7 @@ from connectors.kubernetes.errors import (
 )
 from connectors.retry import Backoff, retrying
 from connectors.threads import Blocking
+from redaction import cap, redact, register
 
 JsonDict = dict[str, Any]
 Loader = Callable[[], Any]  # returns a kubernetes.client.ApiClient
@@ -42,11 +53,12 @@ _MAX_PAGES = 10_000
 
 def kubeconfig_loader(path: Path, context: str | None) -> Loader:
     def load() -> Any:
-        from kubernetes import client, config
+        from kubernetes import config
 
         if not path.is_file():  # the loader would say only "No configuration found"
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
-        cfg = client.Configuration()
+        _register_kubeconfig(path)
+        cfg = _configuration()()
         cfg.retries = False
         return config.new_client_from_config(
             config_file=str(path), context=context, persist_config=False, client_configuration=cfg
@@ -72,7 +84,7 @@ def in_cluster_loader(
         from kubernetes import client
         from kubernetes.config.incluster_config import InClusterConfigLoader
 
-        cfg = client.Configuration()
+        cfg = _configuration()()
         cfg.retries = False
         InClusterConfigLoader(
             token_filename=str(token_file),
@@ -84,6 +96,82 @@ def in_cluster_loader(
     return load
 
 
+@functools.cache
+def _configuration() -> Any:
+    """kubernetes-client's `Configuration`, registering each bearer token it hands out.
+
+    Every request asks `get_api_key_with_prefix` for its Authorization value, after the
+    refresh hook of an exec plugin or a rotated service-account token has run; made on
+    first use, so the SDK is imported on the pool."""
+    from kubernetes import client
+
+    class RegisteringConfiguration(client.Configuration):  # type: ignore[misc]
+        def get_api_key_with_prefix(self, identifier: str, alias: str | None = None) -> Any:
+            key = super().get_api_key_with_prefix(identifier, alias)
+            if isinstance(key, str):
+                scheme, _, token = key.partition(" ")
+                register(token if scheme.lower() == "bearer" else key, ephemeral=True)
+            return key
+
+    return RegisteringConfiguration
+
+
+_USER_SECRETS = ("token", "password", "client-key-data", "client-certificate-data")
+_USER_SECRET_FILES = ("tokenFile", "client-key", "client-certificate")
+
+
+def _register_kubeconfig(path: Path) -> None:
+    """Register every user's credentials in a kubeconfig, as written and decoded.
+
+    The client loads a client certificate and key only for an https server, and only the
+    current context's user, but the file holds them all and any may be echoed back."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return  # the loader says why, without the content
+    users = doc.get("users") if isinstance(doc, dict) else None
+    for entry in users if isinstance(users, list) else []:
+        user = entry.get("user") if isinstance(entry, dict) else None
+        if not isinstance(user, dict):
+            continue
+        for name in _USER_SECRETS:
+            value = user.get(name)
+            if isinstance(value, str):
+                register(value)
+                if name.endswith("-data"):
+                    register(_b64decode(value))
+        for name in _USER_SECRET_FILES:
+            file = user.get(name)
+            if isinstance(file, str) and file:
+                with contextlib.suppress(OSError, UnicodeDecodeError):
+                    register((path.parent / file).read_text(encoding="utf-8"))
+
+
+def _b64decode(value: str) -> str | None:
+    try:
+        return base64.b64decode(value, validate=False).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _register_loaded(cfg: Any) -> None:
+    """Register what the loaded configuration holds: token, certificate, key, password."""
+    for value in getattr(cfg, "api_key", {}).values():
+        if isinstance(value, str):
+            scheme, _, token = value.partition(" ")
+            register(token if scheme.lower() == "bearer" else value)
+    register(getattr(cfg, "password", None))
+    for name in ("cert_file", "key_file"):  # the client's own, written from `*-data`
+        path = getattr(cfg, name, None)
+        if isinstance(path, str) and path:
+            try:
+                register(Path(path).read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError):
+                continue
+
+
 def _load_failure(exc: Exception) -> str:
     """Why a kubeconfig could not be loaded, without echoing any of its content."""
     from kubernetes.config import ConfigException
@@ -92,7 +180,7 @@ def _load_failure(exc: Exception) -> str:
         first = str(exc).splitlines()[0] if str(exc) else ""
         if first.startswith("exec:"):
             return "the exec credential plugin failed"
-        return first[:200]
+        return cap(redact(first), 200)
     if isinstance(exc, OSError):
         return exc.strerror or type(exc).__name__
     # YAML errors quote the offending line, which may hold a token: name the kind only.
@@ -173,6 +261,7 @@ class KubeClient:
                 f"cannot load credentials from {self._source}: {_load_failure(exc)}",
                 site=self.site,
             ) from None
+        _register_loaded(api.configuration)
         return _Apis(
             client=api,
             core=client.CoreV1Api(api),

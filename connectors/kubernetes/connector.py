@@ -36,7 +36,7 @@ from connectors.kubernetes.client import KubeClient, Loader, in_cluster_loader, 
 from connectors.kubernetes.drift import Stray, findings
 from connectors.kubernetes.follow import JobFollower
 from connectors.kubernetes.inventory import build_inventory, gpu_node
-from connectors.kubernetes.manifest import build_job, job_id_of
+from connectors.kubernetes.manifest import build_job, job_id_of, run_of
 from connectors.kubernetes.settings import KubernetesSettings, parse
 from connectors.retry import Backoff
 from connectors.settings import SiteSettings, site_from_settings
@@ -86,6 +86,7 @@ class KubernetesConnector(Connector):
         )
         self._owner_labels = {L.OWNER_LABEL: settings.owner}
         self._updates: asyncio.Queue[StatusUpdate | object] = asyncio.Queue()
+        self._streams = 0  # open `updates()` iterations; the follower runs while any is
         self._follower = JobFollower(
             client=self._client,
             owner_labels=self._owner_labels,
@@ -129,7 +130,6 @@ class KubernetesConnector(Connector):
 
     async def start(self) -> None:
         await self._client.open()
-        self._follower.start()
 
     async def close(self) -> None:
         if self._closed:
@@ -153,7 +153,8 @@ class KubernetesConnector(Connector):
             now=self._clock.now(),
         )
         self._pools = {pool.id: pool for pool in inv.pools}
-        await self._check_drift(nodes=nodes, pods=pods)
+        if self._follower.following:  # the replica following the site acts on drift
+            await self._check_drift(nodes=nodes, pods=pods)
         return SiteInventory(site=inv.site, pools=inv.pools)
 
     async def _check_drift(
@@ -223,6 +224,7 @@ class KubernetesConnector(Connector):
             name=name,
             uid=str(uid) if uid else None,
             nodes=placement.node_names,
+            run=placement.run or None,
         )
         return name
 
@@ -255,14 +257,18 @@ class KubernetesConnector(Connector):
         try:
             obj = await self._client.read_job(name)
         except NotFound:
-            self._follower.vanished(job.id, name)
+            self._follower.vanished(job.id, name, run=placement.run or None)
             return
-        if job_id_of(obj) != job.id:
-            self._follower.vanished(job.id, name)
+        if job_id_of(obj) != job.id or (placement.run and run_of(obj) not in (None, placement.run)):
+            self._follower.vanished(job.id, name, run=placement.run or None)
             return
         uid = (obj.get("metadata") or {}).get("uid")
         self._follower.track(
-            job_id=job.id, name=name, uid=str(uid) if uid else None, nodes=placement.node_names
+            job_id=job.id,
+            name=name,
+            uid=str(uid) if uid else None,
+            nodes=placement.node_names,
+            run=placement.run or None,
         )
         await self._follower.observe(obj)
 
@@ -275,13 +281,27 @@ class KubernetesConnector(Connector):
                 found[job_id] = str((obj.get("metadata") or {}).get("name", ""))
         return found
 
-    async def updates(self) -> AsyncIterator[StatusUpdate]:
-        while True:
-            item = await self._updates.get()
-            if item is _CLOSED:
-                return
-            assert isinstance(item, StatusUpdate)
-            yield item
+    def updates(self) -> AsyncIterator[StatusUpdate]:
+        """List and watch the broker's Jobs from this call until the iteration ends: only
+        the replica holding the site's follow lease watches; it sees every replica's Jobs."""
+        self._streams += 1
+        self._follower.start()
+        return self._stream()
+
+    async def _stream(self) -> AsyncIterator[StatusUpdate]:
+        try:
+            while True:
+                item = await self._updates.get()
+                if item is _CLOSED:
+                    return
+                assert isinstance(item, StatusUpdate)
+                yield item
+        finally:
+            self._streams -= 1
+            if not self._streams:  # the last reader stopped: stop watching
+                await self._follower.stop()
+                if self._streams and not self._closed:  # a new reader came meanwhile
+                    self._follower.start()
 
     # -- check ---------------------------------------------------------------------------
 

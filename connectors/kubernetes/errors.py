@@ -4,8 +4,10 @@ The API server answers failures with a `Status` object
 (https://kubernetes.io/docs/reference/kubernetes-api/common-definitions/status/); the
 client raises `ApiException` carrying it, and urllib3 errors for a broken connection.
 Messages are built here from the status code, the operation and the Status `message`,
-never from `str(ApiException)` (it dumps headers and body) and never from the kubeconfig,
-so no token or key can reach a log. A 401 says no more than "unauthorized".
+never from `str(ApiException)` (it dumps headers and body) and never from the kubeconfig.
+A 401 says no more than "unauthorized". The Status `message` is the server's (or a
+proxy's) text and may repeat what the client sent, so it passes through the shared
+redactor (`redaction`; `client.py` registers the credentials) before it is cut to length.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from connectors.errors import (
     NotFound,
     TransientError,
 )
+from redaction import cap, redact
+
+MAX_MESSAGE = 300
 
 
 class Expired(ConnectorError):
@@ -59,7 +64,7 @@ def status_message(body: Any) -> str:
         return ""
     if not isinstance(status, dict):
         return ""
-    return str(status.get("message", ""))[:300]
+    return cap(redact(str(status.get("message", ""))), MAX_MESSAGE)
 
 
 def from_api_exception(exc: Any, *, op: Op, site: str) -> ConnectorError:

@@ -36,7 +36,7 @@ from connectors.kubernetes.client import KubeClient, WatchHandle
 from connectors.kubernetes.drift import Expected
 from connectors.kubernetes.errors import Expired
 from connectors.kubernetes.labels import selector
-from connectors.kubernetes.manifest import job_id_of
+from connectors.kubernetes.manifest import job_id_of, run_of
 from connectors.kubernetes.status import JobChange, failure_detail, job_change
 from connectors.retry import Backoff
 from connectors.threads import Blocking
@@ -59,6 +59,7 @@ class _Tracked:
     seen: bool = False  # observed in a list or a watch event
     cancelled: bool = False  # the broker deleted it: report nothing more
     nodes: tuple[str, ...] = ()  # the nodes its placement decided (empty: not pinned)
+    run: str | None = None  # the broker run the Job was made for (its annotation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,15 +102,22 @@ class JobFollower:
     # -- what the connector tells the follower ---------------------------------------------
 
     def track(
-        self, *, job_id: str, name: str, uid: str | None, nodes: tuple[str, ...] = ()
+        self,
+        *,
+        job_id: str,
+        name: str,
+        uid: str | None,
+        nodes: tuple[str, ...] = (),
+        run: str | None = None,
     ) -> None:
         """Follow a Job the broker just created or adopted (a new incarnation), whose pods
         belong on `nodes`."""
         current = self._jobs.get(job_id)
         if current is None or current.uid != uid or current.cancelled:
-            self._jobs[job_id] = _Tracked(name=name, uid=uid, nodes=nodes)
+            self._jobs[job_id] = _Tracked(name=name, uid=uid, nodes=nodes, run=run)
         else:
             current.nodes = nodes
+            current.run = run or current.run
 
     def expected(self) -> dict[str, Expected]:
         """Where the pods of each live, pinned job belong (for the drift check)."""
@@ -136,7 +144,7 @@ class JobFollower:
             tracked.cancelled = False
             log.warning("cannot delete Job %s to requeue job %s: %s", tracked.name, job_id, exc)
             return False
-        self._send(job_id, JobState.PREEMPTED, reason, detail)
+        self._send(job_id, JobState.PREEMPTED, reason, detail, run=tracked.run)
         return True
 
     def cancelled(self, job_id: str) -> None:
@@ -148,19 +156,24 @@ class JobFollower:
         """Report a Job read directly (adopt), as if a watch event had shown it."""
         await self._apply(obj, deleted=False)
 
-    def vanished(self, job_id: str, name: str) -> None:
-        """A Job the broker expected is gone: report it failed, once."""
-        tracked = self._jobs.setdefault(job_id, _Tracked(name=name, uid=None))
+    def vanished(self, job_id: str, name: str, *, run: str | None = None) -> None:
+        """A Job the broker expected for `run` is gone: report it failed, once."""
+        tracked = self._jobs.setdefault(job_id, _Tracked(name=name, uid=None, run=run))
         if tracked.cancelled or (tracked.state is not None and tracked.state.terminal):
             return
         self._jobs.pop(job_id, None)
-        self._send(job_id, JobState.FAILED, VANISHED, f"the Job {name} no longer exists")
+        self._send(job_id, JobState.FAILED, VANISHED, f"the Job {name} no longer exists", run=run)
 
     # -- life ------------------------------------------------------------------------------
+
+    @property
+    def following(self) -> bool:
+        return bool(self._tasks)
 
     def start(self) -> None:
         if self._tasks:
             return
+        self._stopping = False
         site = self._client.site
         self._pool = Blocking(1)
         self._tasks = [
@@ -262,7 +275,11 @@ class JobFollower:
                 self._jobs.pop(job_id)
                 if not tracked.cancelled and not (tracked.state and tracked.state.terminal):
                     self._send(
-                        job_id, JobState.FAILED, VANISHED, f"the Job {tracked.name} was deleted"
+                        job_id,
+                        JobState.FAILED,
+                        VANISHED,
+                        f"the Job {tracked.name} was deleted",
+                        run=tracked.run,
                     )
         for obj in items:
             await self._apply(obj, deleted=False)
@@ -277,11 +294,12 @@ class JobFollower:
         if tracked is None:
             if deleted:
                 return  # never followed; nothing to report
-            tracked = self._jobs[job_id] = _Tracked(name=name, uid=uid)
+            tracked = self._jobs[job_id] = _Tracked(name=name, uid=uid, run=run_of(obj))
         elif tracked.uid is None:
             tracked.uid = uid
         elif tracked.uid != uid:
             return  # an older (or foreign) incarnation of the same job id
+        tracked.run = run_of(obj) or tracked.run
         tracked.seen = True
         change = job_change(obj)
         if deleted:
@@ -289,7 +307,13 @@ class JobFollower:
             if change is not None and change.state.terminal:
                 await self._report(job_id, tracked, change, obj)
             elif not tracked.cancelled and not (tracked.state and tracked.state.terminal):
-                self._send(job_id, JobState.FAILED, VANISHED, f"the Job {name} was deleted")
+                self._send(
+                    job_id,
+                    JobState.FAILED,
+                    VANISHED,
+                    f"the Job {name} was deleted",
+                    run=tracked.run,
+                )
             return
         if change is not None:
             await self._report(job_id, tracked, change, obj)
@@ -305,7 +329,7 @@ class JobFollower:
         detail = change.detail
         if change.state is JobState.FAILED:
             detail = await self._failure_detail(obj, change.detail)
-        self._send(job_id, change.state, change.reason, detail, at=change.at)
+        self._send(job_id, change.state, change.reason, detail, at=change.at, run=tracked.run)
 
     async def _failure_detail(self, obj: JsonDict, message: str) -> str:
         spec_selector = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
@@ -326,10 +350,16 @@ class JobFollower:
         detail: str,
         *,
         at: datetime | None = None,
+        run: str | None = None,
     ) -> None:
         self._emit(
             StatusUpdate(
-                job_id=job_id, state=state, at=at or self._clock.now(), reason=reason, detail=detail
+                job_id=job_id,
+                state=state,
+                at=at or self._clock.now(),
+                reason=reason,
+                detail=detail,
+                run=run,
             )
         )
 

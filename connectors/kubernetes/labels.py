@@ -31,6 +31,7 @@ TIER_LABEL = "gpu-broker/tier"
 OWNER_LABEL = "gpu-broker/owner"
 JOB_ID_ANNOTATION = "gpu-broker/job-id"  # the exact id; the label may be shortened
 POOL_ANNOTATION = "gpu-broker/pool"
+RUN_ANNOTATION = "gpu-broker/run"  # the placement's run, named in status updates
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
 _MAX_NAME = 63

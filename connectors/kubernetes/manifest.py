@@ -104,6 +104,8 @@ def build_job(
     demand = res.demand
     labels = job_labels(job, owner=settings.owner)
     annotations = {L.JOB_ID_ANNOTATION: job.id, L.POOL_ANNOTATION: pool.id}
+    if placement.run:
+        annotations[L.RUN_ANNOTATION] = placement.run
     container: JsonDict = {
         "name": "main",
         "image": job.spec.workload.image,
@@ -165,3 +167,9 @@ def job_id_of(obj: JsonDict) -> str | None:
         return str(annotated)
     labelled = (meta.get("labels") or {}).get(L.JOB_ID_LABEL)
     return str(labelled) if labelled else None
+
+
+def run_of(obj: JsonDict) -> str | None:
+    """The broker run a Job was created for (None on Jobs made before runs were named)."""
+    run = ((obj.get("metadata") or {}).get("annotations") or {}).get(L.RUN_ANNOTATION)
+    return str(run) if run else None

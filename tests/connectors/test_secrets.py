@@ -14,7 +14,8 @@ every credential wrong: `broker check` must fail each real site with its cause, 
 Everything runs against wire-level fakes: the fake Kubernetes API server, moto in server mode
 (its IAM enforcement switched on to reject unknown keys) and the fake Compute Engine API with
 its OAuth token endpoint. Before trusting a clean result, the search is shown to find each
-planted value in the raw credential files.
+planted value in the raw credential files. `test_echoed_secrets.py` runs the same estate
+against providers that repeat the credentials in their error messages.
 """
 
 from __future__ import annotations

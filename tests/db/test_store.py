@@ -16,7 +16,7 @@ from broker.db.models import GpuRow, NodeRow
 from broker.db.repository import InvalidCursor, Store, decode_cursor, encode_cursor
 from broker.domain.clock import ManualClock
 from broker.domain.enums import Health, JobKind, JobState, SiteKind, Tier
-from broker.domain.errors import IdempotencyConflict, InvalidTransition, JobNotFound
+from broker.domain.errors import IdempotencyConflict, JobNotFound
 from broker.domain.fleet import GpuPool, NodeUse, Site
 from broker.domain.jobs import Job, JobSpec, Placement, Resources, Workload
 
@@ -191,11 +191,15 @@ async def test_finish_releases_and_is_applied_once(store: Store) -> None:
     assert all(e.at.tzinfo is not None and e.at.utcoffset().total_seconds() == 0 for e in events)
 
 
-async def test_illegal_transition_is_refused(store: Store) -> None:
+async def test_an_update_the_state_cannot_take_is_dropped(store: Store) -> None:
+    """A site's late word about a run the broker already stopped (the job went back to the
+    queue) changes nothing and raises nothing: it is a stale update, not a bug."""
     job, _ = await store.create_job(tenant="t", spec=spec())
-    with pytest.raises(InvalidTransition):
-        await store.finish(job.id, state=JobState.RUNNING, reason="no")
-    assert (await store.get_job(job.id)).job.state is JobState.PENDING
+    assert await store.finish(job.id, state=JobState.RUNNING, reason="no") is None
+    assert await store.finish(job.id, state=JobState.SUCCEEDED, reason="completed") is None
+    detail = await store.get_job(job.id)
+    assert detail.job.state is JobState.PENDING
+    assert [e.to_state for e in detail.events] == [JobState.PENDING]
 
 
 async def test_idempotency_is_per_tenant_and_per_body(store: Store) -> None:
@@ -442,3 +446,29 @@ async def test_an_inventory_refresh_and_a_placement_queue_rather_than_deadlock(
         "gpu-a": ((1000, 1000, 0, 0), 1000, 4096),
         "gpu-b": ((1000, 0, 0, 0), 3000, 4096),
     }
+
+
+async def test_an_update_about_an_earlier_run_is_never_applied_to_a_later_one(
+    store: Store,
+) -> None:
+    """Run 1 is preempted and the job placed again as run 2; the site's late words about run
+    1 (it started, it finished, its node went away) change nothing; run 2's are applied."""
+    job, _ = await store.create_job(tenant="t", spec=spec(4))
+    first = replace(placement(job, 4), run="run-1")
+    assert await store.place(job=job, placement=first, reason="placed") == []
+    assert await store.requeue(job.id, reason="preempted", at=T0, run="run-1") is not None
+    second = replace(placement(job, 4), run="run-2")
+    assert await store.place(job=job, placement=second, reason="placed") == []
+
+    assert not await store.mark_running(job.id, at=T0, run="run-1")
+    assert await store.requeue(job.id, reason="node_gone: 0", at=T0, run="run-1") is None
+    done = JobState.SUCCEEDED
+    assert await store.finish(job.id, state=done, reason="completed", run="run-1") is None
+    detail = await store.get_job(job.id)
+    assert detail.job.state is JobState.SCHEDULED
+    assert detail.placement is not None and detail.placement.run == "run-2"
+
+    assert await store.mark_running(job.id, at=T0, run="run-2")
+    released = await store.finish(job.id, state=done, reason="completed", run="run-2")
+    assert released is not None and released.job.state is JobState.SUCCEEDED
+    assert (await store.pools())[0].allocated_milli == 0

@@ -11,10 +11,10 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.db.connection import create_engine, session_factory
+from broker.db.leases import Leases
 from broker.db.models import apscheduler_jobs
 from broker.domain.clock import ManualClock, SystemClock
 from broker.duties.leader import LEASE_NAME, Leader
-from broker.duties.lease import Leases
 from broker.duties.runs import Outcome
 from broker.duties.settings import ScheduleSettings
 from tests.duties.conftest import DUTIES, FAST, RecordingDuties, eventually

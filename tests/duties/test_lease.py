@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.db.connection import session_factory
+from broker.db.leases import Leases
 from broker.domain.clock import ManualClock
-from broker.duties.lease import Leases
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 NAME = "scheduled-jobs"

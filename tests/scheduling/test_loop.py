@@ -193,7 +193,10 @@ async def test_a_pass_commits_its_placements_and_records_the_sites_ids(rig: Rig)
     for job in jobs:
         detail = await rig.store.get_job(job.id)
         assert detail.job.state is JobState.SCHEDULED
-        assert detail.placement is not None and detail.placement.external_id == f"sim-{job.id}"
+        assert (
+            detail.placement is not None
+            and detail.placement.external_id == f"sim-{job.id}@{detail.placement.run}"
+        )
     assert sum(await rig.h100_used()) == 8000
     assert rig.scheduled() == 2
 
@@ -212,7 +215,10 @@ async def test_a_job_cancelled_before_the_commit_is_skipped_the_rest_placed(
         assert detail.job.state is JobState.CANCELLED and detail.placement is None
         detail = await rig.store.get_job(kept.id)
         assert detail.job.state is JobState.SCHEDULED
-        assert detail.placement is not None and detail.placement.external_id == f"sim-{kept.id}"
+        assert (
+            detail.placement is not None
+            and detail.placement.external_id == f"sim-{kept.id}@{detail.placement.run}"
+        )
         assert sorted(await rig.h100_used()) == [0, 8000]
         assert rig.scheduled() == 1
 
@@ -231,7 +237,10 @@ async def test_a_refused_dispatch_requeues_its_job_and_marks_the_site(database_u
         assert detail.placement is not None and detail.placement.ended_at is not None
         assert detail.placement.external_id is None
         detail = await rig.store.get_job(ok.id)
-        assert detail.placement is not None and detail.placement.external_id == f"sim-{ok.id}"
+        assert (
+            detail.placement is not None
+            and detail.placement.external_id == f"sim-{ok.id}@{detail.placement.run}"
+        )
         assert sorted(await rig.h100_used()) == [0, 8000]
         (site,) = await rig.store.sites()
         assert site.health is Health.AUTH_FAILED
@@ -246,7 +255,10 @@ async def test_a_dispatch_that_raises_keeps_the_ids_of_those_sent_before(
         with pytest.raises(RuntimeError, match="connector bug"):
             await rig.loop.run_once()
         detail = await rig.store.get_job(sent.id)
-        assert detail.placement is not None and detail.placement.external_id == f"sim-{sent.id}"
+        assert (
+            detail.placement is not None
+            and detail.placement.external_id == f"sim-{sent.id}@{detail.placement.run}"
+        )
 
 
 async def test_two_loops_on_one_database_never_allocate_the_same_gpus(database_url: str) -> None:

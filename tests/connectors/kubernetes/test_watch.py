@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from broker.domain.enums import JobState
@@ -192,6 +193,7 @@ async def test_bookmarks_move_the_resume_version(
     fake: FakeKubernetes, make_connector: MakeConnector
 ) -> None:
     connector = await started(fake, make_connector)
+    connector.updates()  # following starts with the stream
     await wait_for_watch(fake)
     fake.touch(7)  # writes the watch does not see
     fake.bookmark()
@@ -275,8 +277,8 @@ async def test_close_stops_the_watch_promptly(
 ) -> None:
     connector = make_connector(watch_timeout_s=300)
     await connector.start()
-    await wait_for_watch(fake)
     stream = connector.updates()
+    await wait_for_watch(fake)
     loop = asyncio.get_running_loop()
 
     began = loop.time()
@@ -285,3 +287,24 @@ async def test_close_stops_the_watch_promptly(
     assert loop.time() - began < 1.0
     assert [u async for u in stream] == []  # updates() ends after close
     await eventually(lambda: fake.watch_count == 0, "the server sees the watch end")
+
+
+async def test_only_a_reader_of_the_stream_watches(
+    fake: FakeKubernetes, make_connector: MakeConnector
+) -> None:
+    """A replica that does not follow the site (another holds its lease) opens no watch;
+    ending the stream ends the watch."""
+    connector = await started(fake, make_connector)
+    await dispatch(connector, "job-quiet")
+    await asyncio.sleep(0.2)
+    assert fake.watch_count == 0 and watches(fake) == []
+    stream = connector.updates()
+    await wait_for_watch(fake)
+    reader = asyncio.create_task(anext(stream))
+    await asyncio.sleep(0.05)
+    reader.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await reader
+    await stream.aclose()  # type: ignore[attr-defined]
+    await eventually(lambda: fake.watch_count == 0, "the server sees the watch end")
+    await connector.close()

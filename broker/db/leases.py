@@ -13,12 +13,16 @@ committed row, so of any number of simultaneous callers exactly one wins; SQLite
 serialises writers anyway. SQLite (3.35+) and PostgreSQL both support this syntax.
 
 A lease is only a promise in time, so the holder must act as if it lost the lease some
-margin before `expires_at` unless it renewed (see `leader.py`). Expiry is judged by the
-callers' clocks, which therefore must agree to within that margin (NTP does far better).
+margin before `expires_at` unless it renewed (see `broker.duties.leader`; the sites' follow
+loops use leases too, `broker.scheduling.follow`). Expiry is judged by the callers' clocks,
+which therefore must agree to within that margin (NTP does far better).
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -41,6 +45,11 @@ class LeaseState:
     acquired_at: datetime  # when this holder took it (kept across renewals)
     renewed_at: datetime
     expires_at: datetime
+
+
+def default_holder() -> str:
+    """Unique per process and instance, readable in the ops endpoint: host:pid:random."""
+    return f"{socket.gethostname()[:200]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class Leases:
