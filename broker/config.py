@@ -33,6 +33,7 @@ from broker.domain.errors import ConfigError
 from broker.domain.latency import LatencyMatrix
 from broker.duties.settings import ScheduleSettings
 from broker.scheduling.settings import SchedulerSettings
+from broker.serving.settings import ServingSettings
 from carbon.power import GPU_MODELS, GpuModelSpec, power_table
 from carbon.settings import CarbonSettings
 from connectors.settings import SimSettings, SiteSettings
@@ -103,6 +104,7 @@ class Settings(_Strict):
     carbon: CarbonSettings = CarbonSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     burst: BurstSettings = BurstSettings()
+    serving: ServingSettings = ServingSettings()
     # Power and memory of GPU models beyond the shipped datasheet table, by the exact name
     # pools use (`gpu_models: {RTX6000-ADA: {board_power_w: 300, memory_gb: 48}}`); also
     # replaces a shipped row of the same name. Declared before `sites`, which are checked

@@ -67,6 +67,31 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.service_replicas = Gauge(
+            "broker_service_replicas",
+            "Replicas of each inference service: desired (the autoscaler's) and ready.",
+            ["service", "kind"],
+            registry=self.registry,
+        )
+        self.service_load = Gauge(
+            "broker_service_load",
+            "Each service's last observed load, in its metric (requests/s or in flight).",
+            ["service"],
+            registry=self.registry,
+        )
+        self.cold_start_seconds = Histogram(
+            "broker_service_cold_start_seconds",
+            "From a service's activation at zero replicas to its first ready replica.",
+            buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600),
+            registry=self.registry,
+        )
+        self.service_scalings = Counter(
+            "broker_service_scalings",
+            "Autoscaler decisions that changed a service's desired replicas, by mode.",
+            ["mode"],
+            registry=self.registry,
+        )
+
     def set_burst(self, alive: dict[str, tuple[int, float]]) -> None:
         """Per provider site: instances alive and their USD per hour (sites gone drop to 0)."""
         for site in self._burst_sites - set(alive):

@@ -41,6 +41,7 @@ from broker.api.keys import (
     REPLICA,
     ROLE,
     SDK_POOL,
+    SERVING,
     SETTINGS,
     STORE,
     VERIFIER,
@@ -63,6 +64,9 @@ from broker.scheduling.inventory import refresh_inventory
 from broker.scheduling.leased import Leased, lease_name
 from broker.scheduling.loop import SchedulingLoop
 from broker.scheduling.periodic import BrokerDuties
+from broker.serving.controller import ServiceController
+from broker.serving.load import SHIPPED_TRACE, LoadSource, TraceLoad, read_trace
+from broker.serving.settings import ServingSettings
 from carbon.recorded import RECORDED_KEEP
 from carbon.wiring import build_carbon
 from connectors.base import BuildContext, Connector
@@ -103,6 +107,12 @@ def create_app(
     app.cleanup_ctx.append(_scheduled)
     add_api(app, v1=role is not ServeRole.SCHEDULER)
     return app
+
+
+def _service_load(settings: ServingSettings) -> LoadSource:
+    """The services' load: the demo fleet's replayed trace."""
+    trace = read_trace(settings.sim_trace or SHIPPED_TRACE, settings.sim_column)
+    return TraceLoad(per_minute=trace, speed=settings.sim_speed, peak=settings.sim_peak)
 
 
 def _schedules(app: web.Application) -> bool:
@@ -208,6 +218,14 @@ async def _scheduler(app: web.Application) -> AsyncIterator[None]:
         publish=waker.wake,
     )
     app[LOOP] = loop
+    app[SERVING] = ServiceController(
+        store=app[STORE],
+        loop=loop,
+        clock=app[CLOCK],
+        metrics=app[METRICS],
+        load=_service_load(settings.serving),
+        settings=settings.serving,
+    )
     tasks: list[asyncio.Task[None]] = []
     try:
         if _schedules(app):
@@ -236,6 +254,18 @@ async def _start_scheduling(app: web.Application, loop: SchedulingLoop) -> list[
         )
         for name, c in app[CONNECTORS].items()
     ]
+    leased.append(
+        Leased(
+            name=lease_name("serving"),
+            what="the service controller",
+            leases=leases,
+            holder=app[REPLICA],
+            clock=clock,
+            lease_s=settings.follow.lease_s,
+            renew_s=settings.follow.renew_s,
+            body=app[SERVING].run,
+        )
+    )
     if settings.exclusive:
         leased.append(
             Leased(

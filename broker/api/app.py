@@ -6,7 +6,7 @@ import time
 
 from aiohttp import web
 
-from broker.api import admin, capacity, fleet, jobs, ops, reports
+from broker.api import admin, capacity, fleet, jobs, ops, reports, services
 from broker.api.auth import authenticate
 from broker.api.context import set_principal
 from broker.api.keys import METRICS, VERIFIER
@@ -53,3 +53,4 @@ def add_api(app: web.Application, *, v1: bool = True) -> None:
     app.add_routes(admin.routes)
     app.add_routes(reports.routes)
     app.add_routes(capacity.routes)
+    app.add_routes(services.routes)

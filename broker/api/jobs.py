@@ -8,6 +8,7 @@ from typing import TypeVar
 
 from aiohttp import web
 
+from broker.api.admission import check_satisfiable, known_models, model_errors, valid_id
 from broker.api.context import principal
 from broker.api.convert import explain_out, job_out, preemptors, spec_from_api
 from broker.api.keys import BURSTER, CLOCK, LOOP, SETTINGS, STORE
@@ -15,14 +16,11 @@ from broker.api.problems import ApiProblem, not_found, read_model, validation_pr
 from broker.api.query import given, integer, reject_unknown
 from broker.api.schemas import CandidateOut, ExplainOut, JobIn, JobOut, JobPageOut, ProblemField
 from broker.db.repository import InvalidCursor, JobDetail
-from broker.domain.bounds import storable
 from broker.domain.enums import JobKind, JobState, Tier
 from broker.domain.errors import IdempotencyConflict, JobAlreadyFinished, JobNotFound
 from broker.domain.jobs import Job, JobSpec
-from broker.domain.placement import Evaluation
 from broker.domain.tenancy import Principal
 from carbon.live.errors import SourceError
-from carbon.power import GPU_MODELS
 from carbon.static import SOURCE_NAME as STATIC_SOURCE
 
 routes = web.RouteTableDef()
@@ -34,17 +32,7 @@ LIST_PARAMS = frozenset({"state", "priority", "kind", "limit", "cursor"})
 def _check_submission(request: web.Request, spec: JobSpec, known_models: set[str]) -> None:
     """Refuse what can never run: unknown models (also as the reference of the estimate),
     deadlines that cannot be met."""
-    errors: list[ProblemField] = []
-    for i, model in enumerate(spec.resources.gpu_models):
-        if model not in known_models:
-            errors.append(
-                ProblemField(
-                    field=f"resources.gpu_models.{i}",
-                    type="unknown_gpu_model",
-                    message=f"unknown GPU model {model!r}; known: "
-                    + ", ".join(sorted(known_models)),
-                )
-            )
+    errors: list[ProblemField] = model_errors(spec.resources.gpu_models, known_models)
     reference = spec.reference_gpu_model
     if reference is not None and reference not in known_models:
         errors.append(
@@ -75,27 +63,6 @@ def _check_submission(request: web.Request, spec: JobSpec, known_models: set[str
         raise validation_problem(errors)
 
 
-def _check_satisfiable(ev: Evaluation) -> None:
-    if ev.candidates:
-        return
-    errors = [
-        ProblemField(
-            field="resources",
-            type=f"unschedulable.{r.reason.value}",
-            message=f"{r.site} ({r.pool_id}): {r.detail}",
-        )
-        for r in ev.rejections
-    ]
-    raise validation_problem(
-        errors or [ProblemField(field="resources", type="unschedulable", message="no sites")],
-        detail="no site in the fleet can ever run this job",
-    )
-
-
-async def _known_models(request: web.Request) -> set[str]:
-    return set(GPU_MODELS) | await request.app[LOOP].known_gpu_models()
-
-
 def _draft(spec: JobSpec, tenant: str, request: web.Request) -> Job:
     now = request.app[CLOCK].now()
     return Job(
@@ -124,15 +91,15 @@ async def submit_job(request: web.Request) -> web.Response:
         )
     body = await read_model(request, JobIn)
     spec = spec_from_api(body)
-    _check_submission(request, spec, await _known_models(request))
+    _check_submission(request, spec, await known_models(request))
     loop = request.app[LOOP]
     draft = _draft(spec, who.tenant, request)
     ev = await loop.evaluate(draft, ignore_capacity=True)
     if not ev.candidates and BURSTER in request.app:
         if not await request.app[BURSTER].could_serve(draft):
-            _check_satisfiable(ev)  # no private site nor any burst target: refused
+            check_satisfiable(ev)  # no private site nor any burst target: refused
     else:
-        _check_satisfiable(ev)
+        check_satisfiable(ev)
     digest = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
     try:
         job, created = await request.app[STORE].create_job(
@@ -193,16 +160,8 @@ async def list_jobs(request: web.Request) -> web.Response:
     return web.json_response(text=out.model_dump_json())
 
 
-MAX_JOB_ID = 255
-
-
 def _job_id(request: web.Request) -> str:
-    """The path's job id; a 404 for one no job can have (a NUL byte, which PostgreSQL
-    refuses in a query, an undecodable byte, a mile-long id), before the store sees it."""
-    job_id = request.match_info["job_id"]
-    if not (len(job_id) <= MAX_JOB_ID and job_id.isprintable() and storable(job_id)):
-        raise not_found("no such job")
-    return job_id
+    return valid_id(request, "job_id")
 
 
 async def _shown(request: web.Request, who: Principal, detail: JobDetail) -> JobOut:
@@ -258,7 +217,7 @@ async def explain(request: web.Request) -> web.Response:
     who = principal(request)
     body = await read_model(request, JobIn)
     spec = spec_from_api(body)
-    _check_submission(request, spec, await _known_models(request))
+    _check_submission(request, spec, await known_models(request))
     ev = await request.app[LOOP].evaluate(_draft(spec, who.tenant, request), ignore_capacity=False)
     # how full each pool is stays with operators, as in /v1/inventory
     out = await _with_carbon_basis(request, explain_out(ev, occupancy=who.sees_all_tenants()))

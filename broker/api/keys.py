@@ -15,6 +15,7 @@ from broker.duties.leader import Leader
 from broker.metrics import Metrics
 from broker.scheduling.forecaster import DemandService
 from broker.scheduling.loop import SchedulingLoop
+from broker.serving.controller import ServiceController
 from carbon.wiring import CarbonSetup
 from connectors.base import Connector
 from connectors.threads import Blocking
@@ -35,3 +36,4 @@ DEMAND = web.AppKey("demand", DemandService)
 LEADER = web.AppKey("leader", Leader)
 CAPACITY = web.AppKey("capacity", CapacityStore)
 BURSTER = web.AppKey("burster", Burster)  # only when burst targets are configured
+SERVING = web.AppKey("serving", ServiceController)  # only where this process schedules

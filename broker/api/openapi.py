@@ -28,6 +28,7 @@ from broker.api.schemas import (
     SiteListOut,
     TokenListOut,
 )
+from broker.api.service_schemas import ServiceIn, ServiceOut, ServicePageOut, SignalIn, SignalOut
 
 _ERRORS = {
     400: "Malformed JSON",
@@ -55,6 +56,7 @@ class Op:
     media: str = "application/json"
     also: tuple[str, ...] = ()  # other media types of the success response, as text
     auth_setting: str | None = None  # the setting that decides whether a token is needed
+    patch: bool = False  # the body is a JSON merge patch of the resource's request body
 
 
 def _q(name: str, desc: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -73,6 +75,20 @@ _TIME = {"type": "string", "anyOf": [{"format": "date-time"}, {"maxLength": 0}]}
 
 
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_SERVICE_ID = {
+    "name": "service_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+}
+_IDEMPOTENCY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Same key + same body from the same tenant returns the same resource; "
+    "a different body is a 409.",
+    "schema": {"type": "string", "maxLength": 255},
+}
 
 OPERATIONS: tuple[Op, ...] = (
     Op(
@@ -144,6 +160,60 @@ OPERATIONS: tuple[Op, ...] = (
         ExplainOut,
         JobIn,
         (400, 401, 413, 415, 422),
+    ),
+    Op(
+        "post",
+        "/v1/services",
+        "Create an inference service: its replicas are placed like jobs and scaled on load",
+        201,
+        ServiceOut,
+        ServiceIn,
+        (400, 401, 409, 413, 415, 422),
+        params=(_IDEMPOTENCY,),
+    ),
+    Op("get", "/v1/services", "List services", 200, ServicePageOut, None, (401,)),
+    Op(
+        "get",
+        "/v1/services/{service_id}",
+        "A service: desired and ready replicas, each replica, load, the autoscaler's "
+        "decisions with reasons, signals",
+        200,
+        ServiceOut,
+        None,
+        (401, 404),
+        params=(_SERVICE_ID,),
+    ),
+    Op(
+        "patch",
+        "/v1/services/{service_id}",
+        "Change a service (a JSON merge patch of its body); a new image, command, env, port "
+        "or resources rolls the replicas over without dropping below the ready capacity",
+        200,
+        ServiceOut,
+        None,
+        (400, 401, 404, 409, 413, 415, 422),
+        params=(_SERVICE_ID,),
+        patch=True,
+    ),
+    Op(
+        "delete",
+        "/v1/services/{service_id}",
+        "Delete a service: its replicas are stopped, then it is gone",
+        202,
+        ServiceOut,
+        None,
+        (401, 404),
+        params=(_SERVICE_ID,),
+    ),
+    Op(
+        "post",
+        "/v1/services/{service_id}/signals",
+        "Raise the service's floor for a period (a campaign, a launch)",
+        201,
+        SignalOut,
+        SignalIn,
+        (400, 401, 404, 409, 413, 415, 422),
+        params=(_SERVICE_ID,),
     ),
     Op("get", "/v1/sites", "Configured sites and their health", 200, SiteListOut, None, (401,)),
     Op(
@@ -272,7 +342,13 @@ _MODELS: tuple[type[BaseModel], ...] = (
     Problem,
     ProviderListOut,
     ScheduleOut,
+    ServiceIn,
+    ServiceOut,
+    ServicePageOut,
+    SignalIn,
+    SignalOut,
 )
+_REQUESTS = (JobIn, ServiceIn, SignalIn)
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -282,7 +358,7 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
 @functools.cache
 def openapi_document() -> dict[str, Any]:
     _, defs = models_json_schema(
-        [(m, "validation" if m is JobIn else "serialization") for m in _MODELS],
+        [(m, "validation" if m in _REQUESTS else "serialization") for m in _MODELS],
         ref_template="#/components/schemas/{model}",
     )
     schemas = defs.get("$defs", {})
@@ -316,6 +392,14 @@ def openapi_document() -> dict[str, Any]:
             operation["requestBody"] = {
                 "required": True,
                 "content": {"application/json": {"schema": _ref(op.request)}},
+            }
+        if op.patch:  # a merge patch of the body: any subset of its fields, nulls remove
+            operation["requestBody"] = {
+                "required": True,
+                "content": {
+                    media: {"schema": {"type": "object"}}
+                    for media in ("application/merge-patch+json", "application/json")
+                },
             }
         if op.auth_setting is not None:  # a token, or none when the setting is off
             operation["security"] = [{"bearer": []}, {}]

@@ -7,6 +7,7 @@ scripts to branch on; `title` is its human summary; `detail` says what happened 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -85,12 +86,39 @@ def _fields(exc: ValidationError) -> list[ProblemField]:
 
 async def read_model(request: web.Request, model: type[M]) -> M:
     """Parse the JSON body into `model`: 415, 413, 400 or 422 when it cannot."""
-    if request.content_type != "application/json":
+    body = await read_json_bytes(request)
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise validation_problem(_fields(exc)) from None
+
+
+def validate_into(model: type[M], data: Any) -> M:
+    """Validate plain JSON data (a merged PATCH, say) into `model`, or a 422."""
+    try:
+        return model.model_validate_json(json.dumps(data))
+    except ValidationError as exc:
+        raise validation_problem(_fields(exc)) from None
+
+
+MERGE_PATCH = "application/merge-patch+json"  # RFC 7386
+
+
+async def read_json(request: web.Request, *, media: tuple[str, ...] = ("application/json",)) -> Any:
+    """The body as JSON data (of one of the `media` types): 415, 413 or 400 otherwise."""
+    return pydantic_core.from_json(await read_json_bytes(request, media=media), allow_inf_nan=False)
+
+
+async def read_json_bytes(
+    request: web.Request, *, media: tuple[str, ...] = ("application/json",)
+) -> bytes:
+    """The body, checked to be JSON: 415, 413 or 400 when it is not."""
+    if request.content_type not in media:
         raise ApiProblem(
             status=415,
             slug="unsupported-media-type",
             title="Unsupported media type",
-            detail=f"send application/json, not {request.content_type or 'nothing'}",
+            detail=f"send {' or '.join(media)}, not {request.content_type or 'nothing'}",
         )
     body = await request.read()  # raises 413 past client_max_size
     try:
@@ -102,10 +130,7 @@ async def read_model(request: web.Request, model: type[M]) -> M:
         raise ApiProblem(
             status=400, slug="malformed-json", title="The body is not valid JSON", detail=str(exc)
         ) from None
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as exc:
-        raise validation_problem(_fields(exc)) from None
+    return body
 
 
 _HTTP_SLUGS = {

@@ -228,7 +228,7 @@ def _report(exc: CliError, *, as_json: bool, token: str | None) -> None:
     lines = [f"broker: {exc}"]
     if isinstance(exc, ProblemError):
         if as_json:
-            print(scrub(_pretty(exc.problem)))
+            print(scrub(pretty(exc.problem)))
         lines += [
             f"  {e.get('field', '?')}: {e.get('message', '')}"
             for e in exc.problem.get("errors") or []
@@ -239,7 +239,7 @@ def _report(exc: CliError, *, as_json: bool, token: str | None) -> None:
     print(scrub("\n".join(lines)), file=sys.stderr)
 
 
-def _pretty(data: Any) -> str:
+def pretty(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False)
 
 
@@ -253,7 +253,7 @@ async def _submit(api: Api, args: argparse.Namespace) -> int:
     reply = await api.call(
         "POST", "/v1/jobs", body=body, headers={"Idempotency-Key": key} if key else None
     )
-    print(_pretty(reply.data) if args.as_json else tables.job_summary(reply.data))
+    print(pretty(reply.data) if args.as_json else tables.job_summary(reply.data))
     if reply.headers.get("Idempotent-Replayed") == "true":
         print(
             f"broker: Idempotency-Key {key!r} was used before: this is the job it created",
@@ -282,7 +282,7 @@ async def _list(api: Api, args: argparse.Namespace) -> int:
         seen.add(cursor)
         params["cursor"] = cursor
     if args.as_json:
-        print(_pretty(page if not args.all else {"items": items, "next_cursor": None}))
+        print(pretty(page if not args.all else {"items": items, "next_cursor": None}))
     else:
         print(tables.job_list(items, now=datetime.now(UTC)) if items else "no jobs")
     if cursor is not None and not args.all:
@@ -295,13 +295,13 @@ async def _list(api: Api, args: argparse.Namespace) -> int:
 
 async def _show(api: Api, args: argparse.Namespace) -> int:
     job = (await api.call("GET", _job_path(args.id))).data
-    print(_pretty(job) if args.as_json else tables.job_detail(job))
+    print(pretty(job) if args.as_json else tables.job_detail(job))
     return EXIT_OK
 
 
 async def _cancel(api: Api, args: argparse.Namespace) -> int:
     job = (await api.call("DELETE", _job_path(args.id))).data
-    print(_pretty(job) if args.as_json else tables.job_summary(job))
+    print(pretty(job) if args.as_json else tables.job_summary(job))
     return EXIT_OK
 
 
@@ -334,13 +334,13 @@ async def _watch(api: Api, args: argparse.Namespace) -> int:
 
 async def _inventory(api: Api, args: argparse.Namespace) -> int:
     data = (await api.call("GET", "/v1/inventory")).data
-    print(_pretty(data) if args.as_json else tables.inventory(data["items"]))
+    print(pretty(data) if args.as_json else tables.inventory(data["items"]))
     return EXIT_OK
 
 
 async def _sites(api: Api, args: argparse.Namespace) -> int:
     data = (await api.call("GET", "/v1/sites")).data
-    print(_pretty(data) if args.as_json else tables.sites(data["items"]))
+    print(pretty(data) if args.as_json else tables.sites(data["items"]))
     return EXIT_OK
 
 
@@ -349,7 +349,7 @@ async def _sustainability(api: Api, args: argparse.Namespace) -> int:
     params |= {k: v for k, v in (("from", args.start), ("to", args.end)) if v}
     if args.format == "json" and not args.output:
         data = (await api.call("GET", "/v1/reports/sustainability", params=params)).data
-        print(_pretty(data) if args.as_json else tables.sustainability(data))
+        print(pretty(data) if args.as_json else tables.sustainability(data))
         return EXIT_OK
     text = (await api.call("GET", "/v1/reports/sustainability", params=params, raw=True)).data
     if args.output:
@@ -363,11 +363,11 @@ async def _sustainability(api: Api, args: argparse.Namespace) -> int:
 async def _explain(api: Api, args: argparse.Namespace) -> int:
     body = read_body(args.file)
     data = (await api.call("POST", "/v1/placements:explain", body=body)).data
-    print(_pretty(data) if args.as_json else tables.explanation(data))
+    print(pretty(data) if args.as_json else tables.explanation(data))
     return EXIT_OK
 
 
-def _seconds(text: str) -> float:
+def seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -377,7 +377,8 @@ def _seconds(text: str) -> float:
     return value
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def common_options() -> argparse.ArgumentParser:
+    """The options every command that talks to a broker takes."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", help=f"the broker (default: $BROKER_URL, else {DEFAULT_URL})")
     common.add_argument(
@@ -391,18 +392,24 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         action="store_true",
         help="print the API's JSON instead of a table",
     )
+    return common
 
-    def command(
-        parent: argparse._SubParsersAction[argparse.ArgumentParser],
-        name: str,
-        *,
-        summary: str,
-        run: Command,
-    ) -> argparse.ArgumentParser:
-        p = parent.add_parser(name, help=summary, description=summary, parents=[common])
-        p.set_defaults(func=_cli(run))
-        return p
 
+def add_command(
+    parent: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    *,
+    summary: str,
+    run: Command,
+) -> argparse.ArgumentParser:
+    """A subcommand running `run` against the broker, with the common options."""
+    p = parent.add_parser(name, help=summary, description=summary, parents=[common_options()])
+    p.set_defaults(func=_cli(run))
+    return p
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    command = add_command
     body_help = "a job as YAML or JSON, or - for stdin"
     p = command(sub, "submit", summary="submit a job", run=_submit)
     p.add_argument("file", metavar="FILE", help=body_help)
@@ -434,8 +441,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         run=_watch,
     )
     p.add_argument("id", metavar="ID")
-    p.add_argument("--interval", type=_seconds, default=2.0, help="seconds between polls")
-    p.add_argument("--timeout", type=_seconds, default=None, help="give up after this long")
+    p.add_argument("--interval", type=seconds, default=2.0, help="seconds between polls")
+    p.add_argument("--timeout", type=seconds, default=None, help="give up after this long")
 
     command(
         sub, "inventory", summary="GPU pools: capacity, price, carbon (operators)", run=_inventory

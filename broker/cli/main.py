@@ -15,7 +15,7 @@ from broker.domain.errors import BrokerError
 def build_parser() -> argparse.ArgumentParser:
     from collections.abc import Callable
 
-    from broker.cli import client
+    from broker.cli import client, services, serving_replay
 
     def lazy(module_name: str, name: str) -> Callable[[argparse.Namespace], int]:
         """A command imported when it runs: client commands skip SQLAlchemy and the engine."""
@@ -98,8 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="run times by GPU model (scheduler.gpu_performance; docs/performance.md)",
     )
     sim.set_defaults(func=lazy("broker.simulation.run", "cmd_simulate"))
+    serving_replay.add_command(sub)
 
     client.add_commands(sub)
+    services.add_commands(sub)
     return p
 
 

@@ -102,6 +102,7 @@ class JobQueries(StoreBase):
             version=1,
             created_at=now,
             updated_at=now,
+            service_id=spec.service_id,
         )
         try:
             async with self._sessions.begin() as s:

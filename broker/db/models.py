@@ -166,6 +166,8 @@ class JobRow(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # the service this job is a replica of (`broker.domain.services`), else None
+    service_id: Mapped[str | None] = mapped_column(String(40), index=True)
 
 
 class PlacementRow(Base):
@@ -348,3 +350,72 @@ class SimRunRow(Base):
     start_delay_s: Mapped[float] = mapped_column(Float)
     run_s: Mapped[float] = mapped_column(Float)
     exit_code: Mapped[int] = mapped_column(Integer)
+
+
+class ServiceRow(Base):
+    """An inference service: its spec (the API body's shape), state and generation."""
+
+    __tablename__ = "services"
+    __table_args__ = (
+        UniqueConstraint("tenant", "idempotency_key", name="uq_services_tenant_idempotency_key"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    spec: Mapped[dict[str, Any]]
+    state: Mapped[str] = mapped_column(String(16))
+    generation: Mapped[int] = mapped_column(Integer)
+    desired: Mapped[int] = mapped_column(Integer, default=0)
+    load: Mapped[float | None] = mapped_column(Float)  # the last observed, at `load_at`
+    load_at: Mapped[datetime | None]
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class ServiceDecisionRow(Base):
+    """One autoscaler decision with its reason (the newest few per service are kept)."""
+
+    __tablename__ = "service_decisions"
+
+    id: Mapped[int] = mapped_column(BigIntPk, primary_key=True, autoincrement=True)
+    service_id: Mapped[str] = mapped_column(
+        ForeignKey("services.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime]
+    desired: Mapped[int] = mapped_column(Integer)
+    ready: Mapped[int] = mapped_column(Integer)
+    load: Mapped[float | None] = mapped_column(Float)
+    mode: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+
+
+class ServiceLoadRow(Base):
+    """A service's observed load (requests/s or in flight) at one time: its history, which
+    the autoscaler's windows and the load forecaster read."""
+
+    __tablename__ = "service_load"
+
+    service_id: Mapped[str] = mapped_column(
+        ForeignKey("services.id", ondelete="CASCADE"), primary_key=True
+    )
+    at: Mapped[datetime] = mapped_column(UtcDateTime(), primary_key=True)
+    value: Mapped[float] = mapped_column(Float)
+
+
+class ServiceSignalRow(Base):
+    """An external trigger that raises a service's floor for a period."""
+
+    __tablename__ = "service_signals"
+
+    id: Mapped[int] = mapped_column(BigIntPk, primary_key=True, autoincrement=True)
+    service_id: Mapped[str] = mapped_column(
+        ForeignKey("services.id", ondelete="CASCADE"), index=True
+    )
+    start: Mapped[datetime]
+    until: Mapped[datetime]
+    replicas: Mapped[int] = mapped_column(Integer)
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime]

@@ -5,8 +5,8 @@ work), `JobQueries` (submission, reads, the queue), `JobTransitions` (every stat
 change, each one atomic; see that module for the guarantees) and `BatchTransitions` (a
 scheduling pass's placements and deferrals, many in one transaction, the same guarantees),
 `FootprintStore` (each run's energy and emissions, for the reports), `DemandStore`
-(job records for the demand forecaster) and `CarbonHistoryStore` (observed grid intensity,
-for the own carbon forecaster).
+(job records for the demand forecaster), `CarbonHistoryStore` (observed grid intensity,
+for the own carbon forecaster) and `ServiceStore` (inference services).
 """
 
 from __future__ import annotations
@@ -22,11 +22,18 @@ from broker.db.job_queries import JobDetail as JobDetail
 from broker.db.job_queries import JobPage as JobPage
 from broker.db.job_queries import decode_cursor as decode_cursor
 from broker.db.job_queries import encode_cursor as encode_cursor
+from broker.db.service_store import ServiceStore
 from broker.db.transitions import JobTransitions
 from broker.db.transitions import Released as Released
 
 
 class Store(
-    FleetStore, JobTransitions, BatchTransitions, FootprintStore, DemandStore, CarbonHistoryStore
+    FleetStore,
+    JobTransitions,
+    BatchTransitions,
+    FootprintStore,
+    DemandStore,
+    CarbonHistoryStore,
+    ServiceStore,
 ):
     """Fleet and job persistence over one session factory and clock."""

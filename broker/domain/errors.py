@@ -54,3 +54,17 @@ class JobAlreadyFinished(BrokerError):
         super().__init__(f"job {job_id} already finished ({state})")
         self.job_id = job_id
         self.state = state
+
+
+class ServiceNotFound(BrokerError):
+    def __init__(self, service_id: str) -> None:
+        super().__init__(f"no service {service_id}")
+        self.service_id = service_id
+
+
+class ServiceDeleted(BrokerError):
+    """A change to a service that is being (or has been) deleted."""
+
+    def __init__(self, service_id: str) -> None:
+        super().__init__(f"service {service_id} is being deleted")
+        self.service_id = service_id

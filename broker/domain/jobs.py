@@ -77,6 +77,10 @@ class JobSpec:
     objective: Weights | None = None  # overrides the tier's weights for this job
     # the GPU model `estimated_duration_s` was measured on; None: DEFAULT_REFERENCE
     reference_gpu_model: str | None = None
+    # a replica of this service (`broker.domain.services`): it runs until stopped, and
+    # `estimated_duration_s` is only the horizon its terms are judged over
+    service_id: str | None = None
+    generation: int = 0  # of the service's spec this replica runs
 
     @property
     def is_preemptible(self) -> bool:

@@ -281,9 +281,11 @@ class SchedulingLoop:
                 if released.placement is not None:
                     await self._account(released.job, released.placement, update.state.value)
 
-    async def cancel(self, job_id: str, *, tenant: str | None) -> Job:
+    async def cancel(
+        self, job_id: str, *, tenant: str | None, reason: str = "cancelled_by_user"
+    ) -> Job:
         """Cancel in the database first (the source of truth), then stop it on its site."""
-        released = await self._store.cancel(job_id, tenant=tenant, reason="cancelled_by_user")
+        released = await self._store.cancel(job_id, tenant=tenant, reason=reason)
         if released.placement is not None:
             await self._applier.stop(released.placement, reason="cancelled")
             self._metrics.transitions.labels(state=JobState.CANCELLED.value).inc()

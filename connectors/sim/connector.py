@@ -2,7 +2,8 @@
 
 A job "runs" for `estimated_duration_s / speed` wall seconds after a short start delay, then
 succeeds. To show a failure, give the workload `SIM_EXIT_CODE=<n>` in its env: the job fails
-half-way with that exit code.
+half-way with that exit code. A replica of an inference service runs until it is stopped;
+RUNNING means ready to serve.
 
 The site's runs live in a run book (`broker.domain.runs`), which the broker keeps in its
 database, so the simulator behaves like a cluster shared by every replica: `dispatch`
@@ -33,6 +34,7 @@ from connectors.sim.runbook import MemoryRunBook
 _CLOSED = object()
 POLL_S = 0.5  # how often the follower looks for runs other replicas dispatched or cancelled
 KEEP_ENDED = timedelta(minutes=10)  # an ended run's record, like a finished Job's TTL
+SERVICE_RUN_S = 10 * 365 * 86400.0  # "until stopped"
 
 
 class SimConnector(Connector):
@@ -139,6 +141,8 @@ class SimConnector(Connector):
 
     def _new_run(self, job: Job, placement: Placement, *, at: datetime) -> SimRun:
         run_s = job.spec.estimated_duration_s / self._speed
+        if job.spec.service_id is not None:
+            run_s = SERVICE_RUN_S  # a service's replica serves until the broker stops it
         try:
             exit_code = int(job.spec.workload.env.get("SIM_EXIT_CODE", "0"))
         except ValueError:
