@@ -267,7 +267,7 @@ OPERATIONS: tuple[Op, ...] = (
             _q(
                 "group_by",
                 "grouping",
-                {"type": "string", "enum": ["tenant", "site", "tier", "day"]},
+                {"type": "string", "enum": ["tenant", "site", "tier", "day", "service"]},
             ),
             _q("format", "output", {"type": "string", "enum": ["json", "csv", "html"]}),
         ),

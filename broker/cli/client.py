@@ -456,7 +456,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     p.add_argument("--from", dest="start", help="start, RFC 3339 (default: 30 days before --to)")
     p.add_argument("--to", dest="end", help="end, RFC 3339 (default: now)")
-    p.add_argument("--group-by", choices=["tenant", "site", "tier", "day"], default="tenant")
+    p.add_argument(
+        "--group-by", choices=["tenant", "site", "tier", "day", "service"], default="tenant"
+    )
     p.add_argument("--format", choices=["json", "csv", "html"], default="json")
     p.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE")
     p = command(

@@ -243,6 +243,7 @@ class FootprintRow(Base):
     cost_usd: Mapped[float] = mapped_column(Float)
     gpu_hours: Mapped[float] = mapped_column(Float)
     recorded_at: Mapped[datetime]
+    service_id: Mapped[str | None] = mapped_column(String(40), index=True)  # a replica's
 
 
 class LeaseRow(Base):

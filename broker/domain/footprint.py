@@ -33,3 +33,4 @@ class RunFootprint:
     added_gco2: float  # max(0, actual - baseline)
     cost_usd: float
     gpu_hours: float
+    service_id: str | None = None  # the service the run was a replica of

@@ -1,5 +1,5 @@
 """The sustainability report: energy, emissions, avoided emissions and cost of the runs that
-ended in a period, grouped by tenant, site, tier or day, as JSON, CSV or an HTML page.
+ended in a period, grouped by tenant, site, tier, day or service, as JSON, CSV or an HTML page.
 
 Terms follow the Green Software Foundation's Software Carbon Intensity specification where
 they fit: energy E (kWh) and location-based grid intensity I (gCO2e/kWh) give operational
@@ -41,6 +41,7 @@ class GroupBy(StrEnum):
     SITE = "site"
     TIER = "tier"
     DAY = "day"
+    SERVICE = "service"  # inference services; other work under "(jobs)"
 
 
 _KEYS: dict[GroupBy, Callable[[RunFootprint], str]] = {
@@ -48,6 +49,7 @@ _KEYS: dict[GroupBy, Callable[[RunFootprint], str]] = {
     GroupBy.SITE: lambda r: r.site,
     GroupBy.TIER: lambda r: r.tier.value,
     GroupBy.DAY: lambda r: r.ended_at.date().isoformat(),
+    GroupBy.SERVICE: lambda r: r.service_id or "(jobs)",
 }
 
 
@@ -61,6 +63,7 @@ class Totals:
     baseline_kgco2e: float = 0.0
     cost_usd: float = 0.0
     gpu_hours: float = 0.0
+    run_hours: float = 0.0  # for a service: its replica-hours
     unmeasured_runs: int = 0  # no intensity known: energy counted, emissions not
     estimated_runs: int = 0  # intensity partly filled in, estimated or stale
     _counted_kwh: float = field(default=0.0, repr=False)  # energy with a known intensity
@@ -70,6 +73,7 @@ class Totals:
         self.energy_kwh += r.energy_kwh
         self.cost_usd += r.cost_usd
         self.gpu_hours += r.gpu_hours
+        self.run_hours += (r.ended_at - r.started_at).total_seconds() / 3600
         if r.gco2 is None:
             self.unmeasured_runs += 1
             return
@@ -97,6 +101,7 @@ class Totals:
             "baseline_kgco2e": round(self.baseline_kgco2e, 6),
             "cost_usd": round(self.cost_usd, 4),
             "gpu_hours": round(self.gpu_hours, 4),
+            "run_hours": round(self.run_hours, 6),
             "intensity_gco2_per_kwh": (
                 None
                 if self.intensity_gco2_per_kwh is None
@@ -166,6 +171,7 @@ CSV_COLUMNS: Sequence[str] = (
     "baseline_kgco2e",
     "cost_usd",
     "gpu_hours",
+    "run_hours",
     "intensity_gco2_per_kwh",
     "gco2_per_job",
     "unmeasured_runs",

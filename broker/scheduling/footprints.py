@@ -108,6 +108,7 @@ class Accountant:
             added_gco2=fp.added_g if fp else 0.0,
             cost_usd=placement.price_per_gpu_hour * gpus * seconds / 3600,
             gpu_hours=gpus * seconds / 3600,
+            service_id=job.spec.service_id,
         )
 
     def _run_energy(

@@ -3,7 +3,8 @@
 `services`: inference services (spec, state, generation, the autoscaler's last decision);
 `service_decisions`: the autoscaler's recent decisions with their reasons; `service_load`:
 each service's observed load over time; `service_signals`: external triggers that raise a
-service's floor for a period; `jobs.service_id`: the service a job is a replica of.
+service's floor for a period; `jobs.service_id` and `footprints.service_id`: the service a
+job (a run) is a replica of.
 
 Revision ID: 0011
 Revises: 0010
@@ -101,9 +102,15 @@ def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("service_id", sa.String(length=40), nullable=True))
         batch.create_index(batch.f("ix_jobs_service_id"), ["service_id"])
+    with op.batch_alter_table("footprints") as batch:
+        batch.add_column(sa.Column("service_id", sa.String(length=40), nullable=True))
+        batch.create_index(batch.f("ix_footprints_service_id"), ["service_id"])
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("footprints") as batch:
+        batch.drop_index(batch.f("ix_footprints_service_id"))
+        batch.drop_column("service_id")
     with op.batch_alter_table("jobs") as batch:
         batch.drop_index(batch.f("ix_jobs_service_id"))
         batch.drop_column("service_id")

@@ -193,6 +193,11 @@ async def test_delete_drains_then_removes_everything(client: Client) -> None:
     assert all(p["allocated_gpus"] == 0 for p in inventory["items"])
     listed = await (await client.get("/v1/services", headers=VISION)).json()
     assert listed["items"] == []
+    report = await (
+        await client.get("/v1/reports/sustainability?group_by=service", headers=VISION)
+    ).json()
+    [group] = [g for g in report["groups"] if g["key"] == svc]
+    assert group["runs"] == 2 and group["run_hours"] > 0 and group["energy_kwh"] > 0
 
 
 async def test_other_tenants_cannot_see_or_change_a_service(client: Client) -> None:
