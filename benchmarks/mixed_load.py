@@ -32,6 +32,7 @@ import json
 import os
 import platform
 import random
+import re
 import signal
 import socket
 import statistics
@@ -222,6 +223,9 @@ def tail(path: Path, lines: int = 30) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Timeout|Exit)\w*\b")
+
+
 def log_problems(path: Path) -> list[str]:
     """Each ERROR (or CRITICAL) record of a broker log, with its traceback's last line (the
     exception); the log level is `--log-level`."""
@@ -234,7 +238,7 @@ def log_problems(path: Path) -> list[str]:
         for nxt in lines[i + 1 : i + 200]:
             if nxt[:4].isdigit() and nxt[4:5] == "-":  # the next timestamped record
                 break
-            if nxt and not nxt.startswith((" ", "Traceback", "During handling", "The above")):
+            if EXCEPTION_LINE.match(nxt):
                 cause = nxt  # the exception line of the last traceback in the record
         out.append(f"{line} -> {cause}" if cause else line)
     return out
@@ -883,6 +887,21 @@ async def run(args: Any) -> dict[str, Any]:
     }
 
 
+def git_tree() -> dict[str, Any]:
+    """The commit measured and the files changed on top of it (read-only git calls)."""
+
+    def git(*argv: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *argv], cwd=REPO, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    changed = [line[3:] for line in git("status", "--porcelain").splitlines()]
+    return {"head": git("rev-parse", "HEAD"), "changed_files": changed}
+
+
 async def background_load(seconds: float = 1.0) -> float | None:
     """The machine's busy CPU in % of one core over `seconds`, before we add any load."""
     start = host_busy_s()
@@ -938,6 +957,7 @@ async def main_async(args: argparse.Namespace) -> int:
                         k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
                     },
                     "started": started.isoformat(timespec="seconds"),
+                    "tree": git_tree(),
                     "mix": dict(MIX),
                     "machine": {
                         "cpus": os.cpu_count(),

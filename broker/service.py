@@ -18,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import replace
 from enum import StrEnum
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -254,31 +255,23 @@ async def _start_scheduling(app: web.Application, loop: SchedulingLoop) -> list[
         )
         for name, c in app[CONNECTORS].items()
     ]
-    leased.append(
-        Leased(
-            name=lease_name("serving"),
-            what="the service controller",
+
+    def alone(name: str, what: str, body: Callable[[], Coroutine[Any, Any, None]]) -> Leased:
+        """`body` run by one replica at a time, with the follow leases' timings."""
+        return Leased(
+            name=lease_name(name),
+            what=what,
             leases=leases,
             holder=app[REPLICA],
             clock=clock,
             lease_s=settings.follow.lease_s,
             renew_s=settings.follow.renew_s,
-            body=app[SERVING].run,
+            body=body,
         )
-    )
+
+    leased.append(alone("serving", "the service controller", app[SERVING].run))
     if settings.exclusive:
-        leased.append(
-            Leased(
-                name=lease_name("scheduler"),
-                what="the scheduling passes",
-                leases=leases,
-                holder=app[REPLICA],
-                clock=clock,
-                lease_s=settings.follow.lease_s,
-                renew_s=settings.follow.renew_s,
-                body=loop.run,
-            )
-        )
+        leased.append(alone("scheduler", "the scheduling passes", loop.run))
     # Take over the sites and the passes nobody holds before serving, as a restart did.
     for each in leased:
         await each.step()

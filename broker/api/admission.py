@@ -1,5 +1,5 @@
-"""What jobs and services share on the way in: known GPU models, a fleet that could ever
-run the work, and path ids the store can be asked about."""
+"""What jobs and services share on the way in: an Idempotency-Key, known GPU models, a
+fleet that could ever run the work, and path ids the store can be asked about."""
 
 from __future__ import annotations
 
@@ -8,13 +8,40 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from broker.api.keys import LOOP
-from broker.api.problems import not_found, validation_problem
+from broker.api.problems import ApiProblem, not_found, validation_problem
 from broker.api.schemas import ProblemField
 from broker.domain.bounds import storable
 from broker.domain.placement import Evaluation
 from carbon.power import GPU_MODELS
 
 MAX_ID = 255
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def idempotency_key(request: web.Request) -> str | None:
+    """The request's Idempotency-Key, or a 422 for one no store could keep."""
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable()):
+        raise validation_problem(
+            [
+                ProblemField(
+                    field="Idempotency-Key",
+                    type="invalid_header",
+                    message=f"1 to {MAX_IDEMPOTENCY_KEY} printable characters",
+                )
+            ]
+        )
+    return key
+
+
+def key_reused(*, what: str, earlier: str) -> ApiProblem:
+    """The 409 for a key that already created `earlier` with another body."""
+    return ApiProblem(
+        status=409,
+        slug="idempotency-key-reused",
+        title="Idempotency-Key reused with a different request",
+        detail=f"this key already created {what} {earlier} with another body",
+    )
 
 
 async def known_models(request: web.Request) -> set[str]:

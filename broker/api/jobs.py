@@ -8,7 +8,14 @@ from typing import TypeVar
 
 from aiohttp import web
 
-from broker.api.admission import check_satisfiable, known_models, model_errors, valid_id
+from broker.api.admission import (
+    check_satisfiable,
+    idempotency_key,
+    key_reused,
+    known_models,
+    model_errors,
+    valid_id,
+)
 from broker.api.context import principal
 from broker.api.convert import explain_out, job_out, preemptors, spec_from_api
 from broker.api.keys import BURSTER, CLOCK, LOOP, SETTINGS, STORE
@@ -25,7 +32,6 @@ from carbon.static import SOURCE_NAME as STATIC_SOURCE
 
 routes = web.RouteTableDef()
 
-MAX_IDEMPOTENCY_KEY = 255
 LIST_PARAMS = frozenset({"state", "priority", "kind", "limit", "cursor"})
 
 
@@ -78,17 +84,7 @@ def _draft(spec: JobSpec, tenant: str, request: web.Request) -> Job:
 @routes.post("/v1/jobs")
 async def submit_job(request: web.Request) -> web.Response:
     who = principal(request)
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable()):
-        raise validation_problem(
-            [
-                ProblemField(
-                    field="Idempotency-Key",
-                    type="invalid_header",
-                    message=f"1 to {MAX_IDEMPOTENCY_KEY} printable characters",
-                )
-            ]
-        )
+    key = idempotency_key(request)
     body = await read_model(request, JobIn)
     spec = spec_from_api(body)
     _check_submission(request, spec, await known_models(request))
@@ -106,12 +102,7 @@ async def submit_job(request: web.Request) -> web.Response:
             tenant=who.tenant, spec=spec, idempotency_key=key, request_hash=digest
         )
     except IdempotencyConflict as exc:
-        raise ApiProblem(
-            status=409,
-            slug="idempotency-key-reused",
-            title="Idempotency-Key reused with a different request",
-            detail=f"this key already created job {exc.job_id} with another body",
-        ) from None
+        raise key_reused(what="job", earlier=exc.job_id) from None
     if created:
         loop.wake()
     headers = {"Location": f"/v1/jobs/{job.id}"}

@@ -39,6 +39,7 @@ _ERRORS = {
     413: "Body over the size limit",
     415: "Not application/json",
     422: "Validation failed; `errors` names each bad field",
+    503: "Overloaded: no database connection came free in time; retry after Retry-After",
 }
 
 
@@ -373,12 +374,14 @@ def openapi_document() -> dict[str, Any]:
             ok["content"] = {op.media: {"schema": {"type": "string"}}}
         ok["content"].update({media: {"schema": {"type": "string"}} for media in op.also})
         responses: dict[str, Any] = {str(op.ok): ok}
-        errors = op.errors + ((503,) if op.path == "/readyz" else ())
+        # every route that reads the database may answer 503 when it is overloaded
+        errors = op.errors + ((503,) if op.path == "/readyz" or op.auth else ())
         for status in errors:
-            schema = _ref(HealthOut) if status == 503 else _ref(Problem)
-            media = "application/json" if status == 503 else PROBLEM_JSON
+            ready = op.path == "/readyz"
+            schema = _ref(HealthOut) if ready and status == 503 else _ref(Problem)
+            media = "application/json" if ready and status == 503 else PROBLEM_JSON
             responses[str(status)] = {
-                "description": _ERRORS.get(status, "Not ready"),
+                "description": "Not ready" if ready and status == 503 else _ERRORS[status],
                 "content": {media: {"schema": schema}},
             }
         operation: dict[str, Any] = {

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import pydantic_core
+import sqlalchemy.exc
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
@@ -161,6 +162,17 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             title=exc.reason,
             detail=detail,
             headers=headers,
+        ).response()
+    except sqlalchemy.exc.TimeoutError:
+        # Every database connection stayed busy for the pool's timeout: the broker is
+        # overloaded, not broken. Say so, and when to retry, without a traceback.
+        log.warning("overloaded: no database connection for %s %s", request.method, request.path)
+        return ApiProblem(
+            status=503,
+            slug="overloaded",
+            title="The broker is overloaded",
+            detail="no database connection came free in time; retry shortly",
+            headers={"Retry-After": "2"},
         ).response()
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.rel_url.path)

@@ -18,7 +18,14 @@ from typing import Any
 
 from aiohttp import web
 
-from broker.api.admission import check_models, check_satisfiable, known_models, valid_id
+from broker.api.admission import (
+    check_models,
+    check_satisfiable,
+    idempotency_key,
+    key_reused,
+    known_models,
+    valid_id,
+)
 from broker.api.context import principal
 from broker.api.keys import CLOCK, LOOP, SERVING, STORE
 from broker.api.problems import (
@@ -156,7 +163,7 @@ def _json(out: ServiceOut | ServicePageOut | SignalOut, status: int = 200) -> we
 @routes.post("/v1/services")
 async def create_service(request: web.Request) -> web.Response:
     who = principal(request)
-    key = request.headers.get("Idempotency-Key")
+    key = idempotency_key(request)
     body = await read_model(request, ServiceIn)
     spec = _spec(body)
     await _check(request, spec, who.tenant)
@@ -166,12 +173,7 @@ async def create_service(request: web.Request) -> web.Response:
             tenant=who.tenant, spec=spec, idempotency_key=key, request_hash=digest
         )
     except IdempotencyConflict as exc:
-        raise ApiProblem(
-            status=409,
-            slug="idempotency-key-reused",
-            title="Idempotency-Key reused with a different request",
-            detail=f"this key already created service {exc.job_id} with another body",
-        ) from None
+        raise key_reused(what="service", earlier=exc.job_id) from None
     if created:
         _wake(request)
     headers = {"Location": f"/v1/services/{svc.id}"}

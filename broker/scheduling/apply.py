@@ -14,6 +14,7 @@ Transitions, waits and preemptions are counted in the metrics on every path.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -30,6 +31,8 @@ from connectors.base import Connector
 from connectors.errors import AuthFailed, ConnectorError
 
 log = logging.getLogger(__name__)
+
+DISPATCH_CONCURRENCY = 8  # dispatches in flight at once from one batch
 
 # Records the footprint of a run that ended (job, its placement, the outcome).
 Account = Callable[[Job, Placement, str], Awaitable[None]]
@@ -158,14 +161,26 @@ class Applier:
         """Hand each committed job to its site, then record the sites' ids in one write;
         returns the ids of the jobs the sites accepted."""
         external_ids: dict[str, str] = {}
-        try:
-            for job, placement in placed:
+        gate = asyncio.Semaphore(DISPATCH_CONCURRENCY)
+
+        async def send(job: Job, placement: Placement) -> None:
+            async with gate:
                 external_id = await self._dispatch(job, placement)
-                if external_id is not None:
-                    external_ids[job.id] = external_id
-        finally:  # also when a dispatch raises: the jobs sent before it keep their ids
+            if external_id is not None:
+                external_ids[job.id] = external_id
+
+        try:
+            # Concurrently (a site's API or the run book answer in a round trip each),
+            # bounded so a large batch does not open a connection per job at once.
+            results = await asyncio.gather(
+                *(send(job, placement) for job, placement in placed), return_exceptions=True
+            )
+        finally:  # the jobs a site accepted keep their ids, whatever happened to others
             await self._store.set_external_ids(external_ids)
-        return list(external_ids)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return [job.id for job, _ in placed if job.id in external_ids]
 
     async def _dispatch(self, job: Job, placement: Placement) -> str | None:
         """The site's id for the job, or None if the site refused it (then it is requeued)."""

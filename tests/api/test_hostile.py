@@ -16,8 +16,11 @@ import logging
 from typing import Any
 
 import pytest
+import sqlalchemy.exc
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from broker.api.problems import problem_middleware
 from tests.api.test_errors import assert_no_jobs, problem
 from tests.conftest import ADMIN, VISION, job_body
 
@@ -193,3 +196,21 @@ async def test_an_objective_without_a_positive_weight_is_a_422(client: Client) -
         found = await problem(resp, 422, "validation-error")
         assert found["errors"][0]["field"] == "objective"
     await assert_no_jobs(client)
+
+
+async def test_an_exhausted_connection_pool_is_a_503_with_retry_after(
+    aiohttp_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Overload is not a bug: no database connection in time is a 503 telling the client
+    when to retry, logged as a warning without a traceback (the benchmark's 500s)."""
+
+    async def busy(request: web.Request) -> web.Response:
+        raise sqlalchemy.exc.TimeoutError("QueuePool limit of size 10 overflow 10 reached")
+
+    app = web.Application(middlewares=[problem_middleware])
+    app.router.add_get("/v1/jobs", busy)
+    client = await aiohttp_client(app)
+    resp = await client.get("/v1/jobs")
+    body = await problem(resp, 503, "overloaded")
+    assert resp.headers["Retry-After"] == "2" and "retry" in body["detail"]
+    assert "Traceback" not in caplog.text and "QueuePool" not in await resp.text()
