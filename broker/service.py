@@ -21,6 +21,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import replace
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -57,6 +58,7 @@ from broker.db.sim_runs import DbRunBook
 from broker.db.wake import Waker, listen
 from broker.domain.clock import Clock, SystemClock
 from broker.domain.enums import Health
+from broker.domain.errors import ConfigError
 from broker.duties.leader import Leader
 from broker.metrics import Metrics
 from broker.scheduling.follow import site_follow
@@ -67,6 +69,7 @@ from broker.scheduling.loop import SchedulingLoop
 from broker.scheduling.periodic import BrokerDuties
 from broker.serving.controller import ServiceController
 from broker.serving.load import SHIPPED_TRACE, LoadSource, TraceLoad, read_trace
+from broker.serving.prometheus import PrometheusLoad
 from broker.serving.settings import ServingSettings
 from carbon.recorded import RECORDED_KEEP
 from carbon.wiring import build_carbon
@@ -75,7 +78,7 @@ from connectors.errors import ConnectorError
 from connectors.registry import connector_class
 from connectors.settings import site_from_settings
 from connectors.threads import Blocking
-from redaction import register_url
+from redaction import register, register_url
 from redaction.logs import install as install_log_redaction
 
 log = logging.getLogger(__name__)
@@ -110,8 +113,28 @@ def create_app(
     return app
 
 
-def _service_load(settings: ServingSettings) -> LoadSource:
-    """The services' load: the demo fleet's replayed trace."""
+def _service_load(
+    settings: ServingSettings, *, session: aiohttp.ClientSession | None, config_dir: Path
+) -> LoadSource:
+    """The services' load: each one's Prometheus query, or the demo fleet's trace."""
+    if settings.load == "prometheus":
+        assert session is not None and settings.prometheus_url is not None
+        token = None
+        if settings.prometheus_token_file is not None:
+            path = config_dir / settings.prometheus_token_file
+            try:
+                token = path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot read serving.prometheus_token_file {path}: {exc.strerror}"
+                ) from None
+            register(token)
+        return PrometheusLoad(
+            session=session,
+            url=settings.prometheus_url,
+            timeout_s=settings.prometheus_timeout_s,
+            token=token,
+        )
     trace = read_trace(settings.sim_trace or SHIPPED_TRACE, settings.sim_column)
     return TraceLoad(per_minute=trace, speed=settings.sim_speed, peak=settings.sim_peak)
 
@@ -207,6 +230,7 @@ async def _scheduler(app: web.Application) -> AsyncIterator[None]:
     loops, each while this replica holds its lease, and the wake-up listener."""
     settings, connectors, engine = app[SETTINGS], app[CONNECTORS], app[ENGINE]
     waker = Waker(engine)
+    session = aiohttp.ClientSession() if settings.serving.load == "prometheus" else None
     loop = SchedulingLoop(
         store=app[STORE],
         connectors=connectors,
@@ -224,7 +248,7 @@ async def _scheduler(app: web.Application) -> AsyncIterator[None]:
         loop=loop,
         clock=app[CLOCK],
         metrics=app[METRICS],
-        load=_service_load(settings.serving),
+        load=_service_load(settings.serving, session=session, config_dir=settings.config_dir),
         settings=settings.serving,
     )
     tasks: list[asyncio.Task[None]] = []
@@ -239,6 +263,8 @@ async def _scheduler(app: web.Application) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await waker.close()
+        if session is not None:
+            await session.close()
 
 
 async def _start_scheduling(app: web.Application, loop: SchedulingLoop) -> list[asyncio.Task[None]]:

@@ -50,6 +50,11 @@ class AutoscalingIn(_Request):
     scale_to_zero_after_s: Annotated[float, Field(ge=0, le=86400)] = Field(
         default=300.0, description="With min_replicas 0: idle this long, then no replica."
     )
+    load_query: Annotated[str, _text(max_length=4096)] | None = Field(
+        default=None,
+        description="PromQL for the service's total load in `metric` (when the broker reads "
+        'load from Prometheus), e.g. sum(rate(http_requests_total{service="chat"}[1m])).',
+    )
 
 
 class OriginIn(_Request):

@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class ServingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     interval_s: Annotated[float, Field(gt=0)] = 2.0  # the controller's tick
+    # Where services' load comes from: `trace` (the demo fleet's replayed trace) or
+    # `prometheus` (each service's `autoscaling.load_query` against `prometheus_url`).
+    load: Literal["trace", "prometheus"] = "trace"
+    prometheus_url: str | None = None  # e.g. http://prometheus.monitoring:9090
+    prometheus_token_file: Path | None = None  # a bearer token, if Prometheus wants one
+    prometheus_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+
+    @model_validator(mode="after")
+    def _prometheus_needs_a_url(self) -> ServingSettings:
+        if self.load == "prometheus" and not self.prometheus_url:
+            raise ValueError("serving.load prometheus needs serving.prometheus_url")
+        return self
+
     load_retention_h: Annotated[float, Field(gt=0)] = 8 * 24.0  # per-minute load history kept
     refit_s: Annotated[float, Field(gt=0)] = 900.0  # refit each service's load forecaster
     # The demo fleet's load: requests per minute of a replayed trace (a CSV with a `minute`
