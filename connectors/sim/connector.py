@@ -33,7 +33,12 @@ from connectors.sim.runbook import MemoryRunBook
 
 _CLOSED = object()
 POLL_S = 0.5  # how often the follower looks for runs other replicas dispatched or cancelled
-KEEP_ENDED = timedelta(minutes=10)  # an ended run's record, like a finished Job's TTL
+# An ended run's record, like a finished Job's TTL: long enough for a follower that takes
+# over to report the end again; a run whose record is gone while its placement is still
+# active is put back by the follower's resync (`adopt`) and ends at once. Short, because the
+# follower reads every record of its site on each look.
+KEEP_ENDED = timedelta(minutes=1)
+COALESCE_S = 0.05  # dispatches in a burst wake the follower once
 SERVICE_RUN_S = 10 * 365 * 86400.0  # "until stopped"
 
 
@@ -184,6 +189,7 @@ class SimConnector(Connector):
                     self._tasks[r.job_id] = (r.run, task)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poke.wait(), timeout=POLL_S)
+                await asyncio.sleep(COALESCE_S)
 
     async def _stop_runs(self) -> None:
         tasks = [task for _, task in self._tasks.values()]
