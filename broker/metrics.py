@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from broker.domain.enums import JobState
+from broker.domain.footprint import RunFootprint
 
 
 class Metrics:
@@ -91,6 +92,34 @@ class Metrics:
             ["mode"],
             registry=self.registry,
         )
+
+        self.service_replica_seconds = Counter(
+            "broker_service_replica_seconds",
+            "Replica-seconds of each service's ended replica runs (this process's count).",
+            ["service"],
+            registry=self.registry,
+        )
+        self.service_energy_kwh = Counter(
+            "broker_service_energy_kwh",
+            "Energy of each service's ended replica runs, kWh (this process's count).",
+            ["service"],
+            registry=self.registry,
+        )
+        self.service_gco2 = Counter(
+            "broker_service_gco2",
+            "Emissions of each service's ended replica runs, gCO2e (this process's count).",
+            ["service"],
+            registry=self.registry,
+        )
+
+    def service_run(self, run: RunFootprint) -> None:
+        """Count a service replica's run that ended (the report has the durable figures)."""
+        service = run.service_id or ""
+        seconds = max(0.0, (run.ended_at - run.started_at).total_seconds())
+        self.service_replica_seconds.labels(service=service).inc(seconds)
+        self.service_energy_kwh.labels(service=service).inc(run.energy_kwh)
+        if run.gco2 is not None:
+            self.service_gco2.labels(service=service).inc(run.gco2)
 
     def set_burst(self, alive: dict[str, tuple[int, float]]) -> None:
         """Per provider site: instances alive and their USD per hour (sites gone drop to 0)."""

@@ -309,6 +309,8 @@ class SchedulingLoop:
             )
             if run is not None:
                 await self._store.record_footprint(run)
+                if run.service_id is not None:
+                    self._metrics.service_run(run)
         except Exception:
             log.exception("could not record the footprint of job %s", job.id)
 

@@ -198,6 +198,7 @@ async def test_delete_drains_then_removes_everything(client: Client) -> None:
     ).json()
     [group] = [g for g in report["groups"] if g["key"] == svc]
     assert group["runs"] == 2 and group["run_hours"] > 0 and group["energy_kwh"] > 0
+    await metric_shows(client, f'broker_service_energy_kwh_total{{service="{svc}"}}')
 
 
 async def test_other_tenants_cannot_see_or_change_a_service(client: Client) -> None:
