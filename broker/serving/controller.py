@@ -52,6 +52,7 @@ from broker.serving.settings import ServingSettings
 log = logging.getLogger(__name__)
 
 DEFAULT_STARTUP_S = 60.0  # a replica's start-up at a site never measured yet
+MAX_REASON = 2000  # characters of a decision's reason kept
 FORECAST_MARGIN_S = 120.0  # read the forecast this far past a replica's start-up
 _STARTUP_WEIGHT = 0.3  # of the newest measurement in the moving average
 
@@ -162,8 +163,16 @@ class ServiceController:
         )
         self._states[svc.id] = decision.state
         self._cold_start(svc, decision.desired, ready, now)
-        if decision.desired != svc.desired or not await self._store.decisions(svc.id, limit=1):
-            self._metrics.service_scalings.labels(mode=decision.mode.value).inc()
+        self._metrics.service_replicas.labels(service=svc.id, kind="desired").set(decision.desired)
+        self._metrics.service_replicas.labels(service=svc.id, kind="ready").set(ready)
+        # The replicas added or stopped, each with where and why (the cleaner site, the
+        # dirtiest, the spread, the cost cap), go into the decision's reason.
+        done = await self._converge(svc, replicas, want=decision.desired)
+        changed = decision.desired != svc.desired
+        if changed or done or not await self._store.decisions(svc.id, limit=1):
+            if changed:
+                self._metrics.service_scalings.labels(mode=decision.mode.value).inc()
+            reason = "; ".join([decision.reason, *done])
             await self._store.record_decision(
                 svc.id,
                 Decision(
@@ -172,12 +181,9 @@ class ServiceController:
                     ready=ready,
                     load=load,
                     mode=decision.mode.value,
-                    reason=decision.reason,
+                    reason=reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 1] + "…",
                 ),
             )
-        self._metrics.service_replicas.labels(service=svc.id, kind="desired").set(decision.desired)
-        self._metrics.service_replicas.labels(service=svc.id, kind="ready").set(ready)
-        await self._converge(svc, replicas, want=decision.desired)
 
     async def _observed(
         self, svc: Service, load: float | None, *, now: datetime, keep_s: float
@@ -222,22 +228,27 @@ class ServiceController:
 
     async def _converge(
         self, svc: Service, replicas: Sequence[tuple[Job, Placement | None]], *, want: int
-    ) -> None:
+    ) -> list[str]:
+        """Add or stop replicas towards `want`; returns what was done and why, per replica."""
+        done: list[str] = []
         current = [(j, p) for j, p in replicas if j.spec.generation == svc.generation]
         old = [(j, p) for j, p in replicas if j.spec.generation != svc.generation]
         if len(current) < want:
-            await self._add(svc, current, want - len(current))
+            done += await self._add(svc, current, want - len(current))
         elif len(current) > want:
-            await self._remove(svc, current, len(current) - want, why="scaled down")
+            done += await self._remove(svc, current, len(current) - want, why="scaled down")
         # Old-generation replicas retire only as new ones serve: never below ready capacity.
         current_ready = sum(1 for j, _ in current if j.state is JobState.RUNNING)
         surplus = current_ready + len(old) - want
         if old and surplus > 0:
-            await self._remove(svc, old, min(surplus, len(old)), why="rolled to a new generation")
+            done += await self._remove(
+                svc, old, min(surplus, len(old)), why="rolled to a new generation"
+            )
+        return done
 
     async def _add(
         self, svc: Service, current: Sequence[tuple[Job, Placement | None]], count: int
-    ) -> None:
+    ) -> list[str]:
         existing: dict[str, int] = {}
         for _, p in current:
             if p is not None:
@@ -248,7 +259,7 @@ class ServiceController:
             spent = sum(_hourly(p) for _, p in current if p is not None)
             affordable = max(0, math.floor((cap - spent) / cheapest + 1e-9))
             if affordable < count:
-                log.info(
+                log.debug(
                     "service %s: %d more replicas wanted, %d fit max_hourly_cost %.2f USD",
                     svc.id,
                     count,
@@ -257,7 +268,7 @@ class ServiceController:
                 )
                 count = affordable
         if count == 0:
-            return
+            return []  # the cap binds: desired stays above ready, visible in the service
         chosen = choose_additions(
             count=count,
             candidates=options,
@@ -267,13 +278,16 @@ class ServiceController:
         regions = {s.name: s.region for s in await self._store.sites()}
         picks: list[tuple[str | None, str]] = [(site, why) for site, why in chosen]
         picks += [(None, "no site has room now: placed where room appears")] * (count - len(picks))
+        done: list[str] = []
         for site, why in picks:
             pinned = None if site is None else (regions[site],)
             job, _ = await self._store.create_job(
                 tenant=svc.tenant, spec=replica_spec(svc, regions=pinned)
             )
             log.info("service %s: replica %s added (%s)", svc.id, job.id, why)
+            done.append(f"+1 on {site or 'the first site with room'} ({why})")
         self._loop.wake()
+        return done
 
     async def _site_options(self, svc: Service) -> tuple[list[SiteOption], float | None]:
         """Each site the engine would place a replica on now, with its best score; and the
@@ -320,14 +334,16 @@ class ServiceController:
         count: int,
         *,
         why: str,
-    ) -> None:
+    ) -> list[str]:
         # Replicas not placed yet go first: they serve nothing and hold no site.
+        done: list[str] = []
         unplaced = [j for j, p in replicas if p is None][:count]
         for job in unplaced:
-            await self._stop(job.id, f"{why}: not placed yet")
+            if await self._stop(job.id, f"{why}: not placed yet"):
+                done.append(f"-1 {job.id} ({why}: not placed yet)")
         placed = [(j, p) for j, p in replicas if p is not None]
         if count <= len(unplaced) or not placed:
-            return
+            return done
         intensity = await self._intensities()
         views = [
             ReplicaView(
@@ -342,14 +358,17 @@ class ServiceController:
         for replica_id, reason in choose_removals(
             count=count - len(unplaced), replicas=views, critical_share=svc.spec.critical_share
         ):
-            await self._stop(replica_id, f"{why}: {reason}")
+            if await self._stop(replica_id, f"{why}: {reason}"):
+                done.append(f"-1 {replica_id} ({why}: {reason})")
+        return done
 
-    async def _stop(self, job_id: str, why: str) -> None:
+    async def _stop(self, job_id: str, why: str) -> bool:
         try:
             await self._loop.cancel(job_id, tenant=None, reason="scaled_down")
         except (JobAlreadyFinished, JobNotFound):  # it ended meanwhile: nothing to stop
-            return
+            return False
         log.info("replica %s stopped (%s)", job_id, why)
+        return True
 
     async def _intensities(self) -> dict[str, float]:
         """Each site's grid intensity now, as the scheduler sees it."""

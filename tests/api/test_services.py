@@ -119,7 +119,10 @@ async def test_a_service_scales_with_its_load_and_says_why(client: Client) -> No
         lambda b: ready(b) == 4 and all(r["generation"] == 2 for r in b["replicas"]),
     )
     assert body["load"]["value"] == 25 and body["load"]["metric"] == "rps"
-    assert "25" in body["decisions"][0]["reason"]
+    reasons = " ".join(d["reason"] for d in body["decisions"])
+    assert "25" in reasons
+    # each replica added says where it went and why (the grid, the spread)
+    assert "+1 on " in reasons and "gCO2" in reasons, reasons
     sites = [r["site"] for r in body["replicas"]]
     assert max(sites.count(s) for s in set(sites)) <= 2  # no site holds most of them
     await metric_shows(client, f'broker_service_replicas{{kind="ready",service="{svc}"}} 4.0')
