@@ -420,3 +420,14 @@ class ServiceSignalRow(Base):
     replicas: Mapped[int] = mapped_column(Integer)
     note: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime]
+
+
+class SiteStartupRow(Base):
+    """How long a service replica takes to serve at a site (image pull, model load), as a
+    moving average of what the controller measured: remembered across restarts."""
+
+    __tablename__ = "site_startups"
+
+    site: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seconds: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[datetime]

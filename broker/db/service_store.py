@@ -22,6 +22,7 @@ from broker.db.models import (
     ServiceLoadRow,
     ServiceRow,
     ServiceSignalRow,
+    SiteStartupRow,
 )
 from broker.db.store_base import StoreBase
 from broker.domain.enums import JobState
@@ -278,6 +279,16 @@ class ServiceStore(StoreBase):
         async with self._sessions.begin() as s:
             res = await s.execute(delete(ServiceLoadRow).where(ServiceLoadRow.at < before))
         return int(res.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def startup_times(self) -> dict[str, float]:
+        """Seconds a replica took to serve at each site, as last remembered."""
+        async with self._sessions() as s:
+            rows = await s.execute(select(SiteStartupRow.site, SiteStartupRow.seconds))
+            return {site: seconds for site, seconds in rows}
+
+    async def remember_startup(self, site: str, *, seconds: float) -> None:
+        async with self._sessions.begin() as s:
+            await s.merge(SiteStartupRow(site=site, seconds=seconds, updated_at=self._clock.now()))
 
     async def add_signal(
         self, service_id: str, *, start: datetime, until: datetime, replicas: int, note: str

@@ -98,6 +98,7 @@ class ServiceController:
         self._states: dict[str, ScalerState] = {}
         self._startup_s: dict[str, float] = {}  # by site
         self._seen_running: set[str] = set()  # replicas whose start-up was measured
+        self._startup_loaded = False
         self._cold: dict[str, _Cold] = {}
         self._recent: dict[str, deque[LoadSample]] = {}
         self._minute: dict[str, tuple[datetime, float, int]] = {}  # start, sum, samples
@@ -126,21 +127,27 @@ class ServiceController:
             self._wake.clear()
 
     async def tick(self) -> None:
+        if not self._startup_loaded:  # what earlier leaseholders measured
+            self._startup_s.update(await self._store.startup_times())
+            self._startup_loaded = True
+        seen: set[str] = set()
         for svc in await self._store.live_services():
             try:
-                await self._reconcile(svc)
+                seen |= await self._reconcile(svc)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("service %s: reconciling failed", svc.id)
+        self._seen_running &= seen  # forget replicas that ended
 
-    async def _reconcile(self, svc: Service) -> None:
+    async def _reconcile(self, svc: Service) -> set[str]:
+        """One service's tick; returns the ids of its replicas that have not ended."""
         now = self._clock.now()
         replicas = await self._store.replicas(svc.id)
-        self._measure_startups(replicas)
+        await self._measure_startups(replicas)
         if svc.state is ServiceState.DELETING:
             await self._drain(svc, replicas)
-            return
+            return set()
         current = [(j, p) for j, p in replicas if j.spec.generation == svc.generation]
         ready = sum(1 for j, _ in replicas if j.state is JobState.RUNNING)
         policy = policy_of(svc.spec)
@@ -184,6 +191,7 @@ class ServiceController:
                     reason=reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 1] + "…",
                 ),
             )
+        return {job.id for job, _ in replicas}
 
     async def _observed(
         self, svc: Service, load: float | None, *, now: datetime, keep_s: float
@@ -392,16 +400,18 @@ class ServiceController:
                 self._metrics.service_replicas.labels(service=svc.id, kind=kind).set(0)
             log.info("service %s: drained and deleted", svc.id)
 
-    def _measure_startups(self, replicas: Sequence[tuple[Job, Placement | None]]) -> None:
+    async def _measure_startups(self, replicas: Sequence[tuple[Job, Placement | None]]) -> None:
+        """Each replica's placement-to-ready time, once, into its site's moving average,
+        which the database remembers for the next leaseholder."""
         for job, p in replicas:
             if p is None or p.started_at is None or job.id in self._seen_running:
                 continue
             self._seen_running.add(job.id)
             took = max(0.0, (p.started_at - p.created_at).total_seconds())
             before = self._startup_s.get(p.site)
-            self._startup_s[p.site] = (
-                took if before is None else before + _STARTUP_WEIGHT * (took - before)
-            )
+            now = took if before is None else before + _STARTUP_WEIGHT * (took - before)
+            self._startup_s[p.site] = now
+            await self._store.remember_startup(p.site, seconds=now)
 
     def _cold_start(self, svc: Service, desired: int, ready: int, now: datetime) -> None:
         """Time from waking at zero to the first ready replica, into the metrics."""

@@ -3,7 +3,8 @@
 `services`: inference services (spec, state, generation, the autoscaler's last decision);
 `service_decisions`: the autoscaler's recent decisions with their reasons; `service_load`:
 each service's observed load over time; `service_signals`: external triggers that raise a
-service's floor for a period; `jobs.service_id` and `footprints.service_id`: the service a
+service's floor for a period; `site_startups`: how long a replica takes to serve at each
+site; `jobs.service_id` and `footprints.service_id`: the service a
 job (a run) is a replica of.
 
 Revision ID: 0011
@@ -99,6 +100,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_service_signals")),
     )
     op.create_index(op.f("ix_service_signals_service_id"), "service_signals", ["service_id"])
+    op.create_table(
+        "site_startups",
+        sa.Column("site", sa.String(length=64), nullable=False),
+        sa.Column("seconds", sa.Float(), nullable=False),
+        sa.Column("updated_at", _UTC, nullable=False),
+        sa.PrimaryKeyConstraint("site", name=op.f("pk_site_startups")),
+    )
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("service_id", sa.String(length=40), nullable=True))
         batch.create_index(batch.f("ix_jobs_service_id"), ["service_id"])
@@ -114,6 +122,7 @@ def downgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.drop_index(batch.f("ix_jobs_service_id"))
         batch.drop_column("service_id")
+    op.drop_table("site_startups")
     op.drop_table("service_signals")
     op.drop_table("service_load")
     op.drop_table("service_decisions")

@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from broker.api.keys import STORE
 from broker.service import create_app
 from tests.api.test_errors import problem
 from tests.conftest import ADMIN, NLP, VISION, fast_settings
@@ -108,6 +109,15 @@ async def test_a_service_scales_with_its_load_and_says_why(client: Client) -> No
     svc = await create(client, service_body())
     body = await until(client, svc, lambda b: ready(b) == 1 and b["desired_replicas"] == 1)
     assert body["decisions"] and body["decisions"][0]["reason"]
+    # the replica's start-up at its site is measured and remembered for later leaseholders
+    site = body["replicas"][0]["site"]
+    remembered = await client.app[STORE].startup_times()
+    for _ in range(30):
+        if site in remembered:
+            break
+        await asyncio.sleep(0.1)
+        remembered = await client.app[STORE].startup_times()
+    assert 0 <= remembered[site] < 10, remembered
     # 25 rps at 10 per replica (70 % target utilisation): ceil(25 / 7) = 4, the maximum
     patch = {"workload": {"env": {"SIM_LOAD": "25"}}}
     resp = await client.patch(f"/v1/services/{svc}", json=patch, headers=VISION)
