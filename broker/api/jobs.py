@@ -25,7 +25,7 @@ from broker.api.schemas import CandidateOut, ExplainOut, JobIn, JobOut, JobPageO
 from broker.db.repository import InvalidCursor, JobDetail
 from broker.domain.enums import JobKind, JobState, Tier
 from broker.domain.errors import IdempotencyConflict, JobAlreadyFinished, JobNotFound
-from broker.domain.jobs import Job, JobSpec
+from broker.domain.jobs import Job, JobSpec, draft
 from broker.domain.tenancy import Principal
 from carbon.live.errors import SourceError
 from carbon.static import SOURCE_NAME as STATIC_SOURCE
@@ -70,15 +70,7 @@ def _check_submission(request: web.Request, spec: JobSpec, known_models: set[str
 
 
 def _draft(spec: JobSpec, tenant: str, request: web.Request) -> Job:
-    now = request.app[CLOCK].now()
-    return Job(
-        id="job-draft",
-        tenant=tenant,
-        spec=spec,
-        state=JobState.PENDING,
-        created_at=now,
-        updated_at=now,
-    )
+    return draft(spec, tenant=tenant, at=request.app[CLOCK].now())
 
 
 @routes.post("/v1/jobs")

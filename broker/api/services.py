@@ -52,6 +52,7 @@ from broker.db.service_store import Decision, Signal
 from broker.domain.enums import JobState
 from broker.domain.errors import IdempotencyConflict, ServiceDeleted, ServiceNotFound
 from broker.domain.jobs import Job, Placement
+from broker.domain.jobs import draft as draft_job
 from broker.domain.serde import service_spec_from_dict, service_spec_to_dict
 from broker.domain.services import Service, ServiceSpec, ServiceState, replica_spec
 
@@ -66,7 +67,7 @@ async def _check(request: web.Request, spec: ServiceSpec, tenant: str) -> None:
     """Refuse what can never run: unknown GPU models, or no site for one replica."""
     check_models(spec.resources.gpu_models, await known_models(request))
     now = request.app[CLOCK].now()
-    draft = Service(
+    service = Service(
         id="svc-draft",
         tenant=tenant,
         spec=spec,
@@ -75,14 +76,7 @@ async def _check(request: web.Request, spec: ServiceSpec, tenant: str) -> None:
         created_at=now,
         updated_at=now,
     )
-    job = Job(
-        id="job-draft",
-        tenant=tenant,
-        spec=replica_spec(draft),
-        state=JobState.PENDING,
-        created_at=now,
-        updated_at=now,
-    )
+    job = draft_job(replica_spec(service), tenant=tenant, at=now)
     check_satisfiable(
         await request.app[LOOP].evaluate(job, ignore_capacity=True), what="service's replica"
     )

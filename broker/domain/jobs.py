@@ -99,6 +99,18 @@ class Job:
     version: int = 1
 
 
+def draft(spec: JobSpec, *, tenant: str, at: datetime) -> Job:
+    """A job not submitted (yet): what the engine is asked about in a dry run."""
+    return Job(
+        id="job-draft",
+        tenant=tenant,
+        spec=spec,
+        state=JobState.PENDING,
+        created_at=at,
+        updated_at=at,
+    )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Placement:
     """Where a job was put, at what price, and its estimated footprint."""

@@ -42,6 +42,14 @@ def _resources_from_dict(r: dict[str, Any]) -> Resources:
     )
 
 
+def _workload_to_dict(w: Workload) -> dict[str, Any]:
+    return {"image": w.image, "command": list(w.command), "env": dict(w.env)}
+
+
+def _workload_from_dict(w: dict[str, Any]) -> Workload:
+    return Workload(image=w["image"], command=tuple(w["command"]), env=dict(w["env"]))
+
+
 def _weights(w: Weights | None) -> dict[str, float] | None:
     return None if w is None else {"cost": w.cost, "latency": w.latency, "carbon": w.carbon}
 
@@ -52,11 +60,7 @@ def spec_to_dict(spec: JobSpec) -> dict[str, Any]:
         "priority": spec.tier.value,
         "kind": spec.kind.value,
         "resources": _resources_to_dict(spec.resources),
-        "workload": {
-            "image": spec.workload.image,
-            "command": list(spec.workload.command),
-            "env": dict(spec.workload.env),
-        },
+        "workload": _workload_to_dict(spec.workload),
         "estimated_duration_s": spec.estimated_duration_s,
         "deadline": spec.deadline.isoformat() if spec.deadline else None,
         "latency_slo_ms": spec.latency_slo_ms,
@@ -78,7 +82,7 @@ def spec_from_dict(data: dict[str, Any]) -> JobSpec:
         tier=Tier(data["priority"]),
         kind=JobKind(data["kind"]),
         resources=_resources_from_dict(data["resources"]),
-        workload=Workload(image=w["image"], command=tuple(w["command"]), env=dict(w["env"])),
+        workload=_workload_from_dict(w),
         estimated_duration_s=data["estimated_duration_s"],
         deadline=_utc(data["deadline"]),
         latency_slo_ms=data["latency_slo_ms"],
@@ -105,9 +109,7 @@ def service_spec_to_dict(spec: ServiceSpec) -> dict[str, Any]:
         "priority": spec.tier.value,
         "resources": _resources_to_dict(spec.resources),
         "workload": {
-            "image": spec.workload.image,
-            "command": list(spec.workload.command),
-            "env": dict(spec.workload.env),
+            **_workload_to_dict(spec.workload),
             "port": spec.port,
             "readiness_path": spec.readiness_path,
         },
@@ -137,7 +139,7 @@ def service_spec_from_dict(data: dict[str, Any]) -> ServiceSpec:
         name=data["name"],
         tier=Tier(data["priority"]),
         resources=_resources_from_dict(data["resources"]),
-        workload=Workload(image=w["image"], command=tuple(w["command"]), env=dict(w["env"])),
+        workload=_workload_from_dict(w),
         port=w["port"],
         readiness_path=w["readiness_path"],
         min_replicas=data["min_replicas"],

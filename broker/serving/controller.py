@@ -41,7 +41,8 @@ from broker.domain.autoscale import decide as autoscale
 from broker.domain.clock import Clock
 from broker.domain.enums import JobState
 from broker.domain.errors import JobAlreadyFinished, JobNotFound
-from broker.domain.jobs import Job, Placement
+from broker.domain.jobs import Job, Placement, draft
+from broker.domain.placement import Candidate
 from broker.domain.services import Service, ServiceSpec, ServiceState, replica_spec
 from broker.domain.spread import ReplicaView, SiteOption, choose_additions, choose_removals
 from broker.metrics import Metrics
@@ -99,6 +100,7 @@ class ServiceController:
         self._startup_s: dict[str, float] = {}  # by site
         self._seen_running: set[str] = set()  # replicas whose start-up was measured
         self._startup_loaded = False
+        self._decided: set[str] = set()  # services known to have a recorded decision
         self._cold: dict[str, _Cold] = {}
         self._recent: dict[str, deque[LoadSample]] = {}
         self._minute: dict[str, tuple[datetime, float, int]] = {}  # start, sum, samples
@@ -176,7 +178,11 @@ class ServiceController:
         # dirtiest, the spread, the cost cap), go into the decision's reason.
         done = await self._converge(svc, replicas, want=decision.desired)
         changed = decision.desired != svc.desired
-        if changed or done or not await self._store.decisions(svc.id, limit=1):
+        # a service's first decision is recorded even when it changes nothing; whether it
+        # has one is asked of the database once per leaseholder, not every tick
+        first = svc.id not in self._decided and not await self._store.decisions(svc.id, limit=1)
+        self._decided.add(svc.id)
+        if changed or done or first:
             if changed:
                 self._metrics.service_scalings.labels(mode=decision.mode.value).inc()
             reason = "; ".join([decision.reason, *done])
@@ -300,39 +306,25 @@ class ServiceController:
     async def _site_options(self, svc: Service) -> tuple[list[SiteOption], float | None]:
         """Each site the engine would place a replica on now, with its best score; and the
         cheapest hourly cost of a replica anywhere (None when no site has room)."""
-        now = self._clock.now()
-        draft = Job(
-            id="job-draft",
-            tenant=svc.tenant,
-            spec=replica_spec(svc),
-            state=JobState.PENDING,
-            created_at=now,
-            updated_at=now,
-        )
-        ev = await self._loop.evaluate(draft, ignore_capacity=False)
+        job = draft(replica_spec(svc), tenant=svc.tenant, at=self._clock.now())
+        ev = await self._loop.evaluate(job, ignore_capacity=False)
         free = {p.id: p.free_gpus for p in await self._store.pools()}
         per_replica = max(1e-9, svc.spec.resources.gpu_equivalents)
-        best: dict[str, SiteOption] = {}
+        best: dict[str, Candidate] = {}  # candidates come best first
         slots: dict[str, int] = {}
         for c in ev.candidates:  # how many replicas fit (by GPUs; CPU and memory aside)
             fit = max(1, math.floor(free.get(c.pool_id, 0.0) / per_replica + 1e-9))
             slots[c.site] = slots.get(c.site, 0) + fit
-            if c.site not in best:
-                best[c.site] = SiteOption(
-                    site=c.site,
-                    intensity_gco2_per_kwh=c.intensity_gco2_per_kwh,
-                    score=c.score,
-                    feasible_slots=0,
-                )
+            best.setdefault(c.site, c)
         cheapest = min((c.hourly_cost_usd for c in ev.candidates), default=None)
         return [
             SiteOption(
-                site=o.site,
-                intensity_gco2_per_kwh=o.intensity_gco2_per_kwh,
-                score=o.score,
-                feasible_slots=slots[o.site],
+                site=site,
+                intensity_gco2_per_kwh=c.intensity_gco2_per_kwh,
+                score=c.score,
+                feasible_slots=slots[site],
             )
-            for o in best.values()
+            for site, c in best.items()
         ], cheapest
 
     async def _remove(
@@ -396,6 +388,7 @@ class ServiceController:
             self._cold.pop(svc.id, None)
             for memo in (self._recent, self._minute, self._forecasters):
                 memo.pop(svc.id, None)
+            self._decided.discard(svc.id)
             for kind in ("desired", "ready"):
                 self._metrics.service_replicas.labels(service=svc.id, kind=kind).set(0)
             log.info("service %s: drained and deleted", svc.id)
