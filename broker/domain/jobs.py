@@ -59,6 +59,14 @@ class Workload:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Endpoint:
+    """Where a service replica answers: its port and the HTTP path that says it is ready."""
+
+    port: int
+    readiness_path: str = "/"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class JobSpec:
     """A job as its owner described it; everything the scheduler needs to place it."""
 
@@ -81,6 +89,7 @@ class JobSpec:
     # `estimated_duration_s` is only the horizon its terms are judged over
     service_id: str | None = None
     generation: int = 0  # of the service's spec this replica runs
+    endpoint: Endpoint | None = None  # a replica's port and readiness path
 
     @property
     def is_preemptible(self) -> bool:

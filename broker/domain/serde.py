@@ -11,7 +11,7 @@ from typing import Any
 
 from broker.domain.autoscale import LoadMetric
 from broker.domain.enums import JobKind, Tier
-from broker.domain.jobs import JobSpec, Resources, Workload
+from broker.domain.jobs import Endpoint, JobSpec, Resources, Workload
 from broker.domain.objective import Weights
 from broker.domain.services import Origin, ServiceSpec, SpotPolicy
 
@@ -72,6 +72,11 @@ def spec_to_dict(spec: JobSpec) -> dict[str, Any]:
         "reference_gpu_model": spec.reference_gpu_model,
         "service_id": spec.service_id,
         "generation": spec.generation,
+        "endpoint": (
+            {"port": spec.endpoint.port, "readiness_path": spec.endpoint.readiness_path}
+            if spec.endpoint
+            else None
+        ),
     }
 
 
@@ -96,6 +101,7 @@ def spec_from_dict(data: dict[str, Any]) -> JobSpec:
         # absent from jobs stored before services
         service_id=data.get("service_id"),
         generation=data.get("generation", 0),
+        endpoint=Endpoint(**data["endpoint"]) if data.get("endpoint") else None,
     )
 
 

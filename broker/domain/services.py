@@ -21,7 +21,7 @@ from datetime import datetime
 
 from broker.domain.autoscale import LoadMetric
 from broker.domain.enums import JobKind, Tier
-from broker.domain.jobs import JobSpec, Resources, Workload
+from broker.domain.jobs import Endpoint, JobSpec, Resources, Workload
 from broker.domain.latency import mixed_origin
 from broker.domain.objective import Weights
 
@@ -122,4 +122,5 @@ def replica_spec(service: Service, *, regions: tuple[str, ...] | None = None) ->
         objective=spec.objective,
         service_id=service.id,
         generation=service.generation,
+        endpoint=Endpoint(port=spec.port, readiness_path=spec.readiness_path),
     )
