@@ -47,8 +47,11 @@ class AutoscalingIn(_Request):
     scale_down_delay_s: Annotated[float, Field(ge=0, le=3600)] = Field(
         default=120.0, description="Scale down only after wanting fewer for this long."
     )
-    scale_to_zero_after_s: Annotated[float, Field(ge=0, le=86400)] = Field(
-        default=300.0, description="With min_replicas 0: idle this long, then no replica."
+    scale_to_zero_after_s: Annotated[float, Field(ge=0, le=86400)] | None = Field(
+        default=None,
+        description="With min_replicas 0: idle (no load over a stable window) this long, then"
+        " no replica. Default: the replica's measured start-up time (at least 30 s), the"
+        " break-even of an idle replica against a cold start.",
     )
     load_query: Annotated[str, _text(max_length=4096)] | None = Field(
         default=None,

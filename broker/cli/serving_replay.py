@@ -48,13 +48,34 @@ def add_command(sub: Any) -> None:
     )
     p.add_argument("--min-replicas", type=int, default=1, help="for the non-zero variants")
     p.add_argument("--max-replicas", type=int, help="default: twice the static peak")
-    p.add_argument("--scale-to-zero-after-s", type=float, default=300.0)
+    p.add_argument(
+        "--scale-to-zero-after-s",
+        type=float,
+        help="idle period before zero (default: the start-up time, as the service's default)",
+    )
     p.add_argument("--scale-down-delay-s", type=float, default=120.0)
     p.add_argument(
         "--history-days",
         type=int,
         default=7,
         help="days of SYNTHETIC load before the trace for the forecaster (0: none)",
+    )
+    p.add_argument(
+        "--overlay-days",
+        type=int,
+        default=0,
+        help="replay this many days of the trace on an assumed daily curve: SYNTHETIC "
+        "(docs/serving.md); 0 (default): the trace as it is",
+    )
+    p.add_argument(
+        "--overlay-trough",
+        type=float,
+        default=0.3,
+        help="the overlay's lowest hour (03:00 UTC) as a share of its busiest (default 0.3)",
+    )
+    p.add_argument(
+        "--overlay-hours",
+        help="START-END, UTC hours: the overlay keeps only requests between them (idle nights)",
     )
     p.add_argument(
         "--policy",

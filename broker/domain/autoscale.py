@@ -23,9 +23,16 @@ On top of the reactive count, each of these may only raise it, and the largest n
 mode: a forecast of the load over the next start-up time plus `forecast_margin_s` (so a
 replica is ready before the rise, never fewer replicas because of a forecast); the floors
 set by signals, from `startup_s` before their start until their end; and activation, one
-replica at least when requests arrive at zero. Scale to zero needs `min_replicas == 0` and
-`scale_to_zero_after_s` of observed zero load without a gap in the data. The bounds
-[min, max] are applied last.
+replica at least when requests arrive at zero. The bounds [min, max] are applied last.
+
+Scale to zero needs `min_replicas == 0` and a whole stable window of zero load without a
+gap in the data (nothing arriving, nothing in flight). Such a service is idle, and the
+scale-down delay, there to ride out a fluctuating load, does not hold it: it keeps one
+replica for the idle period, then none, unless a forecast or a floor wants replicas. The
+idle period is `scale_to_zero_after_s`, by default the start-up time of a new replica:
+the rule of ski rental, the break-even of an idle replica against a cold start (paying for
+an idle replica as long as a cold start costs, then letting it go, never spends more than
+twice what knowing the future would), never under 30 s (Knative's grace period).
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ __all__ = [
 ]
 
 _EPS = 1e-9  # 100 / 10 must want 10 replicas, not 11 from a rounding error
+MIN_IDLE_S = 30.0  # the shortest default idle period: Knative's scale-to-zero grace period
 
 
 class LoadMetric(enum.StrEnum):
@@ -89,7 +97,9 @@ class ScalingPolicy:
     # Knative's default is 0; a GPU replica costs a model load to bring back, so hold a
     # recommendation for two minutes (about one start-up) before acting on a lower one.
     scale_down_delay_s: float = 120.0
-    scale_to_zero_after_s: float = 300.0  # observed zero load this long before going to 0
+    # idle (zero load over a stable window) this long before going to 0; None: the
+    # start-up time of a new replica, at least `MIN_IDLE_S` (see the module docstring)
+    scale_to_zero_after_s: float | None = None
     max_scale_up_rate: float = 1000.0
     max_scale_down_rate: float = 2.0
     # A forecast is read up to start-up + this far ahead: a rise the reactive part would only
@@ -115,8 +125,15 @@ class ScalingPolicy:
             or self.max_scale_down_rate <= 1
         ):
             raise ValueError("panic_threshold and the scale rates must exceed 1")
-        if min(self.scale_down_delay_s, self.scale_to_zero_after_s, self.forecast_margin_s) < 0:
+        idle = self.scale_to_zero_after_s or 0.0
+        if min(self.scale_down_delay_s, idle, self.forecast_margin_s) < 0:
             raise ValueError("delays and margins must be ≥ 0")
+
+    def idle_period_s(self, startup_s: float) -> float:
+        """How long an idle service keeps its last replica."""
+        if self.scale_to_zero_after_s is not None:
+            return self.scale_to_zero_after_s
+        return max(startup_s, MIN_IDLE_S)
 
     @property
     def effective_target(self) -> float:
@@ -218,9 +235,11 @@ def decide(
         idle = None if active else (state.idle_since or window[0].at)
         state = replace(state, idle_since=idle)
 
+    raised = 0  # the most replicas a forecast or a floor wants
     for wanted, raised_mode, why in _raises(
         policy=policy, forecast=forecast, floors=floors, now=now, startup_s=startup_s
     ):
+        raised = max(raised, wanted)
         if wanted > desired:
             desired, mode = wanted, raised_mode
             parts.append(why)
@@ -230,9 +249,14 @@ def decide(
         cause = f"{waiting_requests} requests waiting" if waiting_requests else "load seen"
         parts.append(f"activation at zero replicas ({cause})")
 
-    desired, state = _delay(policy=policy, desired=desired, now=now, state=state, parts=parts)
-    if desired == 0 and policy.min_replicas == 0:
-        desired, mode = _zero(policy=policy, current=current, now=now, state=state, parts=parts)
+    at_rest = policy.min_replicas == 0 and state.idle_since is not None and not woke
+    if at_rest and raised == 0:  # not held by the delay: see the module docstring
+        _, state = _delay(policy=policy, desired=desired, now=now, state=state, parts=[])
+        desired, mode = _zero(
+            policy=policy, current=current, now=now, state=state, parts=parts, startup_s=startup_s
+        )
+    else:
+        desired, state = _delay(policy=policy, desired=desired, now=now, state=state, parts=parts)
 
     bounded = min(max(desired, policy.min_replicas), policy.max_replicas)
     if bounded != desired:
@@ -355,20 +379,25 @@ def _delay(
 
 
 def _zero(
-    *, policy: ScalingPolicy, current: int, now: datetime, state: ScalerState, parts: list[str]
+    *,
+    policy: ScalingPolicy,
+    current: int,
+    now: datetime,
+    state: ScalerState,
+    parts: list[str],
+    startup_s: float,
 ) -> tuple[int, ScaleMode]:
-    """Scale to zero only after the idle period; until then the last replica stays."""
+    """An idle service: one replica for the idle period, then none."""
     if current == 0:
         parts.append("staying at zero")
         return 0, ScaleMode.ZERO
     idle_s = (now - state.idle_since).total_seconds() if state.idle_since else 0.0
-    if idle_s >= policy.scale_to_zero_after_s:
-        parts.append(f"idle {_n(idle_s)} s ≥ {_n(policy.scale_to_zero_after_s)} s: scale to zero")
+    period = policy.idle_period_s(startup_s)
+    how = "" if policy.scale_to_zero_after_s is not None else " (the start-up time)"
+    if idle_s >= period:
+        parts.append(f"idle {_n(idle_s)} s ≥ {_n(period)} s{how}: scale to zero")
         return 0, ScaleMode.ZERO
-    parts.append(
-        f"idle {_n(idle_s)} s of {_n(policy.scale_to_zero_after_s)} s before scale to zero:"
-        " keeping 1"
-    )
+    parts.append(f"idle {_n(idle_s)} s of {_n(period)} s{how} before scale to zero: keeping 1")
     return 1, ScaleMode.STABLE
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
@@ -333,6 +333,50 @@ def test_a_gap_in_the_data_restarts_the_idle_period() -> None:
     zero_at = min(t for t, d in service.decisions if d.desired == 0)
     assert zero_at - back >= 300 * S  # counted from the first sample after the gap
     assert zero_at - quiet > 500 * S
+
+
+def test_an_idle_service_is_not_held_by_the_scale_down_delay() -> None:
+    # Eight replicas busy, then nothing: the delay (10 min) would hold eight; an idle
+    # service keeps one for its idle period, then none. With min 1, the delay holds.
+    delayed = ScalingPolicy(
+        max_replicas=10, target_per_replica=10, scale_down_delay_s=600, scale_to_zero_after_s=120
+    )
+    service = Service(policy=delayed, replicas=5)
+    service.run(120, lambda _: 50.0)
+    quiet = service.now
+    service.run(400, lambda _: 0.0)
+    idle = [(t, d) for t, d in service.decisions if t > quiet + 62 * S]
+    assert idle[0][1].desired == 1, idle[0][1].reason
+    zero_at = min(t for t, d in idle if d.desired == 0)
+    assert 120 * S <= zero_at - quiet <= 124 * S
+    warm = Service(policy=replace(delayed, min_replicas=1), replicas=5)
+    warm.run(120, lambda _: 50.0)
+    warm.run(400, lambda _: 0.0)
+    # 50 rps / (10 × 0.7) wants 8, held for the delay's 10 minutes
+    assert {d.desired for _, d in warm.decisions} == {8}
+
+
+def test_the_default_idle_period_is_the_start_up_time_and_at_least_30_s() -> None:
+    policy = ScalingPolicy(max_replicas=10, target_per_replica=10)
+    assert policy.scale_to_zero_after_s is None
+    assert policy.idle_period_s(90.0) == 90.0
+    assert policy.idle_period_s(5.0) == 30.0
+    service = Service(policy=policy, replicas=1)
+    service.run(60, lambda _: 5.0)
+    quiet = service.now
+    service.run(200, lambda _: 0.0, startup_s=90.0)
+    zero_at = min(t for t, d in service.decisions if d.desired == 0)
+    assert 90 * S <= zero_at - quiet <= 94 * S
+    assert "(the start-up time)" in next(d for t, d in service.decisions if t == zero_at).reason
+
+
+def test_a_forecast_of_load_keeps_an_idle_service_warm() -> None:
+    service = Service(policy=ZEROABLE, replicas=1)
+    service.run(60, lambda _: 5.0)
+    coming = [ForecastPoint(NOW + k * 60 * S, 5.0) for k in range(1, 30)]
+    service.run(600, lambda _: 0.0, forecast=coming, startup_s=60.0)
+    assert all(d.desired == 1 for _, d in service.decisions)
+    assert service.decisions[-1][1].mode is ScaleMode.PREDICTIVE
 
 
 def test_min_replicas_above_zero_never_goes_to_zero() -> None:

@@ -22,7 +22,14 @@ from broker.simulation.serving.replay import (
     peak_replicas,
     replay,
 )
-from broker.simulation.serving.requests import Request, RequestTrace, read_requests
+from broker.simulation.serving.requests import (
+    Request,
+    RequestTrace,
+    TraceError,
+    daily_factor,
+    daily_overlay,
+    read_requests,
+)
 
 START = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -207,6 +214,9 @@ GOOD = "arrival_s,context_tokens,generated_tokens\n0,100,10\n30,100,10\n"
         (GOOD, FLEET, ("--start", "2022-01-01"), "no UTC offset"),
         (GOOD, FLEET, ("--min-replicas", "5", "--max-replicas", "2"), "max_replicas"),
         (GOOD, None, (), "cannot read config"),
+        (GOOD, FLEET, ("--overlay-hours", "8-20"), "needs --overlay-days"),
+        (GOOD, FLEET, ("--overlay-days", "1", "--overlay-hours", "8-x"), "expected START-END"),
+        (GOOD, FLEET, ("--overlay-days", "1", "--overlay-trough", "2"), "trough"),
     ],
 )
 def test_cli_errors_are_one_line(
@@ -239,3 +249,63 @@ def test_cli_writes_the_summary(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert code == 0
     assert (tmp_path / "o" / "summary.json").is_file()
     assert "static-peak" in capsys.readouterr().out
+
+
+# --- the daily overlay (synthetic) -------------------------------------------------------
+
+HOUR_OF_REQUESTS = trace(*[i * 0.5 for i in range(7200)])  # 2 a second for an hour, 12:00
+
+
+def per_hour(t: RequestTrace) -> list[int]:
+    counts = [0] * (t.minutes // 60 + 1)
+    for r in t.requests:
+        counts[int(r.at_s // 3600)] += 1
+    return counts
+
+
+def test_the_overlay_follows_the_assumed_daily_curve_from_the_trace_s_own_hour() -> None:
+    days = daily_overlay(HOUR_OF_REQUESTS, days=2, seed=1)
+    counts = per_hour(days)[:48]
+    anchor = daily_factor(12.0)
+    for h, n in enumerate(counts):
+        # the mean level over hour h (12:00 + h), relative to the trace's hour
+        level = sum(daily_factor(12 + h + k / 60) for k in range(60)) / 60 / anchor
+        assert n == pytest.approx(7200 * level, rel=0.06), (h, n, level)
+    assert max(counts) > 7200  # 15:00 is busier than the trace's 12:00: layered copies
+    tokens = {(r.context_tokens, r.generated_tokens) for r in days.requests}
+    assert tokens == {(100, 10)}  # the trace's own requests
+    assert daily_overlay(HOUR_OF_REQUESTS, days=2, seed=1) == days  # seeded
+
+
+def test_the_overlay_keeps_only_its_active_hours() -> None:
+    days = daily_overlay(HOUR_OF_REQUESTS, days=1, active_hours=(20, 8))  # nights only
+    hours = {(12 + int(r.at_s // 3600)) % 24 for r in days.requests}
+    assert hours == {*range(20, 24), *range(0, 8)}
+    for bad in ((8, 8), (25, 3)):
+        with pytest.raises(TraceError):
+            daily_overlay(HOUR_OF_REQUESTS, days=1, active_hours=bad)
+    with pytest.raises(TraceError):
+        daily_overlay(HOUR_OF_REQUESTS, days=0)
+
+
+def test_scale_to_zero_frees_a_working_hours_service_at_night() -> None:
+    # Requests only 08:00-20:00: a night of twelve idle hours, warm vs scale to zero
+    sparse = trace(*[i * 4.0 for i in range(900)])  # one every 4 s
+    days = daily_overlay(sparse, days=1, active_hours=(8, 20))
+    settings = ReplaySettings(rates=rates(max_batch=4), startup_s=60.0, max_replicas=10)
+    figures = [
+        summarize(
+            replay(
+                days, settings=settings, variant=Variant(kind=PolicyKind.REACTIVE, scale_to_zero=z)
+            ),
+            trace=days,
+            rates=rates(max_batch=4),
+            slo=Slo(),
+            pricing=pricing(),
+        )
+        for z in (False, True)
+    ]
+    warm, zero = (f["idle_replica_hours"] for f in figures)
+    assert warm > 10  # a replica all night
+    assert zero < 0.05 * warm  # gone within start-up + a stable window of the last request
+    assert figures[1]["cold_starts"] == 1  # woken once, at 08:00

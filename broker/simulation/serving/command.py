@@ -28,6 +28,7 @@ from broker.simulation.serving.rates import ServingRates, measured_rates
 from broker.simulation.serving.replay import PolicyKind, ReplaySettings, Variant, replay
 from broker.simulation.serving.requests import (
     RequestTrace,
+    daily_overlay,
     offered_concurrency,
     read_requests,
     synthetic_history,
@@ -116,6 +117,18 @@ def _pricing(args: argparse.Namespace, *, trace: RequestTrace) -> Pricing:
     )
 
 
+def _hours(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        lo, hi = (int(x) for x in text.split("-"))
+    except ValueError:
+        raise ServingInputError(
+            f"--overlay-hours {text!r}: expected START-END, e.g. 8-20"
+        ) from None
+    return lo, hi
+
+
 def _variants(chosen: list[str] | None) -> list[Variant]:
     kinds = [PolicyKind(c) for c in chosen] if chosen else list(PolicyKind)
     out = []
@@ -140,17 +153,32 @@ def _table(figures: dict[str, dict[str, Any]]) -> str:
 def cmd_simulate_serving(args: argparse.Namespace) -> int:
     if (args.slo_ms is not None and args.slo_ms <= 0) or args.slo_slowdown <= 0:
         raise ServingInputError("--slo-ms and --slo-slowdown must be > 0")
-    if args.startup_s < 0 or args.history_days < 0:
-        raise ServingInputError("--startup-s and --history-days must be ≥ 0")
+    if args.startup_s < 0 or args.history_days < 0 or args.overlay_days < 0:
+        raise ServingInputError("--startup-s, --history-days and --overlay-days must be ≥ 0")
     start = parse_start(args.start) if args.start else None
     trace = read_requests(Path(args.trace), start=start)
+    hour_trace = trace
+    overlay = None
+    if args.overlay_days:
+        hours = _hours(args.overlay_hours)
+        trace = daily_overlay(
+            trace, days=args.overlay_days, trough=args.overlay_trough, active_hours=hours
+        )
+        overlay = (
+            f"SYNTHETIC: {args.overlay_days} days of the trace's hour on an assumed daily cosine"
+            f" (trough {args.overlay_trough} at 03:00 UTC"
+            + (f", requests only {hours[0]:02d}–{hours[1]:02d} UTC" if hours else "")
+            + "; docs/serving.md), not data"
+        )
+    elif args.overlay_hours:
+        raise ServingInputError("--overlay-hours needs --overlay-days")
     rates = _rates(args)
     pricing = _pricing(args, trace=trace)
     slo = Slo(
         slowdown=args.slo_slowdown,
         absolute_s=None if args.slo_ms is None else args.slo_ms / 1000,
     )
-    offered = offered_concurrency(trace, rates=rates)
+    offered = offered_concurrency(hour_trace, rates=rates)
     history = synthetic_history(offered, start=trace.start, days=args.history_days)
     try:
         settings = ReplaySettings(
@@ -179,6 +207,7 @@ def cmd_simulate_serving(args: argparse.Namespace) -> int:
         "trace_start": trace.start.isoformat(),
         "requests": len(trace.requests),
         "minutes": trace.minutes,
+        "overlay": overlay or "none: the trace as recorded",
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "serving_model": {
             "gpu_model": rates.gpu_model,
@@ -216,6 +245,7 @@ def cmd_simulate_serving(args: argparse.Namespace) -> int:
         table = _table(figures)
         (out / "summary.md").write_text(
             f"# Serving replay of {args.trace}\n\n{slo.describe()}; {rates.source}.\n\n"
+            f"Overlay: {summary['overlay']}.\n\n"
             f"{table}\n\nTargets:\n\n```json\n{json.dumps(summary['targets'], indent=2)}\n```\n"
         )
     except OSError as exc:

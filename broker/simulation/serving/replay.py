@@ -39,6 +39,7 @@ from broker.demand.service_load import (
     LoadForecaster,
     LoadMethod,
     floor_minute,
+    per_minute,
 )
 from broker.domain.autoscale import (
     ForecastPoint,
@@ -100,7 +101,7 @@ class ReplaySettings:
     target: float | None = None
     stable_window_s: float = 60.0  # `ServiceSpec` defaults from here on
     scale_down_delay_s: float = 120.0
-    scale_to_zero_after_s: float = 300.0
+    scale_to_zero_after_s: float | None = None  # None: the start-up time
     forecast_quantile: float = 0.9
     refit_every_s: float = _LIVE.refit_s  # the controller's refit period
     history: tuple[LoadSample, ...] = ()  # the load before the trace, for the forecaster
@@ -204,14 +205,18 @@ class _Replay:
         self.heap: list[tuple[float, int, int, int]] = []  # (time, kind, seq, payload)
         self.seq = 0
         self.now = 0.0
-        self.replicas: list[_Replica] = []
+        self.replicas: list[_Replica] = []  # every replica ever, by id
+        self.running: list[_Replica] = []  # those not stopped (a week's replay makes thousands)
         self.queue: deque[int] = deque()
         self.in_flight = 0  # in service + queued
         self.area = 0.0  # ∫ in flight dt since the last tick
         self.last_change = 0.0
         self.last_tick = 0.0
         self.samples: deque[LoadSample] = deque()
-        self.observed: list[LoadSample] = []  # every sample, for the forecaster
+        # every sample's minute sums and counts, for the forecaster (a refit reads minutes)
+        self.minute_sum: list[float] = []
+        self.minute_count: list[int] = []
+        self.history_start, self.history_minutes = per_minute(settings.history, until=trace.start)
         self.state = ScalerState()
         self.cold_since: float | None = None
         self.cold: list[tuple[float, float]] = []
@@ -229,18 +234,24 @@ class _Replay:
         heapq.heappush(self.heap, (at, int(kind), self.seq, payload))
 
     def run(self) -> Outcome:
-        for i, r in enumerate(self.trace.requests):
-            self.push(r.at_s, _Kind.ARRIVAL, i)
         horizon = self.trace.minutes * 60.0
         self.start_replicas()
         if self.variant.kind is not PolicyKind.STATIC_PEAK:
             self.push(self.settings.tick_s, _Kind.TICK, 0)
-        total = len(self.trace.requests)
-        while self.heap:
-            at, kind, _, payload = self.heap[0]
-            if self.done == total and at > horizon:
-                break
-            heapq.heappop(self.heap)
+        reqs = self.trace.requests
+        total = len(reqs)
+        nxt = 0  # arrivals are read in order, not queued: a week's trace is millions
+        while self.heap or nxt < total:
+            if nxt < total and (
+                not self.heap or (reqs[nxt].at_s, int(_Kind.ARRIVAL)) < self.heap[0][:2]
+            ):
+                at, kind, payload = reqs[nxt].at_s, int(_Kind.ARRIVAL), nxt
+                nxt += 1
+            else:
+                at, kind, _, payload = self.heap[0]
+                if self.done == total and at > horizon:
+                    break
+                heapq.heappop(self.heap)
             self.advance(at)
             match _Kind(kind):
                 case _Kind.COMPLETE:
@@ -289,7 +300,11 @@ class _Replay:
 
     def live(self) -> list[_Replica]:
         """Replicas asked for: ready or starting, not draining, not stopped."""
-        return [r for r in self.replicas if r.stopped is None and not r.draining]
+        return [r for r in self.running if not r.draining]
+
+    def stop(self, r: _Replica) -> None:
+        r.stopped = self.now
+        self.running.remove(r)
 
     def start_replicas(self) -> None:
         if self.variant.kind is PolicyKind.STATIC_PEAK:
@@ -299,11 +314,14 @@ class _Replay:
             wanted = replicas_for(first[0], policy=self.policy)
             count = min(max(wanted, self.policy.min_replicas), self.policy.max_replicas)
         for _ in range(count):
-            self.replicas.append(_Replica(id=len(self.replicas), created=0.0, ready_at=0.0))
+            r = _Replica(id=len(self.replicas), created=0.0, ready_at=0.0)
+            self.replicas.append(r)
+            self.running.append(r)
 
     def add(self) -> None:
         r = _Replica(id=len(self.replicas), created=self.now)
         self.replicas.append(r)
+        self.running.append(r)
         self.push(self.now + self.settings.startup_s, _Kind.READY, r.id)
 
     def remove(self, count: int) -> None:
@@ -314,7 +332,7 @@ class _Replay:
         for r in (starting + ready)[:count]:
             r.draining = True
             if r.active == 0:
-                r.stopped = self.now
+                self.stop(r)
 
     def ready(self, r: _Replica) -> None:
         if r.stopped is not None or r.draining:  # removed while starting
@@ -345,7 +363,7 @@ class _Replay:
         self.done += 1
         self.latency[i] = self.now - self.trace.requests[i].at_s
         if r.draining and r.active == 0:
-            r.stopped = self.now
+            self.stop(r)
         self.dispatch()
 
     def dispatch(self) -> None:
@@ -353,11 +371,8 @@ class _Replay:
         while self.queue:
             free = [
                 r
-                for r in self.replicas
-                if r.ready_at is not None
-                and r.stopped is None
-                and not r.draining
-                and r.active < cap
+                for r in self.running
+                if r.ready_at is not None and not r.draining and r.active < cap
             ]
             if not free:
                 return
@@ -374,7 +389,12 @@ class _Replay:
         value = self.area / span if span > 0 else float(self.in_flight)
         sample = LoadSample(self.at(self.now), value)
         self.samples.append(sample)
-        self.observed.append(sample)
+        minute = int(self.now // 60)  # as `per_minute` buckets it
+        while len(self.minute_sum) <= minute:
+            self.minute_sum.append(0.0)
+            self.minute_count.append(0)
+        self.minute_sum[minute] += value
+        self.minute_count[minute] += 1
         self.area, self.last_tick = 0.0, self.now
         keep_from = sample.at - timedelta(
             seconds=self.policy.stable_window_s + self.settings.tick_s
@@ -383,6 +403,24 @@ class _Replay:
             self.samples.popleft()
         self.scale()
         self.push(self.now + self.settings.tick_s, _Kind.TICK, 0)
+
+    def known_minutes(self) -> tuple[datetime, list[float]]:
+        """The history's minutes, then the replay's whole minutes before now's (each the
+        mean of its samples; a minute without one repeats the one before), as
+        `per_minute` would give them from the samples."""
+        whole = int(self.now // 60)
+        replayed: list[float] = []
+        last = self.history_minutes[-1] if self.history_minutes.size else 0.0
+        for m in range(min(whole, len(self.minute_sum))):
+            if self.minute_count[m]:
+                last = self.minute_sum[m] / self.minute_count[m]
+            replayed.append(float(last))
+        if self.history_start is None:
+            return self.trace.start, replayed
+        gap = int((self.trace.start - self.history_start) / timedelta(minutes=1))
+        before = list(self.history_minutes[:gap])
+        before += [before[-1] if before else 0.0] * (gap - len(before))
+        return self.history_start, before + replayed
 
     def at(self, seconds: float) -> datetime:
         return self.trace.start + timedelta(seconds=seconds)
@@ -419,9 +457,10 @@ class _Replay:
         now = self.at(self.now)
         due = self.fitted_at is None or self.now - self.fitted_at >= self.settings.refit_every_s
         if self.forecaster is None or due:
+            start, minutes = self.known_minutes()
             self.forecaster = LoadForecaster(
                 LoadForecastConfig(quantile=self.settings.forecast_quantile)
-            ).fit([*self.settings.history, *self.observed], now=now)
+            ).fit_minutes(minutes, start=start)
             self.fitted_at, self.forecast_cache = self.now, None
         if self.forecaster.method is not LoadMethod.GBM_QUANTILE:
             return ()

@@ -34,6 +34,7 @@ __all__ = [
     "RequestTrace",
     "TraceError",
     "daily_factor",
+    "daily_overlay",
     "offered_concurrency",
     "read_requests",
     "synthetic_history",
@@ -138,6 +139,74 @@ def offered_concurrency(trace: RequestTrace, *, rates: ServingRates) -> list[flo
 def daily_factor(hour: float, *, trough: float = 0.3) -> float:
     """A synthetic daily curve: 1 at 15:00 UTC, `trough` at 03:00, a cosine between."""
     return trough + (1 - trough) * (1 + math.cos(2 * math.pi * (hour - 15) / 24)) / 2
+
+
+def daily_overlay(
+    trace: RequestTrace,
+    *,
+    days: int,
+    trough: float = 0.3,
+    active_hours: tuple[int, int] | None = None,
+    seed: int = 0,
+) -> RequestTrace:
+    """`days` of requests from `trace` on the assumed daily curve: a SYNTHETIC overlay.
+
+    Made as `synthetic_history` makes its load, but of requests (their real token counts
+    and their real burstiness): each hour of the result, from the trace's first minute, is
+    the trace looped over its own length and rotated by a random whole number of minutes
+    (seeded), thinned (or, above the trace's level, layered with further rotated copies)
+    to ``daily_factor(hour) / daily_factor(hour of the trace's start)`` of the trace's
+    rate. So the trace's own hour keeps its level, the assumed curve sets the others, and
+    a trough of 0 gives the night idle minutes. `active_hours` (start, end), UTC hours,
+    keeps only the requests between them (a service used in working hours: idle
+    periods every night). Never data: every figure made from it says so.
+    """
+    if days <= 0:
+        raise TraceError("the overlay needs at least one day")
+    if not 0 <= trough <= 1:
+        raise TraceError("the overlay's trough must be in [0, 1]")
+    if active_hours is not None and not (
+        all(0 <= h <= 24 for h in active_hours) and active_hours[0] != active_hours[1]
+    ):
+        raise TraceError("active hours must be two different hours from 0 to 24")
+    period = float(trace.minutes * 60)
+    if not trace.requests or period <= 0:
+        raise TraceError("the trace has no requests to overlay")
+    rng = np.random.default_rng(seed)
+    anchor_hour = trace.start.hour + trace.start.minute / 60
+    anchor = daily_factor(anchor_hour, trough=trough)
+    if anchor <= 0:
+        raise TraceError("the trace's own hour falls at a trough of 0: nothing to scale from")
+    top = 1 / anchor  # the busiest hour's rate, in multiples of the trace's
+    layers = math.ceil(top - 1e-9)
+    base = np.array([r.at_s for r in trace.requests])
+    out: list[Request] = []
+    for h in range(days * 24):
+        hour_s = h * 3600.0
+        for layer in range(layers):
+            shift = float(rng.integers(0, trace.minutes)) * 60.0
+            # the trace looped over its length, rotated: offsets in [0, 3600)
+            offsets = np.concatenate(
+                [(base - shift) % period + k * period for k in range(math.ceil(3600 / period))]
+            )
+            src = np.concatenate([np.arange(len(base)) for _ in range(math.ceil(3600 / period))])
+            inside = offsets < 3600.0
+            offsets, src = offsets[inside], src[inside]
+            hours = anchor_hour + (hour_s + offsets) / 3600.0
+            curve = (1 + np.cos(2 * np.pi * (hours - 15) / 24)) / 2  # as `daily_factor`
+            level = (trough + (1 - trough) * curve) / anchor
+            keep = rng.random(len(offsets)) < np.clip(level - layer, 0.0, 1.0)
+            if active_hours is not None:
+                of_day = hours % 24
+                lo, hi = active_hours
+                keep &= (
+                    (lo <= of_day) & (of_day < hi) if lo < hi else (of_day >= lo) | (of_day < hi)
+                )
+            for at, i in zip(offsets[keep], src[keep], strict=True):
+                r = trace.requests[int(i)]
+                out.append(Request(hour_s + float(at), r.context_tokens, r.generated_tokens))
+    out.sort(key=lambda r: r.at_s)
+    return RequestTrace(start=trace.start, requests=tuple(out))
 
 
 def synthetic_history(
