@@ -192,6 +192,7 @@ class _Apis:
     client: Any
     core: Any
     batch: Any
+    apps: Any
     authz: Any
     version: Any
     host: str
@@ -266,6 +267,7 @@ class KubeClient:
             client=api,
             core=client.CoreV1Api(api),
             batch=client.BatchV1Api(api),
+            apps=client.AppsV1Api(api),
             authz=client.AuthorizationV1Api(api),
             version=client.VersionApi(api),
             host=str(api.configuration.host),
@@ -343,6 +345,50 @@ class KubeClient:
             ),
         )
 
+    async def create_deployment(self, body: JsonDict) -> JsonDict:
+        return await self._call(
+            Op("create", "deployments.apps", self.namespace),
+            lambda a: a.apps.create_namespaced_deployment(self.namespace, body, **self._opts()),
+        )
+
+    async def read_deployment(self, name: str) -> JsonDict:
+        return await self._call(
+            Op("get", "deployments.apps", self.namespace),
+            lambda a: a.apps.read_namespaced_deployment(name, self.namespace, **self._opts()),
+        )
+
+    async def delete_deployment(self, name: str) -> None:
+        """Delete a Deployment and (in the background) its ReplicaSet and pod; NotFound is
+        left to the caller."""
+        await self._call(
+            Op("delete", "deployments.apps", self.namespace),
+            lambda a: a.apps.delete_namespaced_deployment(
+                name, self.namespace, propagation_policy="Background", **self._opts()
+            ),
+        )
+
+    async def list_deployments(self, *, label_selector: str) -> tuple[list[JsonDict], str]:
+        """Deployments in the namespace and the list's resourceVersion (to watch from)."""
+        return await self._list(
+            Op("list", "deployments.apps", self.namespace),
+            lambda a, **kw: a.apps.list_namespaced_deployment(
+                self.namespace, label_selector=label_selector, **kw
+            ),
+        )
+
+    async def create_service(self, body: JsonDict) -> JsonDict:
+        return await self._call(
+            Op("create", "services", self.namespace),
+            lambda a: a.core.create_namespaced_service(self.namespace, body, **self._opts()),
+        )
+
+    async def delete_service(self, name: str) -> None:
+        """Delete a Service; NotFound is left to the caller."""
+        await self._call(
+            Op("delete", "services", self.namespace),
+            lambda a: a.core.delete_namespaced_service(name, self.namespace, **self._opts()),
+        )
+
     async def access_review(
         self, *, verb: str, group: str, resource: str, everywhere: bool = False
     ) -> JsonDict:
@@ -373,7 +419,45 @@ class KubeClient:
         timeout_s: int,
         deliver: Callable[[str, JsonDict], None],
     ) -> None:
-        """Stream Job events from `handle.resource_version` until the server ends the watch
+        """Stream Job events (see `_watch`); blocking."""
+        self._watch(
+            handle,
+            op=Op("watch", "jobs.batch", self.namespace),
+            lister=lambda a: a.batch.list_namespaced_job,
+            label_selector=label_selector,
+            timeout_s=timeout_s,
+            deliver=deliver,
+        )
+
+    def watch_deployments(
+        self,
+        handle: WatchHandle,
+        *,
+        label_selector: str,
+        timeout_s: int,
+        deliver: Callable[[str, JsonDict], None],
+    ) -> None:
+        """Stream Deployment events (see `_watch`); blocking."""
+        self._watch(
+            handle,
+            op=Op("watch", "deployments.apps", self.namespace),
+            lister=lambda a: a.apps.list_namespaced_deployment,
+            label_selector=label_selector,
+            timeout_s=timeout_s,
+            deliver=deliver,
+        )
+
+    def _watch(
+        self,
+        handle: WatchHandle,
+        *,
+        op: Op,
+        lister: Callable[[_Apis], Any],
+        label_selector: str,
+        timeout_s: int,
+        deliver: Callable[[str, JsonDict], None],
+    ) -> None:
+        """Stream events from `handle.resource_version` until the server ends the watch
         (after `timeout_s`), the handle is stopped, or an error; blocking.
 
         Each event goes to `deliver(type, object)` before `handle.resource_version` moves
@@ -384,16 +468,15 @@ class KubeClient:
         from kubernetes.client.exceptions import ApiException
 
         apis = self._apis
-        op = Op("watch", "jobs.batch", self.namespace)
         if apis is None or handle.stopped:
             return
         # return_type "object": events stay the wire's dicts (no model validation that a
-        # newer server's Job could trip, which would fail the same event on every resume).
+        # newer server's object could trip, which would fail the same event on every resume).
         stream = watch.Watch(return_type="object")
         handle._watch = stream
         try:
             for event in stream.stream(
-                apis.batch.list_namespaced_job,
+                lister(apis),
                 self.namespace,
                 label_selector=label_selector,
                 resource_version=handle.resource_version,

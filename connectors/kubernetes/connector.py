@@ -1,10 +1,14 @@
 """The connector of a private Kubernetes cluster with NVIDIA GPUs.
 
 Inventory comes from Nodes and Pods (see `inventory`), a placed job becomes a `batch/v1` Job
-(see `manifest`), and its life is followed by list+watch (see `follow`). Dispatch is
-idempotent through the Job's deterministic name: a retried create that meets 409
-AlreadyExists adopts the Job when it carries the same job id. Gang jobs need Kueue to admit
-all their pods at once; without a `kueue_queue` the connector says it cannot run them.
+(see `manifest`), a service replica an `apps/v1` Deployment of one pod behind the service's
+core/v1 Service on the site (see `replicas`), and their life is followed by list+watch (see
+`follow`). Dispatch is idempotent through the object's deterministic name: a retried create
+that meets 409 AlreadyExists adopts the Job (or Deployment) when it carries the same job id.
+The external id names the kind: a Job is `gb-<id>`, a replica's Deployment `gbr-<id>`.
+Cancelling a replica deletes its Deployment and, when no other Deployment of the service is
+left on the site, the service's Service. Gang jobs need Kueue to admit all their pods at
+once; without a `kueue_queue` the connector says it cannot run them.
 Each inventory read also checks the broker's pods against their placements' nodes (see
 `drift`): a pod on another node is logged once, a pinned pod whose node is gone sends its
 job back to the queue (see `JobFollower.requeue`).
@@ -30,13 +34,27 @@ from connectors.base import (
     SiteInventory,
     StatusUpdate,
 )
-from connectors.errors import Conflict, ConnectorError, NotFound, TransientError, Unsupported
+from connectors.errors import (
+    AuthFailed,
+    Conflict,
+    ConnectorError,
+    NotFound,
+    TransientError,
+    Unsupported,
+)
 from connectors.kubernetes import labels as L
 from connectors.kubernetes.client import KubeClient, Loader, in_cluster_loader, kubeconfig_loader
 from connectors.kubernetes.drift import Stray, findings
-from connectors.kubernetes.follow import JobFollower
+from connectors.kubernetes.follow import JobFollower, Target
 from connectors.kubernetes.inventory import build_inventory, gpu_node
 from connectors.kubernetes.manifest import build_job, job_id_of, run_of
+from connectors.kubernetes.replicas import (
+    build_deployment,
+    build_service,
+    is_replica,
+    service_of,
+    service_selector,
+)
 from connectors.kubernetes.settings import KubernetesSettings, parse
 from connectors.retry import Backoff
 from connectors.settings import SiteSettings, site_from_settings
@@ -95,6 +113,7 @@ class KubernetesConnector(Connector):
             sleep=sleep,
             watch_timeout_s=settings.watch_timeout_s,
             emit=self._updates.put_nowait,
+            remove=self._remove,
         )
         self._pools: dict[str, GpuPool] = {}
         self._strays: set[Stray] = set()  # logged already, while they last
@@ -210,14 +229,25 @@ class KubernetesConnector(Connector):
                 site=self.site_name,
             )
         pool = await self._pool(placement.pool_id)
-        name = L.job_name(job.id)
-        body = build_job(
-            job=job, pool=pool, placement=placement, name=name, settings=self._settings
-        )
+        replica = is_replica(job)
+        name = L.replica_name(job.id) if replica else L.job_name(job.id)
+        if replica:
+            body = build_deployment(
+                job=job, pool=pool, placement=placement, name=name, settings=self._settings
+            )
+            create, read = self._client.create_deployment, self._client.read_deployment
+        else:
+            body = build_job(
+                job=job, pool=pool, placement=placement, name=name, settings=self._settings
+            )
+            create, read = self._client.create_job, self._client.read_job
+        kind = body["kind"]
         try:
-            created = await self._client.create_job(body)
+            created = await create(body)
         except Conflict:
-            created = await self._existing(job, name)
+            created = await self._existing(job, name, kind=kind, read=read)
+        if replica:  # after the Deployment, so a racing cancel sees it (see _gc_service)
+            await self._ensure_service(job)
         uid = (created.get("metadata") or {}).get("uid")
         self._follower.track(
             job_id=job.id,
@@ -225,42 +255,108 @@ class KubernetesConnector(Connector):
             uid=str(uid) if uid else None,
             nodes=placement.node_names,
             run=placement.run or None,
+            service=job.spec.service_id,
         )
         return name
 
-    async def _existing(self, job: Job, name: str) -> dict[str, object]:
-        """The Job a create collided with, when it is this job's (a retried dispatch)."""
+    async def _existing(
+        self, job: Job, name: str, *, kind: str, read: Callable[[str], Awaitable[dict[str, Any]]]
+    ) -> dict[str, object]:
+        """The Job (or Deployment) a create collided with, when it is this job's (a retried
+        dispatch)."""
         try:
-            existing = await self._client.read_job(name)
+            existing = await read(name)
         except NotFound:
             raise TransientError(
-                f"Job {name} was deleted while dispatching", site=self.site_name
+                f"{kind} {name} was deleted while dispatching", site=self.site_name
             ) from None
         other = job_id_of(existing)
         if other != job.id:
             raise Conflict(
-                f"Job {name} already exists for another job ({other})", site=self.site_name
+                f"{kind} {name} already exists for another job ({other})", site=self.site_name
             )
         if (existing.get("metadata") or {}).get("deletionTimestamp"):
             raise TransientError(
-                f"an earlier Job {name} is still being deleted", site=self.site_name
+                f"an earlier {kind} {name} is still being deleted", site=self.site_name
             )
         return existing
 
+    async def _ensure_service(self, job: Job) -> None:
+        """The replica's service has its Service on the site (created once; 409 is fine)."""
+        assert job.spec.service_id is not None
+        body = build_service(
+            job=job, name=L.service_name(job.spec.service_id), settings=self._settings
+        )
+        if body is not None:
+            with contextlib.suppress(Conflict):
+                await self._client.create_service(body)
+
     async def cancel(self, *, job_id: str, external_id: str | None, reason: str) -> None:
+        known = self._follower.target(job_id)
         self._follower.cancelled(job_id)
-        with contextlib.suppress(NotFound):  # already gone is fine
-            await self._client.delete_job(external_id or L.job_name(job_id))
+        if external_id is not None:
+            name = external_id
+        elif known is not None:
+            name = known.name
+        else:
+            name = L.job_name(job_id)
+        if not L.is_replica_name(name):
+            with contextlib.suppress(NotFound):  # already gone is fine
+                await self._client.delete_job(name)
+            return
+        service = known.service if known is not None and known.service else None
+        if service is None:  # not followed here (another replica dispatched it): read it
+            with contextlib.suppress(NotFound):
+                service = service_of(await self._client.read_deployment(name))
+        with contextlib.suppress(NotFound):
+            await self._remove(Target(job_id=job_id, name=name, service=service or ""))
+
+    async def _remove(self, target: Target) -> None:
+        """Delete a job's Job, or a replica's Deployment and then, when none of its
+        service's Deployments is left on the site, the service's Service; NotFound when the
+        Job or Deployment was gone already."""
+        if target.service is None:
+            await self._client.delete_job(target.name)
+            return
+        gone: NotFound | None = None
+        try:
+            await self._client.delete_deployment(target.name)
+        except NotFound as exc:  # a lost answer, or someone else: its Service may remain
+            gone = exc
+        if target.service:
+            await self._gc_service(target.service)
+        if gone is not None:
+            raise gone
+
+    async def _gc_service(self, service_id: str) -> None:
+        """Delete the service's Service once no Deployment of the service is left here.
+
+        A dispatch racing this creates its Deployment before it ensures the Service, so
+        either the list below sees the new Deployment or the dispatch re-creates the
+        Service after this deleted it; only a delete landing between the dispatch's two
+        calls leaves a replica without its Service until the service's next dispatch here.
+        """
+        left, _ = await self._client.list_deployments(
+            label_selector=L.selector(service_selector(service_id, owner=self._settings.owner))
+        )
+        if any(not (d.get("metadata") or {}).get("deletionTimestamp") for d in left):
+            return
+        with contextlib.suppress(NotFound):
+            await self._client.delete_service(L.service_name(service_id))
 
     async def adopt(self, *, job: Job, placement: Placement) -> None:
-        name = placement.external_id or L.job_name(job.id)
+        replica = is_replica(job)
+        default = L.replica_name(job.id) if replica else L.job_name(job.id)
+        name = placement.external_id or default
+        service = job.spec.service_id
+        read = self._client.read_deployment if replica else self._client.read_job
         try:
-            obj = await self._client.read_job(name)
+            obj = await read(name)
         except NotFound:
-            self._follower.vanished(job.id, name, run=placement.run or None)
+            self._follower.vanished(job.id, name, run=placement.run or None, service=service)
             return
         if job_id_of(obj) != job.id or (placement.run and run_of(obj) not in (None, placement.run)):
-            self._follower.vanished(job.id, name, run=placement.run or None)
+            self._follower.vanished(job.id, name, run=placement.run or None, service=service)
             return
         uid = (obj.get("metadata") or {}).get("uid")
         self._follower.track(
@@ -269,21 +365,32 @@ class KubernetesConnector(Connector):
             uid=str(uid) if uid else None,
             nodes=placement.node_names,
             run=placement.run or None,
+            service=service,
         )
-        await self._follower.observe(obj)
+        if replica:
+            await self._ensure_service(job)
+        await self._follower.observe(obj, replica=replica)
 
     async def owned(self) -> dict[str, str]:
-        items, _ = await self._client.list_jobs(label_selector=L.selector(self._owner_labels))
+        """The broker's Jobs and replica Deployments on the site: job id → name."""
+        owner = L.selector(self._owner_labels)
+        jobs, _ = await self._client.list_jobs(label_selector=owner)
+        try:
+            deployments, _ = await self._client.list_deployments(label_selector=owner)
+        except AuthFailed as exc:  # a Role from before services: the Jobs still reconcile
+            log.warning("replicas not reconciled: %s", exc)  # the error names the site
+            deployments = []
         found: dict[str, str] = {}
-        for obj in items:
+        for obj in (*jobs, *deployments):
             job_id = job_id_of(obj)
             if job_id is not None:
                 found[job_id] = str((obj.get("metadata") or {}).get("name", ""))
         return found
 
     def updates(self) -> AsyncIterator[StatusUpdate]:
-        """List and watch the broker's Jobs from this call until the iteration ends: only
-        the replica holding the site's follow lease watches; it sees every replica's Jobs."""
+        """List and watch the broker's Jobs and Deployments from this call until the iteration
+        ends: only the replica holding the site's follow lease watches; it sees every
+        replica's objects."""
         self._streams += 1
         self._follower.start()
         return self._stream()
@@ -314,6 +421,17 @@ class KubernetesConnector(Connector):
             await self._item(f"create jobs in {ns}", self._may("create", "batch", "jobs")),
             await self._item(f"watch jobs in {ns}", self._may("watch", "batch", "jobs")),
             await self._item(f"delete jobs in {ns}", self._may("delete", "batch", "jobs")),
+            await self._item(
+                f"create deployments in {ns}", self._may("create", "apps", "deployments")
+            ),
+            await self._item(
+                f"watch deployments in {ns}", self._may("watch", "apps", "deployments")
+            ),
+            await self._item(
+                f"delete deployments in {ns}", self._may("delete", "apps", "deployments")
+            ),
+            await self._item(f"create services in {ns}", self._may("create", "", "services")),
+            await self._item(f"delete services in {ns}", self._may("delete", "", "services")),
             await self._item(f"namespace {ns}", self._namespace_exists()),
         )
 

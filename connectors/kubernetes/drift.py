@@ -14,7 +14,10 @@ node and pod lists that inventory reads anyway:
 
 A pod that is Pending for another reason (its node is there but full) is not this module's
 business. Pods are matched to the Job incarnation the connector follows by their
-controller's uid, so a terminating pod of an older Job of the same job id is not judged.
+controller's uid, so a terminating pod of an older Job of the same job id is not judged; a
+service replica's pod (its controller a ReplicaSet, not the followed Deployment) is judged
+by its job id alone, and a stuck one sends the replica back the same way (its Deployment
+deleted, see `follow.requeue`).
 Pod conditions: https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle/#pod-conditions
 """
 

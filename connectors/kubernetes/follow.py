@@ -1,28 +1,23 @@
-"""Following the broker's Jobs: list, then watch from the list's resourceVersion.
-
-The watch is a long-lived blocking iterator of the sync client, so it runs on its own
-one-thread `Blocking` pool (on the shared SDK pool it would pin a thread for good) and hands
-each event to the loop with `call_soon_threadsafe`. One task drives it: list, watch from the
-list's version, re-watch from the last version an event or BOOKMARK carried when the server
-ends the watch (`timeout_seconds`, so the thread also re-checks its stop flag), re-list on
-410 Gone, reconnect with backoff when the connection drops. A second task turns Job objects
-into `StatusUpdate`s, emitting each job's transition once however often a re-list or a
-reconnect shows the same state again. The protocol:
-https://kubernetes.io/docs/reference/using-api/api-concepts/#efficient-detection-of-changes
+"""Following the broker's Jobs and its service replicas' Deployments: each kind is listed and
+watched (see `watching`), and a single task turns the objects into `StatusUpdate`s, emitting
+each job's transition once however often a re-list or a reconnect shows the same state
+again. A Job maps through `status.job_change`, a replica's Deployment through
+`status.replica_change` (SCHEDULED until its pod is ready, then RUNNING; FAILED when it
+exceeds its progress deadline); one that disappears while the broker still wants it is
+reported FAILED with the reason `vanished`, whichever kind it was.
 
 The follower also knows each job's decided nodes (from its placement), for the connector's
 drift check (see `drift`); a job whose pinned pod can never be bound is sent back with
-`requeue`: its Job is deleted first (a later dispatch of the same job id must not adopt
-the stuck Job) and the job is reported PREEMPTED, the state a job that lost its place
-passes through on its way back to the queue, with the reason `node_gone: <node>`.
+`requeue`: its Job or Deployment is removed first (through the connector's `remove`, so a
+replica's Service goes with its last Deployment; a later dispatch of the same job id must
+not adopt the stuck object) and the job is reported PREEMPTED, the state a job that lost its
+place passes through on its way back to the queue, with the reason `node_gone: <node>`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,22 +26,35 @@ from typing import Any
 from broker.domain.clock import Clock
 from broker.domain.enums import JobState
 from connectors.base import StatusUpdate
-from connectors.errors import AuthFailed, ConnectorError, NotFound
-from connectors.kubernetes.client import KubeClient, WatchHandle
+from connectors.errors import ConnectorError, NotFound
+from connectors.kubernetes.client import KubeClient
 from connectors.kubernetes.drift import Expected
-from connectors.kubernetes.errors import Expired
 from connectors.kubernetes.labels import selector
 from connectors.kubernetes.manifest import job_id_of, run_of
-from connectors.kubernetes.status import JobChange, failure_detail, job_change
+from connectors.kubernetes.replicas import service_of
+from connectors.kubernetes.status import JobChange, failure_detail, job_change, replica_change
+from connectors.kubernetes.watching import Event, ListWatch
 from connectors.retry import Backoff
-from connectors.threads import Blocking
 
 log = logging.getLogger(__name__)
 
 JsonDict = dict[str, Any]
 VANISHED = "vanished"
-_STOP_GRACE_S = 2.0
-_QUICK_WATCH_S = 1.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Target:
+    """What the site runs for one job: its Job, or (with `service`) a replica's Deployment
+    (`service` "" when the replica's service is not known)."""
+
+    job_id: str
+    name: str
+    service: str | None = None
+
+
+# Removes a job's object (and, for a replica, its Service when it was the last); raises
+# NotFound when it is gone already.
+Remove = Callable[[Target], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -60,17 +68,15 @@ class _Tracked:
     cancelled: bool = False  # the broker deleted it: report nothing more
     nodes: tuple[str, ...] = ()  # the nodes its placement decided (empty: not pinned)
     run: str | None = None  # the broker run the Job was made for (its annotation)
+    service: str | None = None  # a replica's service: it is a Deployment, not a Job
 
-
-@dataclass(frozen=True, slots=True)
-class _Event:
-    kind: str  # ADDED / MODIFIED / DELETED, or SNAPSHOT for a (re-)list
-    obj: JsonDict | None = None
-    items: tuple[JsonDict, ...] = ()
+    @property
+    def kind(self) -> str:
+        return "Job" if self.service is None else "Deployment"
 
 
 class JobFollower:
-    """Turns the namespace's broker-owned Jobs into a stream of StatusUpdates."""
+    """Turns the namespace's broker-owned Jobs and Deployments into StatusUpdates."""
 
     def __init__(
         self,
@@ -82,22 +88,41 @@ class JobFollower:
         sleep: Callable[[float], Awaitable[None]],
         watch_timeout_s: int,
         emit: Callable[[StatusUpdate], None],
+        remove: Remove,
     ) -> None:
         self._client = client
-        self._selector = selector(owner_labels)
         self._clock = clock
-        self._backoff = backoff
-        self._sleep = sleep
-        self._watch_timeout_s = watch_timeout_s
         self._emit = emit
+        self._remove = remove
         self._jobs: dict[str, _Tracked] = {}
-        self._events: asyncio.Queue[_Event] = asyncio.Queue()
-        self._handle: WatchHandle | None = None
-        self._watch_future: asyncio.Future[None] | None = None
-        self._pool: Blocking | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stopping = False
-        self._rng = random.Random()
+        # (from the Deployment stream?, event): one task applies both streams
+        self._events: asyncio.Queue[tuple[bool, Event]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        owned = selector(owner_labels)
+        self._watches = (
+            ListWatch(
+                what="Jobs",
+                site=client.site,
+                lister=lambda: client.list_jobs(label_selector=owned),
+                watch=client.watch_jobs,
+                selector=owned,
+                backoff=backoff,
+                sleep=sleep,
+                watch_timeout_s=watch_timeout_s,
+                deliver=lambda event: self._events.put_nowait((False, event)),
+            ),
+            ListWatch(
+                what="Deployments",
+                site=client.site,
+                lister=lambda: client.list_deployments(label_selector=owned),
+                watch=client.watch_deployments,
+                selector=owned,
+                backoff=backoff,
+                sleep=sleep,
+                watch_timeout_s=watch_timeout_s,
+                deliver=lambda event: self._events.put_nowait((True, event)),
+            ),
+        )
 
     # -- what the connector tells the follower ---------------------------------------------
 
@@ -109,15 +134,24 @@ class JobFollower:
         uid: str | None,
         nodes: tuple[str, ...] = (),
         run: str | None = None,
+        service: str | None = None,
     ) -> None:
-        """Follow a Job the broker just created or adopted (a new incarnation), whose pods
-        belong on `nodes`."""
+        """Follow a Job (or, with `service`, a replica's Deployment) the broker just created
+        or adopted (a new incarnation), whose pods belong on `nodes`."""
         current = self._jobs.get(job_id)
         if current is None or current.uid != uid or current.cancelled:
-            self._jobs[job_id] = _Tracked(name=name, uid=uid, nodes=nodes, run=run)
+            self._jobs[job_id] = _Tracked(name=name, uid=uid, nodes=nodes, run=run, service=service)
         else:
             current.nodes = nodes
             current.run = run or current.run
+            current.service = service or current.service
+
+    def target(self, job_id: str) -> Target | None:
+        """What the follower knows the site runs for `job_id`."""
+        tracked = self._jobs.get(job_id)
+        if tracked is None:
+            return None
+        return Target(job_id=job_id, name=tracked.name, service=tracked.service)
 
     def expected(self) -> dict[str, Expected]:
         """Where the pods of each live, pinned job belong (for the drift check)."""
@@ -128,8 +162,8 @@ class JobFollower:
         }
 
     async def requeue(self, job_id: str, *, reason: str, detail: str) -> bool:
-        """Delete the job's Job and report the job PREEMPTED, once; False when it is not
-        followed any more or the delete failed (the next check tries again)."""
+        """Remove the job's Job (or Deployment) and report the job PREEMPTED, once; False
+        when it is not followed any more or the removal failed (the next check tries again)."""
         tracked = self._jobs.get(job_id)
         if tracked is None or tracked.cancelled:
             return False
@@ -137,12 +171,14 @@ class JobFollower:
             return False
         tracked.cancelled = True  # set before the await: its DELETED event is not a vanishing
         try:
-            await self._client.delete_job(tracked.name)
+            await self._remove(Target(job_id=job_id, name=tracked.name, service=tracked.service))
         except NotFound:
             pass
         except ConnectorError as exc:
             tracked.cancelled = False
-            log.warning("cannot delete Job %s to requeue job %s: %s", tracked.name, job_id, exc)
+            log.warning(
+                "cannot delete %s %s to requeue job %s: %s", tracked.kind, tracked.name, job_id, exc
+            )
             return False
         self._send(job_id, JobState.PREEMPTED, reason, detail, run=tracked.run)
         return True
@@ -152,125 +188,69 @@ class JobFollower:
         if tracked is not None:
             tracked.cancelled = True
 
-    async def observe(self, obj: JsonDict) -> None:
-        """Report a Job read directly (adopt), as if a watch event had shown it."""
-        await self._apply(obj, deleted=False)
+    async def observe(self, obj: JsonDict, *, replica: bool = False) -> None:
+        """Report a Job (or a replica's Deployment) read directly (adopt), as if a watch
+        event had shown it."""
+        await self._apply(obj, deleted=False, replica=replica)
 
-    def vanished(self, job_id: str, name: str, *, run: str | None = None) -> None:
-        """A Job the broker expected for `run` is gone: report it failed, once."""
-        tracked = self._jobs.setdefault(job_id, _Tracked(name=name, uid=None, run=run))
+    def vanished(
+        self, job_id: str, name: str, *, run: str | None = None, service: str | None = None
+    ) -> None:
+        """A Job (or Deployment) the broker expected for `run` is gone: report it failed,
+        once."""
+        tracked = self._jobs.setdefault(
+            job_id, _Tracked(name=name, uid=None, run=run, service=service)
+        )
         if tracked.cancelled or (tracked.state is not None and tracked.state.terminal):
             return
         self._jobs.pop(job_id, None)
-        self._send(job_id, JobState.FAILED, VANISHED, f"the Job {name} no longer exists", run=run)
+        self._send(
+            job_id,
+            JobState.FAILED,
+            VANISHED,
+            f"the {tracked.kind} {name} no longer exists",
+            run=run,
+        )
 
     # -- life ------------------------------------------------------------------------------
 
     @property
     def following(self) -> bool:
-        return bool(self._tasks)
+        return self._task is not None
 
     def start(self) -> None:
-        if self._tasks:
+        if self._task is not None:
             return
-        self._stopping = False
-        site = self._client.site
-        self._pool = Blocking(1)
-        self._tasks = [
-            asyncio.create_task(self._follow(), name=f"follow:{site}:watch"),
-            asyncio.create_task(self._process(), name=f"follow:{site}:jobs"),
-        ]
+        for watch in self._watches:
+            watch.start()
+        self._task = asyncio.create_task(self._process(), name=f"follow:{self._client.site}:jobs")
 
     async def stop(self) -> None:
-        self._stopping = True
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _STOP_GRACE_S
-        # The watch may be between connecting and reading; stop again until it has ended.
-        while self._watch_future is not None and not self._watch_future.done():
-            if self._handle is not None:
-                self._handle.stop()
-            if loop.time() > deadline:
-                log.warning("%s: the watch thread did not stop in time", self._client.site)
-                break
-            await asyncio.sleep(0.01)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        await asyncio.gather(*(watch.stop() for watch in self._watches))
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
 
-    # -- list and watch --------------------------------------------------------------------
-
-    async def _follow(self) -> None:
-        loop = asyncio.get_running_loop()
-        failures = 0
-        version: str | None = None
-        while not self._stopping:
-            try:
-                if version is None:
-                    items, version = await self._client.list_jobs(label_selector=self._selector)
-                    self._events.put_nowait(_Event("SNAPSHOT", items=tuple(items)))
-                began, since = loop.time(), version
-                version = await self._watch(version)
-                if version == since and loop.time() - began < _QUICK_WATCH_S:
-                    # Ended at once with nothing new (a proxy cutting it short): don't spin.
-                    await self._sleep(self._backoff.delay(min(failures, 30), self._rng))
-                    failures += 1
-                else:
-                    failures = 0
-            except Expired:
-                log.info("%s: watch expired; listing Jobs again", self._client.site)
-                version = None
-            except ConnectorError as exc:
-                if self._stopping:
-                    return
-                if version is not None and self._handle is not None:
-                    version = self._handle.resource_version  # resume after the last event
-                level = logging.ERROR if isinstance(exc, AuthFailed) else logging.WARNING
-                log.log(level, "following Jobs: %s; reconnecting", exc)  # exc names the site
-                await self._sleep(self._backoff.delay(min(failures, 30), self._rng))
-                failures += 1
-
-    async def _watch(self, version: str) -> str:
-        """One watch request from `version`; returns the version to resume from."""
-        assert self._pool is not None
-        loop = asyncio.get_running_loop()
-        handle = self._handle = WatchHandle(version)
-
-        def deliver(kind: str, obj: JsonDict) -> None:  # on the watch thread
-            with contextlib.suppress(RuntimeError):  # the loop closed under us
-                loop.call_soon_threadsafe(self._events.put_nowait, _Event(kind, obj=obj))
-
-        self._watch_future = asyncio.ensure_future(
-            self._pool.run(
-                self._client.watch_jobs,
-                handle,
-                label_selector=self._selector,
-                timeout_s=self._watch_timeout_s,
-                deliver=deliver,
-            )
-        )
-        await asyncio.shield(self._watch_future)
-        return handle.resource_version
-
-    # -- Jobs → updates --------------------------------------------------------------------
+    # -- objects → updates -----------------------------------------------------------------
 
     async def _process(self) -> None:
         while True:
-            event = await self._events.get()
+            replica, event = await self._events.get()
             try:
                 if event.kind == "SNAPSHOT":
-                    await self._snapshot(event.items)
+                    await self._snapshot(event.items, replica=replica)
                 elif event.obj is not None and event.kind in ("ADDED", "MODIFIED", "DELETED"):
-                    await self._apply(event.obj, deleted=event.kind == "DELETED")
+                    await self._apply(event.obj, deleted=event.kind == "DELETED", replica=replica)
             except Exception:  # one bad object must not stop the stream
-                log.exception("%s: cannot process a Job event", self._client.site)
+                kind = "Deployment" if replica else "Job"
+                log.exception("%s: cannot process a %s event", self._client.site, kind)
 
-    async def _snapshot(self, items: tuple[JsonDict, ...]) -> None:
+    async def _snapshot(self, items: tuple[JsonDict, ...], *, replica: bool) -> None:
         present = {(job_id_of(obj), _uid(obj)) for obj in items}
         for job_id, tracked in list(self._jobs.items()):
+            if (tracked.service is not None) != replica:
+                continue  # the other stream's
             if tracked.seen and (job_id, tracked.uid) not in present:
                 self._jobs.pop(job_id)
                 if not tracked.cancelled and not (tracked.state and tracked.state.terminal):
@@ -278,30 +258,35 @@ class JobFollower:
                         job_id,
                         JobState.FAILED,
                         VANISHED,
-                        f"the Job {tracked.name} was deleted",
+                        f"the {tracked.kind} {tracked.name} was deleted",
                         run=tracked.run,
                     )
         for obj in items:
-            await self._apply(obj, deleted=False)
+            await self._apply(obj, deleted=False, replica=replica)
 
-    async def _apply(self, obj: JsonDict, *, deleted: bool) -> None:
+    async def _apply(self, obj: JsonDict, *, deleted: bool, replica: bool) -> None:
         job_id = job_id_of(obj)
         if job_id is None:
             return
+        service = (service_of(obj) or "") if replica else None  # "": a replica, service unknown
         uid = _uid(obj)
         name = str((obj.get("metadata") or {}).get("name", ""))
         tracked = self._jobs.get(job_id)
         if tracked is None:
             if deleted:
                 return  # never followed; nothing to report
-            tracked = self._jobs[job_id] = _Tracked(name=name, uid=uid, run=run_of(obj))
+            tracked = self._jobs[job_id] = _Tracked(
+                name=name, uid=uid, run=run_of(obj), service=service
+            )
+        elif (tracked.service is not None) != replica:
+            return  # a Job and a Deployment for one job id: only the followed kind counts
         elif tracked.uid is None:
             tracked.uid = uid
         elif tracked.uid != uid:
             return  # an older (or foreign) incarnation of the same job id
         tracked.run = run_of(obj) or tracked.run
         tracked.seen = True
-        change = job_change(obj)
+        change = replica_change(obj) if replica else job_change(obj)
         if deleted:
             self._jobs.pop(job_id, None)
             if change is not None and change.state.terminal:
@@ -311,7 +296,7 @@ class JobFollower:
                     job_id,
                     JobState.FAILED,
                     VANISHED,
-                    f"the Job {name} was deleted",
+                    f"the {tracked.kind} {name} was deleted",
                     run=tracked.run,
                 )
             return
@@ -338,7 +323,7 @@ class JobFollower:
         try:
             pods = await self._client.list_namespaced_pods(label_selector=pod_selector)
         except ConnectorError as exc:
-            log.warning("cannot read the pods of Job %s: %s", name, exc)
+            log.warning("cannot read the pods of %s %s: %s", obj.get("kind") or "", name, exc)
             return message
         return failure_detail(message, pods)
 

@@ -32,6 +32,12 @@ OWNER_LABEL = "gpu-broker/owner"
 JOB_ID_ANNOTATION = "gpu-broker/job-id"  # the exact id; the label may be shortened
 POOL_ANNOTATION = "gpu-broker/pool"
 RUN_ANNOTATION = "gpu-broker/run"  # the placement's run, named in status updates
+# What a service replica's Deployment (and its pods) carries besides the job's labels; the
+# core/v1 Service of a broker service on the site selects its pods by the service label.
+SERVICE_LABEL = "gpu-broker/service"
+REPLICA_LABEL = "gpu-broker/replica"  # the replica's job id: its Deployment's selector
+GENERATION_LABEL = "gpu-broker/generation"  # the service spec generation it runs
+SERVICE_ANNOTATION = "gpu-broker/service-id"  # the exact id; the label may be shortened
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
 _MAX_NAME = 63
@@ -44,18 +50,43 @@ def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()[:8]
 
 
-def job_name(job_id: str) -> str:
-    """The Job's name for a broker job id: `gb-<id>` as a DNS-1123 label of at most 63.
+# Name prefixes: a Job is `gb-…`, a replica's Deployment `gbr-…` (so an external id says
+# which kind it names), the Service of a broker service `gbs-…`.
+_JOB_PREFIX = "gb"
+_REPLICA_PREFIX = "gbr"
+_SERVICE_PREFIX = "gbs"
 
-    An id that had to be changed (upper case, other characters) or shortened gets a digest
-    of the original appended, so two ids never share a name.
-    """
-    slug = _NOT_DNS.sub("-", job_id.lower()).strip("-")
-    name = f"gb-{slug}"
-    if slug == job_id and len(name) <= _MAX_NAME:
+
+def _dns_name(prefix: str, value: str) -> str:
+    """`<prefix>-<value>` as a DNS-1123 (and, the prefix being a letter, DNS-1035) label of
+    at most 63: a value that had to be changed (upper case, other characters) or shortened
+    gets a digest of the original appended, so two values never share a name."""
+    slug = _NOT_DNS.sub("-", value.lower()).strip("-")
+    name = f"{prefix}-{slug}"
+    if slug == value and len(name) <= _MAX_NAME:
         return name
     head = name[: _MAX_NAME - 9].rstrip("-")
-    return f"{head}-{_digest(job_id)}"
+    return f"{head}-{_digest(value)}"
+
+
+def job_name(job_id: str) -> str:
+    """The Job's name for a broker job id: `gb-<id>`."""
+    return _dns_name(_JOB_PREFIX, job_id)
+
+
+def replica_name(job_id: str) -> str:
+    """The Deployment's name for a service replica's job id: `gbr-<id>`."""
+    return _dns_name(_REPLICA_PREFIX, job_id)
+
+
+def is_replica_name(name: str) -> bool:
+    """Whether an external id names a replica's Deployment (a Job's is `gb-…`)."""
+    return name.startswith(f"{_REPLICA_PREFIX}-")
+
+
+def service_name(service_id: str) -> str:
+    """The core/v1 Service's name for a broker service id: `gbs-<id>` (a DNS-1035 label)."""
+    return _dns_name(_SERVICE_PREFIX, service_id)
 
 
 def label_value(value: str) -> str:

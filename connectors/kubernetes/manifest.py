@@ -1,4 +1,5 @@
-"""The `batch/v1` Job the broker creates for a placed job.
+"""The `batch/v1` Job the broker creates for a placed job, and the pod template it shares
+with a service replica's Deployment (see `replicas`).
 
 One container (`main`) runs the job's image, command and environment. The GPU ask is a
 limit (extended resources need no request): `nvidia.com/gpu: N` for whole GPUs,
@@ -91,21 +92,28 @@ def _one_per_node(job: Job) -> JsonDict:
     }
 
 
-def build_job(
+def annotations_of(job: Job, *, pool: GpuPool, placement: Placement) -> dict[str, str]:
+    annotations = {L.JOB_ID_ANNOTATION: job.id, L.POOL_ANNOTATION: pool.id}
+    if placement.run:
+        annotations[L.RUN_ANNOTATION] = placement.run
+    return annotations
+
+
+def pod_template(
     *,
     job: Job,
     pool: GpuPool,
     placement: Placement,
-    name: str,
     settings: KubernetesSettings,
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    restart_policy: str,
 ) -> JsonDict:
-    """The Job manifest for `job` on `pool`, its pods pinned to the placement's nodes."""
+    """The pod template of a Job or a replica's Deployment: the `main` container with the
+    job's image, command, environment, GPU limits and CPU/memory requests; pinned to the
+    placement's nodes, tolerating the GPU taint, with the tier's PriorityClass."""
     res = job.spec.resources
     demand = res.demand
-    labels = job_labels(job, owner=settings.owner)
-    annotations = {L.JOB_ID_ANNOTATION: job.id, L.POOL_ANNOTATION: pool.id}
-    if placement.run:
-        annotations[L.RUN_ANNOTATION] = placement.run
     container: JsonDict = {
         "name": "main",
         "image": job.spec.workload.image,
@@ -121,7 +129,7 @@ def build_job(
     if job.spec.workload.command:
         container["command"] = list(job.spec.workload.command)
     pod_spec: JsonDict = {
-        "restartPolicy": "Never",
+        "restartPolicy": restart_policy,
         "containers": [container],
         "tolerations": [{"key": L.GPU_TAINT, "operator": "Exists"}],
         **_placement_constraints(pool, placement.node_names),
@@ -129,18 +137,39 @@ def build_job(
     priority_class = settings.priority_classes.get(job.spec.tier)
     if priority_class:
         pod_spec["priorityClassName"] = priority_class
-    spec: JsonDict = {
-        "backoffLimit": 0,
-        "template": {
-            "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
-            "spec": pod_spec,
-        },
+    return {
+        "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
+        "spec": pod_spec,
     }
+
+
+def build_job(
+    *,
+    job: Job,
+    pool: GpuPool,
+    placement: Placement,
+    name: str,
+    settings: KubernetesSettings,
+) -> JsonDict:
+    """The Job manifest for `job` on `pool`, its pods pinned to the placement's nodes."""
+    res = job.spec.resources
+    labels = job_labels(job, owner=settings.owner)
+    annotations = annotations_of(job, pool=pool, placement=placement)
+    template = pod_template(
+        job=job,
+        pool=pool,
+        placement=placement,
+        settings=settings,
+        labels=labels,
+        annotations=annotations,
+        restart_policy="Never",
+    )
+    spec: JsonDict = {"backoffLimit": 0, "template": template}
     if settings.finished_ttl_s is not None:
         spec["ttlSecondsAfterFinished"] = settings.finished_ttl_s
     if res.nodes > 1:
         spec.update(completionMode="Indexed", completions=res.nodes, parallelism=res.nodes)
-        affinity = pod_spec.setdefault("affinity", {})
+        affinity = template["spec"].setdefault("affinity", {})
         affinity["podAntiAffinity"] = _one_per_node(job)
     job_meta_labels = dict(labels)
     if settings.kueue_queue:

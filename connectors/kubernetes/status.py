@@ -1,4 +1,5 @@
-"""A Job's status → the broker's job state, through a table, and why its pod failed.
+"""A Job's (or a replica Deployment's) status → the broker's job state, through tables, and
+why its pod failed.
 
 The Job controller marks a finished Job with a condition of type `Complete` or `Failed`
 (status "True", with a reason such as BackoffLimitExceeded or DeadlineExceeded); before
@@ -7,6 +8,12 @@ https://kubernetes.io/docs/concepts/workloads/controllers/job/#terminal-job-cond
 The pod's own story (a container terminated with OOMKilled and exit code 137, or waiting in
 ImagePullBackOff) is read from its container statuses:
 https://kubernetes.io/docs/reference/kubernetes-api/workload-resources/pod-v1/#PodStatus
+A service replica's Deployment (one pod) is RUNNING once the Deployment controller has seen
+its current spec (`status.observedGeneration >= metadata.generation`) and its pod is ready
+(`status.readyReplicas >= 1`); it has FAILED when its `Progressing` condition turned False
+with reason ProgressDeadlineExceeded (the pod never became ready within
+`progressDeadlineSeconds`). Until then the broker keeps it SCHEDULED:
+https://kubernetes.io/docs/concepts/workloads/controllers/deployment/#deployment-status
 """
 
 from __future__ import annotations
@@ -25,6 +32,11 @@ _MAX_DETAIL = 1000  # termination messages may run to 4 KiB
 CONDITION_STATES: Mapping[str, JobState] = {
     "Complete": JobState.SUCCEEDED,
     "Failed": JobState.FAILED,
+}
+
+# A replica Deployment's condition (type, status, reason) → job state.
+DEPLOYMENT_CONDITION_STATES: Mapping[tuple[str, str, str], JobState] = {
+    ("Progressing", "False", "ProgressDeadlineExceeded"): JobState.FAILED,
 }
 
 
@@ -68,6 +80,37 @@ def job_change(obj: JsonDict) -> JobChange | None:
             reason="started",
             detail=f"{active} pod{'s' if active != 1 else ''} active",
             at=parse_time(status.get("startTime")),
+        )
+    return None
+
+
+def replica_change(obj: JsonDict) -> JobChange | None:
+    """The state a replica's Deployment is in, or None while its pod is not ready yet."""
+    meta = obj.get("metadata") or {}
+    status = obj.get("status") or {}
+    conditions = status.get("conditions") or []
+    for cond in conditions:
+        key = (str(cond.get("type")), str(cond.get("status")), str(cond.get("reason")))
+        state = DEPLOYMENT_CONDITION_STATES.get(key)
+        if state is not None:
+            return JobChange(
+                state=state,
+                reason=key[2],
+                detail=str(cond.get("message") or ""),
+                at=parse_time(cond.get("lastTransitionTime")),
+            )
+    observed = int(status.get("observedGeneration") or 0)
+    ready = int(status.get("readyReplicas") or 0)
+    if ready >= 1 and observed >= int(meta.get("generation") or 0):
+        available: JsonDict = next(
+            (c for c in conditions if c.get("type") == "Available" and c.get("status") == "True"),
+            {},
+        )
+        return JobChange(
+            state=JobState.RUNNING,
+            reason="ready",
+            detail=f"{ready} pod{'s' if ready != 1 else ''} ready",
+            at=parse_time(available.get("lastTransitionTime")),
         )
     return None
 

@@ -2,9 +2,10 @@
 
 An aiohttp server on 127.0.0.1 (a free port, plain HTTP) with bearer-token auth, in front
 of a `FakeCluster`. It serves `/version`, nodes, pods (all namespaces or one, with label and
-field selectors, limit and continue), namespaces, Jobs (list, create, get, delete with
-propagationPolicy, and watch: newline-delimited JSON events, BOOKMARKs on request, ERROR 410
-for a too-old resourceVersion) and SelfSubjectAccessReviews. Failures are `Status` objects
+field selectors, limit and continue), namespaces, Jobs and apps/v1 Deployments (list,
+create, get, delete with propagationPolicy, and watch: newline-delimited JSON events,
+BOOKMARKs on request, ERROR 410 for a too-old resourceVersion), core/v1 Services (list,
+create, get, delete) and SelfSubjectAccessReviews. Failures are `Status` objects
 as the real server sends them. Hooks of its own play the API server's moods: throttling
 (`throttle`: 429 with Retry-After, or 503), RBAC (`forbid`), revoked credentials
 (`reject_credentials`), a proxy timing out after a write (`lose_responses`). Every request is
@@ -25,7 +26,14 @@ from typing import Any
 from aiohttp import web
 
 from tests.connectors.kubernetes import objects as o
-from tests.connectors.kubernetes.fake_cluster import DROP, END, FakeCluster, Watcher
+from tests.connectors.kubernetes.fake_cluster import (
+    DEPLOYMENTS,
+    DROP,
+    END,
+    JOBS,
+    FakeCluster,
+    Watcher,
+)
 from tests.connectors.kubernetes.selectors import matches_fields, matches_labels, parse_selector
 
 JsonDict = dict[str, Any]
@@ -80,6 +88,15 @@ class FakeKubernetes(FakeCluster):
         r.add_post("/apis/batch/v1/namespaces/{ns}/jobs", self._create_job)
         r.add_get("/apis/batch/v1/namespaces/{ns}/jobs/{name}", self._get_job)
         r.add_delete("/apis/batch/v1/namespaces/{ns}/jobs/{name}", self._delete_job)
+        deployments = "/apis/apps/v1/namespaces/{ns}/deployments"
+        r.add_get(deployments, self._list_or_watch_deployments)
+        r.add_post(deployments, self._create_deployment)
+        r.add_get(deployments + "/{name}", self._get_deployment)
+        r.add_delete(deployments + "/{name}", self._delete_deployment)
+        r.add_get("/api/v1/namespaces/{ns}/services", self._list_services)
+        r.add_post("/api/v1/namespaces/{ns}/services", self._create_service)
+        r.add_get("/api/v1/namespaces/{ns}/services/{name}", self._get_service)
+        r.add_delete("/api/v1/namespaces/{ns}/services/{name}", self._delete_service)
         r.add_post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", self._access_review)
         self._runner = web.AppRunner(
             app, shutdown_timeout=0.5, access_log=None, handler_cancellation=True
@@ -190,7 +207,7 @@ class FakeKubernetes(FakeCluster):
     async def _list_or_watch_jobs(self, request: web.Request) -> web.StreamResponse:
         ns = request.match_info["ns"]
         if _truthy(request.query.get("watch")):
-            return await self._watch_jobs(request, ns)
+            return await self._watch(request, ns, JOBS, self.jobs)
         jobs = [j for (jns, _), j in sorted(self.jobs.items()) if jns == ns]
         return self._list(request, "JobList", "batch/v1", jobs)
 
@@ -220,6 +237,64 @@ class FakeKubernetes(FakeCluster):
             }
         )
 
+    async def _list_or_watch_deployments(self, request: web.Request) -> web.StreamResponse:
+        ns = request.match_info["ns"]
+        if _truthy(request.query.get("watch")):
+            return await self._watch(request, ns, DEPLOYMENTS, self.deployments)
+        items = [d for (dns, _), d in sorted(self.deployments.items()) if dns == ns]
+        return self._list(request, "DeploymentList", "apps/v1", items)
+
+    async def _create_deployment(self, request: web.Request) -> web.Response:
+        body, code = self.add_deployment(await request.json(), request.match_info["ns"])
+        return web.json_response(body, status=code)
+
+    async def _get_deployment(self, request: web.Request) -> web.Response:
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        if (ns, name) not in self.deployments:
+            return _not_found(name, "deployments", group="apps")
+        return web.json_response(self.deployments[(ns, name)])
+
+    async def _delete_deployment(self, request: web.Request) -> web.Response:
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        if (ns, name) not in self.deployments:
+            return _not_found(name, "deployments", group="apps")
+        uid = self.deployments[(ns, name)]["metadata"]["uid"]
+        # A Deployment deleted without propagationPolicy orphans nothing: its default
+        # (the GC's) is Background, unlike a batch/v1 Job's Orphan.
+        propagation = request.query.get("propagationPolicy", "Background")
+        self.remove_deployment(ns, name, propagation=propagation)
+        return web.json_response(
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "details": {"name": name, "group": "apps", "kind": "deployments", "uid": uid},
+            }
+        )
+
+    async def _list_services(self, request: web.Request) -> web.Response:
+        ns = request.match_info["ns"]
+        items = [v for (sns, _), v in sorted(self.services.items()) if sns == ns]
+        return self._list(request, "ServiceList", "v1", items)
+
+    async def _create_service(self, request: web.Request) -> web.Response:
+        body, code = self.add_service(await request.json(), request.match_info["ns"])
+        return web.json_response(body, status=code)
+
+    async def _get_service(self, request: web.Request) -> web.Response:
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        if (ns, name) not in self.services:
+            return _not_found(name, "services")
+        return web.json_response(self.services[(ns, name)])
+
+    async def _delete_service(self, request: web.Request) -> web.Response:
+        """A Service's delete answers with the deleted object, as the real registry does."""
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        if (ns, name) not in self.services:
+            return _not_found(name, "services")
+        return web.json_response(self.remove_service(ns, name))
+
     async def _access_review(self, request: web.Request) -> web.Response:
         review = await request.json()
         attrs = review["spec"]["resourceAttributes"]
@@ -232,7 +307,13 @@ class FakeKubernetes(FakeCluster):
 
     # -- watch ---------------------------------------------------------------------------
 
-    async def _watch_jobs(self, request: web.Request, ns: str) -> web.StreamResponse:
+    async def _watch(
+        self,
+        request: web.Request,
+        ns: str,
+        resource: str,
+        objects: dict[tuple[str, str], JsonDict],
+    ) -> web.StreamResponse:
         query = request.query
         selector = parse_selector(query.get("labelSelector", ""))
         since = query.get("resourceVersion", "")
@@ -244,12 +325,12 @@ class FakeKubernetes(FakeCluster):
             await resp.write(self.expired_line(since))
             await resp.write_eof()
             return resp
-        watcher = Watcher(ns, selector, _truthy(query.get("allowWatchBookmarks")))
+        watcher = Watcher(ns, selector, _truthy(query.get("allowWatchBookmarks")), resource)
         # Replay and subscribe with no await in between, so no event falls in a gap.
         if since in ("", "0"):
-            for (jns, _), job in sorted(self.jobs.items()):
-                if jns == ns and matches_labels(job, selector):
-                    watcher.queue.put_nowait(self.event_line("ADDED", job))
+            for (ons, _), obj in sorted(objects.items()):
+                if ons == ns and matches_labels(obj, selector):
+                    watcher.queue.put_nowait(self.event_line("ADDED", obj))
         else:
             for line in self.history_since(int(since), watcher):
                 watcher.queue.put_nowait(line)
@@ -317,11 +398,15 @@ def _status(body: JsonDict, headers: dict[str, str] | None = None) -> web.Respon
 
 
 def _not_found_job(name: str) -> web.Response:
-    return _status(
-        o.status(
-            404, "NotFound", f'jobs.batch "{name}" not found', name=name, group="batch", kind="jobs"
-        )
-    )
+    return _not_found(name, "jobs", group="batch")
+
+
+def _not_found(name: str, resource: str, *, group: str = "") -> web.Response:
+    qualified = f"{resource}.{group}" if group else resource
+    details: dict[str, str] = {"name": name, "kind": resource}
+    if group:
+        details["group"] = group
+    return _status(o.status(404, "NotFound", f'{qualified} "{name}" not found', **details))
 
 
 def _verb_resource(request: web.Request) -> tuple[str, str]:

@@ -1,14 +1,18 @@
 """The state of a fake Kubernetes cluster and the controllers that change it.
 
 Objects are stored as the API serves them (see `objects`); every write moves one
-resourceVersion counter, and each change to a Job is kept in a history and pushed to the
-open watches, so a watch can resume from any version not yet compacted away. Hooks play the
-actors around the API server: the Job controller (`add_job` defaults, `run_job`,
-`finish_job`), the scheduler (a pod goes on the first Ready, uncordoned node, by name,
-that its nodeSelector and required node affinity allow, a gang's pods on distinct nodes
-when they carry a pod anti-affinity; with none, it stays Pending as Unschedulable), other
-users (`add_pod`, `delete_job_outside`), etcd compaction (`expire_versions`) and a flaky
-network (`drop_watches`). `fake_api` serves it over HTTP.
+resourceVersion counter, and each change to a Job or a Deployment is kept in a history and
+pushed to the open watches of its kind, so a watch can resume from any version not yet
+compacted away. Hooks play the actors around the API server: the Job controller (`add_job`
+defaults, `run_job`, `finish_job`), the Deployment and ReplicaSet controllers with the
+kubelet's readiness probe (`add_deployment` makes the one pod and marks the Deployment
+ready, at once or, under `hold_readiness`, when `make_ready` says; `time_out` plays a
+progress deadline passing), Services (`add_service` defaults), the scheduler (a pod goes
+on the first Ready, uncordoned node, by name, that its nodeSelector and required node
+affinity allow, a gang's pods on distinct nodes when they carry a pod anti-affinity; with
+none, it stays Pending as Unschedulable), other users (`add_pod`, `delete_job_outside`,
+`delete_deployment_outside`), etcd compaction (`expire_versions`) and a flaky network
+(`drop_watches`). `fake_api` serves it over HTTP.
 """
 
 from __future__ import annotations
@@ -25,33 +29,44 @@ from tests.connectors.kubernetes.selectors import Requirement, matches_labels, m
 
 JsonDict = dict[str, Any]
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+JOBS = "jobs"
+DEPLOYMENTS = "deployments"
+_KINDS = {JOBS: ("Job", "batch/v1"), DEPLOYMENTS: ("Deployment", "apps/v1")}
 DROP = object()  # a watcher's cue to cut its connection
 END = object()  # a watcher's cue to end its response normally
 
 
 @dataclass(eq=False, slots=True)
 class Watcher:
-    """One open watch: which Jobs it wants and the lines waiting to be sent."""
+    """One open watch: which objects (Jobs or Deployments) it wants and the lines waiting to
+    be sent."""
 
     namespace: str
     selector: list[Requirement]
     bookmarks: bool
+    resource: str = JOBS
     queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
 
 
 class FakeCluster:
-    """Nodes, pods, namespaces and Jobs, with the Job watch history."""
+    """Nodes, pods, namespaces, Jobs, Deployments and Services, with the watch history."""
 
     def __init__(self, namespaces: tuple[str, ...]) -> None:
         self.nodes: dict[str, JsonDict] = {}
         self.pods: dict[tuple[str, str], JsonDict] = {}
         self.jobs: dict[tuple[str, str], JsonDict] = {}
+        self.deployments: dict[tuple[str, str], JsonDict] = {}
+        self.services: dict[tuple[str, str], JsonDict] = {}
+        self.hold_readiness = False  # new Deployments' pods wait for `make_ready`
+        self._replica_sets: dict[tuple[str, str], tuple[str, str]] = {}  # name, uid
+        self._cluster_ips = 0
         self.namespaces = {
             ns: {"metadata": {"name": ns}, "status": {"phase": "Active"}} for ns in namespaces
         }
         self._rv = 100
         self._oldest_rv = 0
-        self._events: list[tuple[int, str, JsonDict]] = []  # Job watch history
+        self._events: list[tuple[int, str, str, JsonDict]] = []  # rv, resource, type, object
         self.watchers: set[Watcher] = set()
 
     def add_node(self, node: JsonDict) -> None:
@@ -131,17 +146,12 @@ class FakeCluster:
 
     def bookmark(self) -> None:
         """Send a BOOKMARK with the current resourceVersion to watches that asked for them."""
-        line = self.event_line(
-            "BOOKMARK",
-            {
-                "kind": "Job",
-                "apiVersion": "batch/v1",
-                "metadata": {"resourceVersion": str(self._rv)},
-            },
-        )
         for watcher in self.watchers:
             if watcher.bookmarks:
-                watcher.queue.put_nowait(line)
+                kind, api_version = _KINDS[watcher.resource]
+                meta = {"resourceVersion": str(self._rv)}
+                body = {"kind": kind, "apiVersion": api_version, "metadata": meta}
+                watcher.queue.put_nowait(self.event_line("BOOKMARK", body))
 
     def expire_versions(self, *, kick: bool = True) -> None:
         """etcd compaction: every resourceVersion up to now is too old to watch from; live
@@ -169,7 +179,12 @@ class FakeCluster:
 
     @property
     def watch_count(self) -> int:
-        return len(self.watchers)
+        """Open Job watches (a connector opens its Deployment watch alongside)."""
+        return self.open_watches(JOBS)
+
+    def open_watches(self, resource: str | None = None) -> int:
+        """Open watches of `resource` ("jobs", "deployments"), or of every kind."""
+        return sum(1 for w in self.watchers if resource is None or w.resource == resource)
 
     # -- the API server's own part of a create ---------------------------------------
 
@@ -230,16 +245,18 @@ class FakeCluster:
     # -- watch plumbing ------------------------------------------------------------------
 
     def history_since(self, version: int, watcher: Watcher) -> list[bytes]:
-        """The watch lines of the Job changes after `version` that `watcher` wants."""
+        """The watch lines of the changes after `version` that `watcher` wants."""
         return [
-            self.event_line(kind, job)
-            for rv, kind, job in self._events
-            if rv > version and self.wants(watcher, job)
+            self.event_line(kind, obj)
+            for rv, resource, kind, obj in self._events
+            if rv > version and self.wants(watcher, resource, obj)
         ]
 
-    def wants(self, watcher: Watcher, job: JsonDict) -> bool:
-        return job["metadata"]["namespace"] == watcher.namespace and matches_labels(
-            job, watcher.selector
+    def wants(self, watcher: Watcher, resource: str, obj: JsonDict) -> bool:
+        return (
+            resource == watcher.resource
+            and obj["metadata"]["namespace"] == watcher.namespace
+            and matches_labels(obj, watcher.selector)
         )
 
     def event_line(self, kind: str, obj: JsonDict) -> bytes:
@@ -256,12 +273,15 @@ class FakeCluster:
         return str(self._rv)
 
     def _job_changed(self, kind: str, job: JsonDict) -> None:
-        job["metadata"]["resourceVersion"] = self._bump()
-        snapshot = copy.deepcopy(job)
-        self._events.append((self._rv, kind, snapshot))
+        self._changed(JOBS, kind, job)
+
+    def _changed(self, resource: str, kind: str, obj: JsonDict) -> None:
+        obj["metadata"]["resourceVersion"] = self._bump()
+        snapshot = copy.deepcopy(obj)
+        self._events.append((self._rv, resource, kind, snapshot))
         line = self.event_line(kind, snapshot)
         for watcher in self.watchers:
-            if self.wants(watcher, snapshot):
+            if self.wants(watcher, resource, snapshot):
                 watcher.queue.put_nowait(line)
 
     def remove_job(self, ns: str, name: str, *, propagation: str) -> None:
@@ -273,6 +293,189 @@ class FakeCluster:
             else:
                 p["metadata"].pop("ownerReferences", None)
 
+    # -- Deployments and Services ------------------------------------------------------
+
+    def deployment(self, name: str, namespace: str = "gpu-broker") -> JsonDict:
+        return self.deployments[(namespace, name)]
+
+    def deployment_pods(self, name: str, namespace: str = "gpu-broker") -> list[JsonDict]:
+        replica_set = self._replica_sets.get((namespace, name), ("", ""))[0]
+        return [
+            p
+            for (ns, _), p in self.pods.items()
+            if ns == namespace
+            and any(r.get("name") == replica_set for r in p["metadata"].get("ownerReferences", []))
+        ]
+
+    def add_deployment(self, manifest: JsonDict, ns: str = "gpu-broker") -> tuple[JsonDict, int]:
+        """Create a Deployment as the API server does (defaults, validation); then the
+        Deployment and ReplicaSet controllers make its pod and report its progress."""
+        deploy = copy.deepcopy(manifest)
+        name = str((deploy.get("metadata") or {}).get("name", ""))
+        if ns not in self.namespaces:
+            return o.status(
+                404, "NotFound", f'namespaces "{ns}" not found', name=ns, kind="namespaces"
+            ), 404
+        spec = deploy.get("spec") or {}
+        template = spec.get("template") or {}
+        selector = (spec.get("selector") or {}).get("matchLabels") or {}
+        labels = (template.get("metadata") or {}).get("labels") or {}
+        restart = (template.get("spec") or {}).get("restartPolicy", "Always")
+        matched = bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+        if not _DNS_LABEL.match(name) or restart != "Always" or not matched:
+            return o.status(
+                422,
+                "Invalid",
+                f'Deployment.apps "{name}" is invalid',
+                name=name,
+                group="apps",
+                kind="Deployment",
+            ), 422
+        if (ns, name) in self.deployments:
+            return o.status(
+                409,
+                "AlreadyExists",
+                f'deployments.apps "{name}" already exists',
+                name=name,
+                group="apps",
+                kind="deployments",
+            ), 409
+        meta = deploy["metadata"]
+        meta.update(namespace=ns, uid=o.new_uid(), generation=1, creationTimestamp=o.now())
+        spec.setdefault("replicas", 1)
+        spec.setdefault("revisionHistoryLimit", 10)
+        spec.setdefault("progressDeadlineSeconds", 600)
+        spec.setdefault(
+            "strategy",
+            {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"},
+            },
+        )
+        deploy["status"] = {}
+        deploy.update(kind="Deployment", apiVersion="apps/v1")
+        self.deployments[(ns, name)] = deploy
+        self._changed(DEPLOYMENTS, "ADDED", deploy)
+        answer = copy.deepcopy(deploy)
+        self._roll_out(deploy)
+        return answer, 201
+
+    def _roll_out(self, deploy: JsonDict) -> None:
+        """The controllers' part: a ReplicaSet, its one pod (bound by the scheduler), the
+        Deployment progressing; ready at once unless readiness is held."""
+        meta = deploy["metadata"]
+        key = (meta["namespace"], meta["name"])
+        replica_set = f"{meta['name']}-{o.template_hash(deploy['spec']['template'])}"
+        self._replica_sets[key] = (replica_set, o.new_uid())
+        meta.setdefault("annotations", {})["deployment.kubernetes.io/revision"] = "1"
+        node = self._node_for(deploy)
+        pod = o.deployment_pod(
+            deploy,
+            replica_set=replica_set,
+            replica_set_uid=self._replica_sets[key][1],
+            node=node,
+            ready=False,
+        )
+        if node is None:
+            o.unschedulable(pod, message=f"0/{len(self.nodes)} nodes are available")
+        self.add_pod(pod)
+        self._set_status(deploy, o.deployment_status(deploy, replica_set=replica_set, ready=False))
+        if node is not None and not self.hold_readiness:
+            self.make_ready(meta["name"], meta["namespace"])
+
+    def held(self, namespace: str = "gpu-broker") -> list[str]:
+        """The Deployments whose pod is bound but not ready yet."""
+        return [
+            name
+            for (ns, name), d in sorted(self.deployments.items())
+            if ns == namespace
+            and not (d.get("status") or {}).get("readyReplicas")
+            and any(p["spec"].get("nodeName") for p in self.deployment_pods(name, ns))
+        ]
+
+    def make_ready(self, name: str, namespace: str = "gpu-broker") -> None:
+        """The pod's readiness probe passes: the Deployment becomes available."""
+        deploy = self.deployment(name, namespace)
+        for pod in self.deployment_pods(name, namespace):
+            o.set_pod_ready(pod, ready=True)
+            self._bump()
+        replica_set = self._replica_sets[(namespace, name)][0]
+        self._set_status(deploy, o.deployment_status(deploy, replica_set=replica_set, ready=True))
+
+    def time_out(
+        self,
+        name: str,
+        namespace: str = "gpu-broker",
+        *,
+        waiting: tuple[str, str] = ("ImagePullBackOff", "Back-off pulling image"),
+    ) -> None:
+        """The pod never became ready (its container waits with `waiting`) and the
+        Deployment passed its progress deadline."""
+        deploy = self.deployment(name, namespace)
+        for pod in self.deployment_pods(name, namespace):
+            o.waiting(pod, reason=waiting[0], message=waiting[1])
+            self._bump()
+        replica_set = self._replica_sets[(namespace, name)][0]
+        status = o.deployment_status(deploy, replica_set=replica_set, ready=False, timed_out=True)
+        self._set_status(deploy, status)
+
+    def _set_status(self, deploy: JsonDict, status: JsonDict) -> None:
+        """The controller's status update: a condition whose status did not change keeps
+        its lastTransitionTime, as the real controller's does."""
+        before = {c["type"]: c for c in (deploy.get("status") or {}).get("conditions") or []}
+        for cond in status.get("conditions") or []:
+            old = before.get(cond["type"])
+            if old is not None and old["status"] == cond["status"]:
+                cond["lastTransitionTime"] = old["lastTransitionTime"]
+        deploy["status"] = status
+        self._changed(DEPLOYMENTS, "MODIFIED", deploy)
+
+    def delete_deployment_outside(self, name: str, namespace: str = "gpu-broker") -> None:
+        """Someone else deletes the Deployment (kubectl delete)."""
+        self.remove_deployment(namespace, name, propagation="Background")
+
+    def remove_deployment(self, ns: str, name: str, *, propagation: str) -> None:
+        pods = self.deployment_pods(name, ns)
+        deploy = self.deployments.pop((ns, name))
+        self._replica_sets.pop((ns, name), None)
+        self._changed(DEPLOYMENTS, "DELETED", deploy)
+        for p in pods:
+            if propagation in ("Background", "Foreground"):
+                del self.pods[(ns, p["metadata"]["name"])]
+            else:
+                p["metadata"].pop("ownerReferences", None)
+
+    def add_service(self, manifest: JsonDict, ns: str = "gpu-broker") -> tuple[JsonDict, int]:
+        """Create a Service as the API server does (a cluster IP, the defaults)."""
+        service = copy.deepcopy(manifest)
+        name = str((service.get("metadata") or {}).get("name", ""))
+        if not _DNS_1035.match(name):
+            return o.status(
+                422, "Invalid", f'Service "{name}" is invalid', name=name, kind="Service"
+            ), 422
+        if (ns, name) in self.services:
+            return o.status(
+                409,
+                "AlreadyExists",
+                f'services "{name}" already exists',
+                name=name,
+                kind="services",
+            ), 409
+        self._cluster_ips += 1
+        meta = service["metadata"]
+        meta.update(
+            namespace=ns, uid=o.new_uid(), creationTimestamp=o.now(), resourceVersion=self._bump()
+        )
+        ip = f"10.96.{self._cluster_ips // 250}.{self._cluster_ips % 250 + 1}"
+        o.service_defaults(service, cluster_ip=ip)
+        service.update(kind="Service", apiVersion="v1")
+        self.services[(ns, name)] = service
+        return copy.deepcopy(service), 201
+
+    def remove_service(self, ns: str, name: str) -> JsonDict:
+        self._bump()
+        return self.services.pop((ns, name))
+
     def _scheduled(self, job: JsonDict, index: int) -> JsonDict:
         """A pod of the Job, bound by the scheduler, or Pending when no node takes it."""
         node = self._node_for(job)
@@ -282,6 +485,7 @@ class FakeCluster:
         return pod
 
     def _node_for(self, job: JsonDict) -> str | None:
+        """A node for a pod of the Job's (or Deployment's) template."""
         spec = job["spec"]["template"]["spec"]
         wanted = spec.get("nodeSelector") or {}
         affinity = spec.get("affinity") or {}

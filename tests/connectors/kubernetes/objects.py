@@ -1,5 +1,7 @@
 """Kubernetes objects as the API server serves them: nodes labelled by GPU Feature Discovery,
-pods, Status bodies, and the Job controller's view of a Job's pods and conditions.
+pods, Status bodies, the Job controller's view of a Job's pods and conditions, the
+Deployment and ReplicaSet controllers' view of a one-pod Deployment, and a Service's
+defaults.
 
 Shapes follow the API reference (https://kubernetes.io/docs/reference/kubernetes-api/);
 the fake server stores and returns these dicts as JSON.
@@ -7,6 +9,8 @@ the fake server stores and returns these dicts as JSON.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -273,3 +277,172 @@ def job_conditions(*, succeeded: bool, reason: str | None = None) -> list[JsonDi
         }
         for kind, why in pairs
     ]
+
+
+# -- apps/v1 Deployments and core/v1 Services -------------------------------------------------
+# https://kubernetes.io/docs/reference/kubernetes-api/workload-resources/deployment-v1/
+# https://kubernetes.io/docs/concepts/workloads/controllers/deployment/#deployment-status
+
+_HASH_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # the ReplicaSet controller's safe encoding
+
+
+def template_hash(template: JsonDict) -> str:
+    """A `pod-template-hash` shaped like the controller's (10 safe characters)."""
+    encoded = json.dumps(template, sort_keys=True).encode()
+    digest = int.from_bytes(hashlib.sha256(encoded).digest()[:8], "big")
+    out = []
+    for _ in range(10):
+        digest, index = divmod(digest, len(_HASH_ALPHABET))
+        out.append(_HASH_ALPHABET[index])
+    return "".join(out)
+
+
+def deployment_pod(
+    deploy: JsonDict, *, replica_set: str, replica_set_uid: str, node: str | None, ready: bool
+) -> JsonDict:
+    """The pod the ReplicaSet controller makes from a Deployment's template: named
+    `<deployment>-<hash>-<5 random>`, labelled as the template plus `pod-template-hash`."""
+    template = deploy["spec"]["template"]
+    pod_hash = replica_set.rsplit("-", 1)[1]
+    spec = dict(template["spec"])
+    if node:
+        spec["nodeName"] = node
+    containers = spec["containers"]
+    pod_obj: JsonDict = {
+        "metadata": {
+            "name": f"{replica_set}-{uuid.uuid4().hex[:5]}",
+            "namespace": deploy["metadata"]["namespace"],
+            "uid": new_uid(),
+            "labels": {**template["metadata"].get("labels", {}), "pod-template-hash": pod_hash},
+            "annotations": dict(template["metadata"].get("annotations") or {}),
+            "creationTimestamp": now(),
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "ReplicaSet",
+                    "name": replica_set,
+                    "uid": replica_set_uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": spec,
+        "status": {
+            "phase": "Running",
+            "startTime": now(),
+            "containerStatuses": [
+                {
+                    "name": c["name"],
+                    "image": c["image"],
+                    "imageID": "",
+                    "ready": False,
+                    "started": True,
+                    "restartCount": 0,
+                    "state": {"running": {"startedAt": now()}},
+                }
+                for c in containers
+            ],
+        },
+    }
+    set_pod_ready(pod_obj, ready=ready)
+    return pod_obj
+
+
+def set_pod_ready(pod_obj: JsonDict, *, ready: bool) -> None:
+    """The kubelet's readiness probe passed (or not yet): the pod's Ready condition."""
+    status = pod_obj["status"]
+    for cs in status.get("containerStatuses", []):
+        cs["ready"] = ready
+    at = now()
+    status["conditions"] = [
+        {"type": "PodScheduled", "status": "True", "lastTransitionTime": at},
+        {"type": "Initialized", "status": "True", "lastTransitionTime": at},
+        {
+            "type": "ContainersReady",
+            "status": "True" if ready else "False",
+            "lastTransitionTime": at,
+            **({} if ready else {"reason": "ContainersNotReady"}),
+        },
+        {
+            "type": "Ready",
+            "status": "True" if ready else "False",
+            "lastTransitionTime": at,
+            **({} if ready else {"reason": "ContainersNotReady"}),
+        },
+    ]
+
+
+def _deployment_condition(kind: str, status_: str, reason: str, message: str) -> JsonDict:
+    at = now()
+    return {
+        "type": kind,
+        "status": status_,
+        "lastUpdateTime": at,
+        "lastTransitionTime": at,
+        "reason": reason,
+        "message": message,
+    }
+
+
+def deployment_status(
+    deploy: JsonDict, *, replica_set: str, ready: bool, timed_out: bool = False
+) -> JsonDict:
+    """What the Deployment controller reports for a one-pod Deployment: progressing, then
+    available once the pod is ready, or timed out past its progress deadline."""
+    generation = deploy["metadata"]["generation"]
+    status: JsonDict = {"observedGeneration": generation, "replicas": 1, "updatedReplicas": 1}
+    if ready:
+        status.update(readyReplicas=1, availableReplicas=1)
+        available = _deployment_condition(
+            "Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability."
+        )
+        progressing = _deployment_condition(
+            "Progressing",
+            "True",
+            "NewReplicaSetAvailable",
+            f'ReplicaSet "{replica_set}" has successfully progressed.',
+        )
+    else:
+        status["unavailableReplicas"] = 1
+        available = _deployment_condition(
+            "Available",
+            "False",
+            "MinimumReplicasUnavailable",
+            "Deployment does not have minimum availability.",
+        )
+        progressing = (
+            _deployment_condition(
+                "Progressing",
+                "False",
+                "ProgressDeadlineExceeded",
+                f'ReplicaSet "{replica_set}" has timed out progressing.',
+            )
+            if timed_out
+            else _deployment_condition(
+                "Progressing",
+                "True",
+                "ReplicaSetUpdated",
+                f'ReplicaSet "{replica_set}" is progressing.',
+            )
+        )
+    status["conditions"] = [available, progressing]
+    return status
+
+
+def service_defaults(service: JsonDict, *, cluster_ip: str) -> None:
+    """What the API server fills in on a ClusterIP Service's create."""
+    spec = service.setdefault("spec", {})
+    spec.setdefault("type", "ClusterIP")
+    spec.setdefault("sessionAffinity", "None")
+    spec.update(
+        clusterIP=cluster_ip,
+        clusterIPs=[cluster_ip],
+        ipFamilies=["IPv4"],
+        ipFamilyPolicy="SingleStack",
+        internalTrafficPolicy="Cluster",
+    )
+    for port in spec.get("ports") or []:
+        port.setdefault("protocol", "TCP")
+        port.setdefault("targetPort", port["port"])
+    service["status"] = {"loadBalancer": {}}
