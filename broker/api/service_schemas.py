@@ -48,10 +48,9 @@ class AutoscalingIn(_Request):
         default=120.0, description="Scale down only after wanting fewer for this long."
     )
     scale_to_zero_after_s: Annotated[float, Field(ge=0, le=86400)] | None = Field(
-        default=None,
+        default=300.0,
         description="With min_replicas 0: idle (no load over a stable window) this long, then"
-        " no replica. Default: the replica's measured start-up time (at least 30 s), the"
-        " break-even of an idle replica against a cold start.",
+        " no replica; null: the replica's measured start-up time (at least 30 s).",
     )
     load_query: Annotated[str, _text(max_length=4096)] | None = Field(
         default=None,

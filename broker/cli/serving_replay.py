@@ -51,7 +51,8 @@ def add_command(sub: Any) -> None:
     p.add_argument(
         "--scale-to-zero-after-s",
         type=float,
-        help="idle period before zero (default: the start-up time, as the service's default)",
+        default=300.0,
+        help="idle period before zero (default 300, as a service's); 0: at once",
     )
     p.add_argument("--scale-down-delay-s", type=float, default=120.0)
     p.add_argument(

@@ -29,10 +29,16 @@ Scale to zero needs `min_replicas == 0` and a whole stable window of zero load w
 gap in the data (nothing arriving, nothing in flight). Such a service is idle, and the
 scale-down delay, there to ride out a fluctuating load, does not hold it: it keeps one
 replica for the idle period, then none, unless a forecast or a floor wants replicas. The
-idle period is `scale_to_zero_after_s`, by default the start-up time of a new replica:
-the rule of ski rental, the break-even of an idle replica against a cold start (paying for
-an idle replica as long as a cold start costs, then letting it go, never spends more than
-twice what knowing the future would), never under 30 s (Knative's grace period).
+idle period is `scale_to_zero_after_s` (300 s by default). With None it is the start-up
+time of a new replica, at least 30 s (Knative's grace period): the ski-rental break-even of
+an idle replica against a cold start if a cold start cost only its start-up. It costs more:
+requests queue through it and the wake panics into extra replicas, so on bursty traffic
+(the serving replay's code trace, gaps of 1–3 minutes) that rule spent more GPU-hours
+than never going to zero; hence the longer default.
+
+The forecast asks for its upper quantile at the full target per replica, not at the
+utilisation target: the quantile is the headroom for the rise, which the utilisation
+target (Knative's 70 %) only guesses at, and counting both over-provisions.
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ __all__ = [
 ]
 
 _EPS = 1e-9  # 100 / 10 must want 10 replicas, not 11 from a rounding error
-MIN_IDLE_S = 30.0  # the shortest default idle period: Knative's scale-to-zero grace period
+MIN_IDLE_S = 30.0  # the shortest start-up idle period: Knative's scale-to-zero grace period
 
 
 class LoadMetric(enum.StrEnum):
@@ -99,7 +105,7 @@ class ScalingPolicy:
     scale_down_delay_s: float = 120.0
     # idle (zero load over a stable window) this long before going to 0; None: the
     # start-up time of a new replica, at least `MIN_IDLE_S` (see the module docstring)
-    scale_to_zero_after_s: float | None = None
+    scale_to_zero_after_s: float | None = 300.0
     max_scale_up_rate: float = 1000.0
     max_scale_down_rate: float = 2.0
     # A forecast is read up to start-up + this far ahead: a rise the reactive part would only
@@ -339,14 +345,16 @@ def _raises(
     ahead = [p for p in forecast if now <= p.at <= horizon]
     if ahead:
         peak = max(ahead, key=lambda p: (p.value, -p.at.timestamp()))
-        wanted = replicas_for(peak.value, policy=policy)
+        # at full target: the forecast's quantile is the headroom for the rise, which the
+        # reactive part's utilisation target only guesses at
+        wanted = max(0, math.ceil(peak.value / policy.target_per_replica - _EPS))
         out.append(
             (
                 wanted,
                 ScaleMode.PREDICTIVE,
                 f"forecast {_n(peak.value)} {policy.metric.unit} at {peak.at:%H:%M:%S}"
                 f" (within start-up {_n(startup_s)} s + {_n(policy.forecast_margin_s)} s)"
-                f" → {wanted}",
+                f" / {_n(policy.target_per_replica)} per replica → {wanted}",
             )
         )
     for floor in sorted(floors, key=lambda f: (-f.replicas, f.start)):

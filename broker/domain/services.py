@@ -61,7 +61,7 @@ class ServiceSpec:
     stable_window_s: float = 60.0  # the autoscaler's averaging window (panic: a tenth)
     scale_down_delay_s: float = 120.0  # hold the highest recent want this long
     # with min 0: idle this long before going to zero; None: a replica's start-up time
-    scale_to_zero_after_s: float | None = None
+    scale_to_zero_after_s: float | None = 300.0
     # PromQL giving the service's total load in `metric` (with `serving.load: prometheus`)
     load_query: str | None = None
     latency_slo_ms: float | None = None  # network round trip from the origins

@@ -356,9 +356,9 @@ def test_an_idle_service_is_not_held_by_the_scale_down_delay() -> None:
     assert {d.desired for _, d in warm.decisions} == {8}
 
 
-def test_the_default_idle_period_is_the_start_up_time_and_at_least_30_s() -> None:
-    policy = ScalingPolicy(max_replicas=10, target_per_replica=10)
-    assert policy.scale_to_zero_after_s is None
+def test_an_idle_period_of_none_is_the_start_up_time_and_at_least_30_s() -> None:
+    assert ScalingPolicy().scale_to_zero_after_s == 300.0
+    policy = ScalingPolicy(max_replicas=10, target_per_replica=10, scale_to_zero_after_s=None)
     assert policy.idle_period_s(90.0) == 90.0
     assert policy.idle_period_s(5.0) == 30.0
     service = Service(policy=policy, replicas=1)
@@ -461,6 +461,15 @@ def test_forecast_scales_up_at_least_startup_ahead_of_the_rise() -> None:
     decision = at(first)
     assert (decision.desired, decision.mode) == (50, ScaleMode.PREDICTIVE)
     assert "forecast 500 rps at 12:10:00" in decision.reason
+
+
+def test_a_forecast_asks_at_the_full_target_its_quantile_being_the_headroom() -> None:
+    policy = ScalingPolicy(max_replicas=100, target_per_replica=10, target_utilisation=0.7)
+    coming = [ForecastPoint(NOW + k * 60 * S, 100.0) for k in range(1, 4)]
+    decision = once(steady(50), policy=policy, ready=8, forecast=coming, startup_s=60)
+    # reactive: ceil(50 / 7) = 8; the forecast: 100 / 10 = 10, not ceil(100 / 7) = 15
+    assert (decision.desired, decision.mode) == (10, ScaleMode.PREDICTIVE)
+    assert "/ 10 per replica → 10" in decision.reason
 
 
 def test_forecast_never_lowers_the_reactive_count() -> None:

@@ -101,7 +101,7 @@ class ReplaySettings:
     target: float | None = None
     stable_window_s: float = 60.0  # `ServiceSpec` defaults from here on
     scale_down_delay_s: float = 120.0
-    scale_to_zero_after_s: float | None = None  # None: the start-up time
+    scale_to_zero_after_s: float | None = 300.0  # None: the start-up time
     forecast_quantile: float = 0.9
     refit_every_s: float = _LIVE.refit_s  # the controller's refit period
     history: tuple[LoadSample, ...] = ()  # the load before the trace, for the forecaster
