@@ -26,9 +26,10 @@ set by signals, from `startup_s` before their start until their end; and activat
 replica at least when requests arrive at zero. The bounds [min, max] are applied last.
 
 Scale to zero needs `min_replicas == 0` and a whole stable window of zero load without a
-gap in the data (nothing arriving, nothing in flight). Such a service is idle, and the
-scale-down delay, there to ride out a fluctuating load, does not hold it: it keeps one
-replica for the idle period, then none, unless a forecast or a floor wants replicas. The
+gap in the data (nothing arriving, nothing in flight): the service is idle. The scale-down
+delay still holds its replicas through the lull (a bursty service's next burst finds them),
+then one replica stays for the rest of the idle period, then none, unless a forecast or a
+floor wants replicas; an idle period shorter than the delay ends the delay's hold too. The
 idle period is `scale_to_zero_after_s` (300 s by default). With None it is the start-up
 time of a new replica, at least 30 s (Knative's grace period): the ski-rental break-even of
 an idle replica against a cold start if a cold start cost only its start-up. It costs more:
@@ -255,14 +256,20 @@ def decide(
         cause = f"{waiting_requests} requests waiting" if waiting_requests else "load seen"
         parts.append(f"activation at zero replicas ({cause})")
 
+    desired, state = _delay(policy=policy, desired=desired, now=now, state=state, parts=parts)
     at_rest = policy.min_replicas == 0 and state.idle_since is not None and not woke
-    if at_rest and raised == 0:  # not held by the delay: see the module docstring
-        _, state = _delay(policy=policy, desired=desired, now=now, state=state, parts=[])
-        desired, mode = _zero(
-            policy=policy, current=current, now=now, state=state, parts=parts, startup_s=startup_s
-        )
-    else:
-        desired, state = _delay(policy=policy, desired=desired, now=now, state=state, parts=parts)
+    if at_rest and raised == 0:
+        idle_s = (now - state.idle_since).total_seconds() if state.idle_since else 0.0
+        if desired == 0 or idle_s >= policy.idle_period_s(startup_s):
+            # the delay holds replicas through a lull; the idle period ends even its hold
+            desired, mode = _zero(
+                policy=policy,
+                current=current,
+                now=now,
+                state=state,
+                parts=parts,
+                startup_s=startup_s,
+            )
 
     bounded = min(max(desired, policy.min_replicas), policy.max_replicas)
     if bounded != desired:

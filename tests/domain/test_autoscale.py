@@ -335,9 +335,9 @@ def test_a_gap_in_the_data_restarts_the_idle_period() -> None:
     assert zero_at - quiet > 500 * S
 
 
-def test_an_idle_service_is_not_held_by_the_scale_down_delay() -> None:
-    # Eight replicas busy, then nothing: the delay (10 min) would hold eight; an idle
-    # service keeps one for its idle period, then none. With min 1, the delay holds.
+def test_the_idle_period_ends_the_scale_down_delay_s_hold() -> None:
+    # Eight replicas busy, then nothing: the delay (10 min) holds the eight through the
+    # lull, but the idle period (2 min) ends the hold: zero, not eight for 10 minutes.
     delayed = ScalingPolicy(
         max_replicas=10, target_per_replica=10, scale_down_delay_s=600, scale_to_zero_after_s=120
     )
@@ -345,15 +345,14 @@ def test_an_idle_service_is_not_held_by_the_scale_down_delay() -> None:
     service.run(120, lambda _: 50.0)
     quiet = service.now
     service.run(400, lambda _: 0.0)
-    idle = [(t, d) for t, d in service.decisions if t > quiet + 62 * S]
-    assert idle[0][1].desired == 1, idle[0][1].reason
-    zero_at = min(t for t, d in idle if d.desired == 0)
+    lull = [d.desired for t, d in service.decisions if quiet < t < quiet + 118 * S]
+    assert set(lull) == {8}  # 50 rps / (10 × 0.7): held by the delay
+    zero_at = min(t for t, d in service.decisions if t > quiet and d.desired == 0)
     assert 120 * S <= zero_at - quiet <= 124 * S
     warm = Service(policy=replace(delayed, min_replicas=1), replicas=5)
     warm.run(120, lambda _: 50.0)
     warm.run(400, lambda _: 0.0)
-    # 50 rps / (10 × 0.7) wants 8, held for the delay's 10 minutes
-    assert {d.desired for _, d in warm.decisions} == {8}
+    assert {d.desired for _, d in warm.decisions} == {8}  # min 1: the delay rules
 
 
 def test_an_idle_period_of_none_is_the_start_up_time_and_at_least_30_s() -> None:
