@@ -160,11 +160,56 @@ class Settings(_Strict):
                 raise ValueError(f"burst target provider {t.provider!r} is not an aws or gcp site")
             if kinds.get(t.joins) is not SiteKind.KUBERNETES:
                 raise ValueError(f"burst target joins {t.joins!r}, which is not a kubernetes site")
+        problems = quota_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
+
+    def fleet_gpus(self) -> int | None:
+        """GPUs of the configured pools; None when the fleet is not all in this file (a
+        site that discovers its pools, or burst targets that add nodes)."""
+        if not self.sites or self.burst.targets or any(not s.pools for s in self.sites):
+            return None
+        return sum(p.nodes * p.gpus_per_node for s in self.sites for p in s.pools)
 
     def resolve(self, path: str) -> Path:
         p = Path(path)
         return p if p.is_absolute() else self.config_dir / p
+
+
+def quota_problems(settings: Settings) -> list[str]:
+    """What is wrong with `scheduler.quotas` given the rest of the settings: tenants no
+    token names (a typo would silently give nobody the guarantee) and guarantees or caps
+    the configured fleet cannot hold."""
+    quotas = settings.scheduler.quotas
+    out: list[str] = []
+    tenants = {t.tenant for t in settings.auth.tokens}
+    if tenants:
+        for tenant in sorted(set(quotas) - tenants):
+            out.append(
+                f"scheduler.quotas.{tenant}: no token has tenant {tenant!r} "
+                f"(known: {', '.join(sorted(tenants))})"
+            )
+    fleet = settings.fleet_gpus()
+    if fleet is None:
+        return out
+    nominal = 0.0
+    for tenant, by_tier in sorted(quotas.items()):
+        for tier, q in sorted(by_tier.items()):
+            nominal += q.nominal
+            top = q.nominal if q.cap is None else q.cap
+            if top > fleet:
+                what = "nominal" if q.cap is None else "cap (nominal + borrowing_limit)"
+                out.append(
+                    f"scheduler.quotas.{tenant}.{tier.value}: its {what} of {top:g} GPUs is "
+                    f"above the {fleet} GPUs of the configured sites"
+                )
+    if nominal > fleet:
+        out.append(
+            f"scheduler.quotas: the nominal quotas add up to {nominal:g} GPUs, more than the "
+            f"{fleet} GPUs of the configured sites can guarantee at once"
+        )
+    return out
 
 
 def unknown_model_message(model: str, *, where: tuple[int, str, int]) -> str:
@@ -224,6 +269,8 @@ def describe_invalid(exc: ValidationError) -> str:
     (a value in the wrong place may be a secret)."""
     return "\n".join(
         f"  {'.'.join(map(str, e['loc']))}: {e['msg']}"
+        if e["loc"]
+        else f"  {e['msg'].removeprefix('Value error, ')}"
         for e in exc.errors(include_url=False, include_input=False, include_context=False)
     )
 

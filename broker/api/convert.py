@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Set
+from datetime import datetime
 
+from broker.api.explain_schemas import JobExplainOut, QuotaOut, StandingOut, VictimOut
 from broker.api.schemas import (
     CandidateOut,
+    ConditionOut,
     EventOut,
     ExplainOut,
     JobIn,
@@ -26,7 +29,9 @@ from broker.api.schemas import (
     WorkloadIn,
 )
 from broker.db.repository import JobDetail
+from broker.domain.conditions import Condition
 from broker.domain.enums import Tier
+from broker.domain.explain import Explanation
 from broker.domain.fleet import MILLI_PER_GPU
 from broker.domain.jobs import Job, JobEvent, JobSpec
 from broker.domain.placement import Candidate, Evaluation
@@ -100,10 +105,16 @@ def _detail_for_user(event: JobEvent, *, tier: Tier, mine: Set[str]) -> str:
     return "preempted: the tenant whose idle quota this job borrowed needed it back"
 
 
-def job_out(job: Job, detail: JobDetail | None = None, *, mine: Set[str] | None = None) -> JobOut:
+def job_out(
+    job: Job,
+    detail: JobDetail | None = None,
+    *,
+    mine: Set[str] | None = None,
+    condition: Condition | None = None,
+) -> JobOut:
     """The job as the API shows it. `mine`: for a plain user, which of the job's
     `preemptors` are the user's own (the others go unnamed); None shows every event as
-    stored (operators)."""
+    stored (operators). `condition`: shown instead of the stored one (a burst wait)."""
     placement = events = None
     if detail is not None:
         p = detail.placement
@@ -146,6 +157,65 @@ def job_out(job: Job, detail: JobDetail | None = None, *, mine: Set[str] | None 
         spec=spec_to_api(job.spec),
         placement=placement,
         events=events,
+        condition=condition_out(condition or job.condition),
+    )
+
+
+def condition_out(c: Condition | None) -> ConditionOut | None:
+    if c is None:
+        return None
+    return ConditionOut(type=c.type.value, reason=c.reason.value, message=c.message, since=c.since)
+
+
+def job_explain_out(job: Job, ex: Explanation, *, at: datetime, sees_all: bool) -> JobExplainOut:
+    """The explain answer; for a plain user, preemption candidates of other tenants go
+    unnamed (tier and size only), as a preemption's events do."""
+    q = ex.quota
+    return JobExplainOut(
+        job_id=job.id,
+        state=job.state.value,
+        evaluated_at=at,
+        outcome=ex.outcome,
+        reason=None if ex.reason is None else ex.reason.value,
+        message=ex.message,
+        site=ex.site,
+        pool_id=ex.pool_id,
+        deferred_until=ex.deferred_until,
+        deferral=ex.deferral,
+        borrowed=ex.borrowed,
+        quota=None
+        if q is None
+        else QuotaOut(
+            allowed=q.allowed,
+            borrowed=q.borrowed,
+            reason=q.reason,
+            code=None if q.code is None else q.code.value,
+            nominal=q.nominal,
+            cap=q.cap,
+            used=round(q.used, 3),
+            # how full the fleet is stays with operators, as in /v1/inventory
+            free=round(q.idle, 3) if sees_all else None,
+            reserved=round(q.reserved, 3) if sees_all else None,
+            unreserved=round(q.unreserved, 3) if sees_all else None,
+        ),
+        standing=StandingOut(
+            position=ex.standing.position,
+            queue_length=ex.standing.queue_length,
+            ahead_same_tier=ex.standing.ahead_same_tier,
+            tenant_share=ex.standing.tenant_share,
+        ),
+        preemption=ex.preemption,
+        victims=[
+            VictimOut(
+                job_id=v.job_id if sees_all or v.tenant == job.tenant else None,
+                tenant=v.tenant if sees_all or v.tenant == job.tenant else None,
+                tier=v.tier.value,
+                gpus=v.gpus,
+                gpu_seconds_lost=v.gpu_seconds_lost,
+                borrowed=v.borrowed,
+            )
+            for v in ex.victims
+        ],
     )
 
 

@@ -17,7 +17,14 @@ from broker.api.admission import (
     valid_id,
 )
 from broker.api.context import principal
-from broker.api.convert import explain_out, job_out, preemptors, spec_from_api
+from broker.api.convert import (
+    explain_out,
+    job_explain_out,
+    job_out,
+    preemptors,
+    spec_from_api,
+)
+from broker.api.job_conditions import burst_waits
 from broker.api.keys import BURSTER, CLOCK, LOOP, SETTINGS, STORE
 from broker.api.problems import ApiProblem, not_found, read_model, validation_problem
 from broker.api.query import given, integer, reject_unknown
@@ -139,7 +146,11 @@ async def list_jobs(request: web.Request) -> web.Response:
                 )
             ]
         ) from None
-    out = JobPageOut(items=[job_out(j) for j in page.jobs], next_cursor=page.next_cursor)
+    bursts = await burst_waits(request, page.jobs)
+    out = JobPageOut(
+        items=[job_out(j, condition=bursts.get(j.id)) for j in page.jobs],
+        next_cursor=page.next_cursor,
+    )
     return web.json_response(text=out.model_dump_json())
 
 
@@ -149,8 +160,9 @@ def _job_id(request: web.Request) -> str:
 
 async def _shown(request: web.Request, who: Principal, detail: JobDetail) -> JobOut:
     """The job as `who` may see it: a user's events name no other tenant's job."""
+    burst = (await burst_waits(request, [detail.job])).get(detail.job.id)
     if who.sees_all_tenants():
-        return job_out(detail.job, detail)
+        return job_out(detail.job, detail, condition=burst)
     mine: set[str] = set()
     for other in preemptors(detail.events):
         try:
@@ -158,7 +170,7 @@ async def _shown(request: web.Request, who: Principal, detail: JobDetail) -> Job
         except JobNotFound:
             continue
         mine.add(other)
-    return job_out(detail.job, detail, mine=mine)
+    return job_out(detail.job, detail, mine=mine, condition=burst)
 
 
 @routes.get("/v1/jobs/{job_id}")
@@ -172,6 +184,32 @@ async def show_job(request: web.Request) -> web.Response:
     except JobNotFound:
         raise not_found(f"no job {job_id}") from None
     return web.json_response(text=(await _shown(request, who, detail)).model_dump_json())
+
+
+@routes.get("/v1/jobs/{job_id}/explain")
+async def explain_job(request: web.Request) -> web.Response:
+    """A waiting job evaluated as the scheduler would now: quota, fair-share standing,
+    deferral, preemption candidates (`broker.domain.explain`)."""
+    who = principal(request)
+    job_id = _job_id(request)
+    try:
+        detail = await request.app[STORE].get_job(
+            job_id, tenant=None if who.sees_all_tenants() else who.tenant
+        )
+    except JobNotFound:
+        raise not_found(f"no job {job_id}") from None
+    job = detail.job
+    if job.state not in (JobState.PENDING, JobState.DEFERRED):
+        raise ApiProblem(
+            status=409,
+            slug="job-not-waiting",
+            title="The job is not waiting",
+            detail=f"job {job_id} is {job.state.value}; explain evaluates pending and "
+            "deferred jobs (GET /v1/jobs/{id} shows where it runs)",
+        )
+    ex = await request.app[LOOP].explain(job)
+    out = job_explain_out(job, ex, at=request.app[CLOCK].now(), sees_all=who.sees_all_tenants())
+    return web.json_response(text=out.model_dump_json())
 
 
 @routes.delete("/v1/jobs/{job_id}")

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from broker import __version__
+from broker.api.explain_schemas import JobExplainOut
 from broker.api.problems import PROBLEM_JSON
 from broker.api.schemas import (
     ExplainOut,
@@ -139,6 +140,19 @@ OPERATIONS: tuple[Op, ...] = (
         JobOut,
         None,
         (401, 404),
+        params=(_JOB_ID,),
+    ),
+    Op(
+        "get",
+        "/v1/jobs/{job_id}/explain",
+        "A pending or deferred job evaluated as the scheduler would now: what a pass would "
+        "do and why (quota check with figures, fair-share standing, deferral, preemption "
+        "candidates with their cost). Users see neither how full the fleet is nor other "
+        "tenants' jobs by name; 409 when the job is not waiting",
+        200,
+        JobExplainOut,
+        None,
+        (401, 404, 409),
         params=(_JOB_ID,),
     ),
     Op(
@@ -337,6 +351,7 @@ _MODELS: tuple[type[BaseModel], ...] = (
     JobOut,
     JobPageOut,
     ExplainOut,
+    JobExplainOut,
     SiteListOut,
     InventoryOut,
     HealthOut,

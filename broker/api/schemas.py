@@ -186,6 +186,17 @@ class PlacementOut(_Response):
     ended_at: datetime | None
 
 
+class ConditionOut(_Response):
+    """Why the job is not running now, like a Kubernetes condition: `type` Waiting,
+    Deferred or Preempted; `reason` a CamelCase code (docs/quotas.md lists them);
+    `since` when this reason began (a fresher message keeps it)."""
+
+    type: str
+    reason: str
+    message: str
+    since: datetime
+
+
 class JobOut(_Response):
     id: str
     tenant: str
@@ -200,6 +211,7 @@ class JobOut(_Response):
     spec: JobIn
     placement: PlacementOut | None = None
     events: list[EventOut] | None = None
+    condition: ConditionOut | None = None  # null when placed, running or ended
 
 
 class JobPageOut(_Response):

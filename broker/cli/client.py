@@ -299,6 +299,12 @@ async def _show(api: Api, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _job_explain(api: Api, args: argparse.Namespace) -> int:
+    data = (await api.call("GET", _job_path(args.id) + "/explain")).data
+    print(pretty(data) if args.as_json else tables.job_explanation(data))
+    return EXIT_OK
+
+
 async def _cancel(api: Api, args: argparse.Namespace) -> int:
     job = (await api.call("DELETE", _job_path(args.id))).data
     print(pretty(job) if args.as_json else tables.job_summary(job))
@@ -429,7 +435,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--limit", type=int, default=50, help="jobs per page, 1-500 (default 50)")
     p.add_argument("--all", action="store_true", help="follow the pages to the end")
     for name, summary, run in (
-        ("show", "a job with its placement and events", _show),
+        ("show", "a job with its placement, events and why it waits", _show),
+        ("explain", "what the scheduler would do with a waiting job now, and why", _job_explain),
         ("cancel", "cancel a job", _cancel),
     ):
         command(jobs, name, summary=summary, run=run).add_argument("id", metavar="ID")

@@ -92,7 +92,7 @@ def job_list(jobs: Sequence[Json], *, now: datetime) -> str:
             j["tenant"],
             j["priority"],
             j["kind"],
-            j["state"],
+            state_cell(j),
             age(j["created_at"], now=now),
         ]
         for j in jobs
@@ -100,6 +100,19 @@ def job_list(jobs: Sequence[Json], *, now: datetime) -> str:
     return table(
         ["ID", "NAME", "TENANT", "PRIORITY", "KIND", "STATE", "AGE"], rows, right=frozenset({6})
     )
+
+
+def state_cell(job: Json) -> str:
+    """The state, with why when the job has a condition: `pending (QuotaCapReached)`."""
+    c = job.get("condition")
+    state: str = job["state"]
+    return state + (f" ({c['reason']})" if c else "")
+
+
+def condition_line(c: Json | None) -> str:
+    if not c:
+        return NONE
+    return f"{c['type']} {c['reason']} since {when(c['since'])}: {c['message']}"
 
 
 def job_detail(job: Json) -> str:
@@ -115,6 +128,7 @@ def job_detail(job: Json) -> str:
                 ("PRIORITY", job["priority"]),
                 ("KIND", job["kind"]),
                 ("STATE", state),
+                ("WHY", condition_line(job.get("condition"))),
                 ("PREEMPTIBLE", "yes" if job["preemptible"] else "no"),
                 ("GPUS", _gpus_wanted(res)),
                 ("IMAGE", spec["workload"]["image"]),
@@ -287,3 +301,60 @@ def sustainability(report: Json) -> str:
         + table(head, rows, right=frozenset(range(1, 7)))
         + f"\n\n{report['method']}"
     )
+
+
+def job_explanation(data: Json) -> str:
+    """`GET /v1/jobs/{id}/explain`: what a pass now would do with the job, and why."""
+    outcome = data["outcome"]
+    if outcome == "place":
+        verdict = f"place on {data['site']} ({data['pool_id']})"
+    elif outcome == "defer":
+        verdict = f"defer until {when(data['deferred_until'])} on {data['site']}"
+    else:
+        verdict = f"wait: {data['reason']}"
+    st = data["standing"]
+    rows: list[tuple[str, object]] = [
+        ("JOB", data["job_id"]),
+        ("STATE", data["state"]),
+        ("NOW", verdict),
+        ("WHY", data["message"]),
+        (
+            "QUEUE",
+            f"{st['position']} of {st['queue_length']} "
+            f"({st['ahead_same_tier']} of its tier ahead; tenant share {st['tenant_share']:.1%})",
+        ),
+        ("DEFERRAL", data["deferral"]),
+        ("PREEMPTION", data["preemption"]),
+    ]
+    q = data.get("quota")
+    if q is None:
+        rows.append(("QUOTA", "no quotas configured"))
+    else:
+        cap = NONE if q["cap"] is None else num(q["cap"])
+        rows.append(("QUOTA", f"used {num(q['used'])}, nominal {num(q['nominal'])}, cap {cap}"))
+        if q.get("free") is not None:
+            rows.append(
+                ("CAPACITY", f"free {num(q['free'])}, reserved for others {num(q['reserved'])}")
+            )
+        rows.append(("QUOTA CHECK", q["reason"]))
+    blocks = [fields(rows)]
+    if data["victims"]:
+        blocks.append(
+            "WOULD PREEMPT\n"
+            + table(
+                ["JOB", "TENANT", "TIER", "GPUS", "GPU-S LOST", "BORROWED"],
+                [
+                    [
+                        v["job_id"] or "(another tenant's)",
+                        v["tenant"] or NONE,
+                        v["tier"],
+                        num(v["gpus"], digits=3),
+                        num(v["gpu_seconds_lost"]),
+                        "yes" if v["borrowed"] else "no",
+                    ]
+                    for v in data["victims"]
+                ],
+                right=frozenset({3, 4}),
+            )
+        )
+    return "\n\n".join(blocks)

@@ -33,9 +33,10 @@ from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.db import ledger
-from broker.db.codec import placement_columns
+from broker.db.codec import condition_columns, placement_columns
 from broker.db.models import Base
 from broker.db.store_base import StoreBase
+from broker.domain.conditions import Condition, ConditionType, Reason
 from broker.domain.enums import JobState
 from broker.domain.jobs import Placement
 
@@ -140,6 +141,7 @@ class BatchTransitions(StoreBase):
                     state_reason=reason,
                     updated_at=now,
                     version=JOBS.c.version + 1,
+                    **condition_columns(None),  # placed: nothing to wait for
                 ),
                 [{"b_id": job_id, "b_src": src.value} for job_id, src in moves],
                 what="jobs",
@@ -184,8 +186,19 @@ class BatchTransitions(StoreBase):
                     updated_at=now,
                     version=JOBS.c.version + 1,
                     not_before=bindparam("b_until"),
+                    condition_type=ConditionType.DEFERRED.value,
+                    condition_reason=Reason.CARBON_WINDOW.value,
+                    condition_message=bindparam("b_message"),
+                    condition_since=now,
                 ),
-                [{"b_id": d.job_id, "b_until": d.until} for d in taken],
+                [
+                    {
+                        "b_id": d.job_id,
+                        "b_until": d.until,
+                        "b_message": f"until {d.until.isoformat()}: {d.reason}",
+                    }
+                    for d in taken
+                ],
                 what="jobs",
             )
             await _write_events(
@@ -197,6 +210,38 @@ class BatchTransitions(StoreBase):
                 details=[d.reason for d in taken],
             )
         return done
+
+    async def set_conditions(self, changes: Mapping[str, Condition]) -> int:
+        """Set the conditions of waiting jobs, in one transaction; a job that is no longer
+        pending keeps its own (its move set it). Returns how many rows changed."""
+        if not changes:
+            return 0
+        async with self._sessions() as s, s.begin():
+            conn = await s.connection()
+            result = await conn.execute(
+                update(JOBS)
+                .where(
+                    JOBS.c.id == bindparam("b_id"),
+                    JOBS.c.state == JobState.PENDING.value,
+                )
+                .values(
+                    condition_type=bindparam("b_type"),
+                    condition_reason=bindparam("b_reason"),
+                    condition_message=bindparam("b_message"),
+                    condition_since=bindparam("b_since"),
+                ),
+                [
+                    {
+                        "b_id": job_id,
+                        "b_type": c.type.value,
+                        "b_reason": c.reason.value,
+                        "b_message": c.message,
+                        "b_since": c.since,
+                    }
+                    for job_id, c in changes.items()
+                ],
+            )
+            return max(0, result.rowcount)
 
     async def set_external_ids(self, external_ids: Mapping[str, str]) -> None:
         """Record the sites' ids of many jobs' active placements, in one transaction."""

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Row
 
 from broker.db.models import JobEventRow, JobRow, PlacementRow, PoolRow, SiteRow
+from broker.domain.conditions import Condition, ConditionType, Reason
 from broker.domain.enums import Health, JobState, SiteKind
 from broker.domain.fleet import GpuPool, NodeUse, Site
 from broker.domain.jobs import Job, JobEvent, Placement
@@ -24,7 +25,38 @@ def job_from_row(row: JobRow) -> Job:
         updated_at=row.updated_at,
         state_reason=row.state_reason,
         version=row.version,
+        condition=condition_from_row(row),
     )
+
+
+def condition_from_row(row: JobRow) -> Condition | None:
+    """The job's stored condition; None when it has none (or one this version does not know)."""
+    if row.condition_type is None or row.condition_reason is None or row.condition_since is None:
+        return None
+    try:
+        kind, reason = ConditionType(row.condition_type), Reason(row.condition_reason)
+    except ValueError:  # written by a newer broker: show nothing rather than fail the read
+        return None
+    return Condition(
+        type=kind, reason=reason, message=row.condition_message or "", since=row.condition_since
+    )
+
+
+def condition_columns(c: Condition | None) -> dict[str, Any]:
+    """The `jobs` columns that hold a condition (all null for none)."""
+    if c is None:
+        return {
+            "condition_type": None,
+            "condition_reason": None,
+            "condition_message": None,
+            "condition_since": None,
+        }
+    return {
+        "condition_type": c.type.value,
+        "condition_reason": c.reason.value,
+        "condition_message": c.message,
+        "condition_since": c.since,
+    }
 
 
 def site_from_row(row: SiteRow) -> Site:

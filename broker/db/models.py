@@ -168,6 +168,11 @@ class JobRow(Base):
     updated_at: Mapped[datetime]
     # the service this job is a replica of (`broker.domain.services`), else None
     service_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    # its current condition (`broker.domain.conditions`), None when it has none
+    condition_type: Mapped[str | None] = mapped_column(String(16))
+    condition_reason: Mapped[str | None] = mapped_column(String(40))
+    condition_message: Mapped[str | None] = mapped_column(Text)
+    condition_since: Mapped[datetime | None]
 
 
 class PlacementRow(Base):

@@ -21,13 +21,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.db import ledger
 from broker.db.codec import (
+    condition_columns,
     job_from_row,
     placement_columns,
     placement_from_row,
 )
 from broker.db.job_queries import JobQueries
 from broker.db.models import JobEventRow, JobRow, PlacementRow
-from broker.domain.enums import TRANSITIONS, JobState
+from broker.domain.conditions import Condition, ConditionType, Reason
+from broker.domain.enums import TRANSITIONS, JobState, Tier
 from broker.domain.errors import (
     InvalidTransition,
     JobAlreadyFinished,
@@ -72,7 +74,7 @@ class JobTransitions(JobQueries):
         try:
             async with self._sessions() as s, s.begin():
                 for victim in preempt:
-                    got = await self._preempt(s, victim, now, preempt_reason)
+                    got = await self._preempt(s, victim, now, preempt_reason, by=job.spec.tier)
                     if got is None:
                         raise _Abort
                     released.append(got)
@@ -94,9 +96,13 @@ class JobTransitions(JobQueries):
         return released
 
     async def _preempt(
-        self, s: AsyncSession, job_id: str, at: datetime, reason: str
+        self, s: AsyncSession, job_id: str, at: datetime, reason: str, *, by: Tier | None
     ) -> Placement | None:
-        """running/scheduled → preempted → pending, giving its GPUs back (caller's txn)."""
+        """running/scheduled → preempted → pending, giving its GPUs back (caller's txn).
+
+        `by`: the tier of the job it is preempted for; None when its site stopped it. The
+        job's condition then says so, without naming the other job (the condition is
+        shown to the job's tenant as stored; the event keeps the full record)."""
         if not await self._cas(
             s,
             job_id,
@@ -108,6 +114,7 @@ class JobTransitions(JobQueries):
         ):
             return None
         placement = await self._release_active(s, job_id, at)
+        tier = await s.scalar(select(JobRow.tier).where(JobRow.id == job_id))
         if not await self._cas(
             s,
             job_id,
@@ -116,6 +123,7 @@ class JobTransitions(JobQueries):
             "requeued",
             at,
             "back in the queue after preemption",
+            condition=_preempted(by=by, tier=Tier(tier) if tier else None, detail=reason, at=at),
         ):
             return None
         return placement
@@ -129,7 +137,7 @@ class JobTransitions(JobQueries):
         async with self._sessions() as s, s.begin():
             if not await self._is_current(s, job_id, run):
                 return None
-            placement = await self._preempt(s, job_id, at, reason)
+            placement = await self._preempt(s, job_id, at, reason, by=None)
             if placement is None:
                 return None
             row = await s.scalar(select(JobRow).where(JobRow.id == job_id))
@@ -294,8 +302,12 @@ class JobTransitions(JobQueries):
         reason: str,
         at: datetime,
         detail: str = "",
+        *,
+        condition: Condition | None = None,
     ) -> bool:
-        """Compare-and-set the job's state inside the caller's transaction, with its event."""
+        """Compare-and-set the job's state inside the caller's transaction, with its event.
+        Every move sets the job's condition: `condition`, else none (a new state says
+        the rest; the scheduler gives a pending job its reason on its next pass)."""
         for state in src:
             if state is not dst and dst not in TRANSITIONS[state]:
                 raise InvalidTransition(job_id=job_id, src=state.value, dst=dst.value)
@@ -305,7 +317,13 @@ class JobTransitions(JobQueries):
         res = await s.execute(
             update(JobRow)
             .where(JobRow.id == job_id, JobRow.state == cur)
-            .values(state=dst.value, state_reason=reason, updated_at=at, version=JobRow.version + 1)
+            .values(
+                state=dst.value,
+                state_reason=reason,
+                updated_at=at,
+                version=JobRow.version + 1,
+                **condition_columns(condition),
+            )
         )
         if res.rowcount != 1:  # type: ignore[attr-defined]
             return False
@@ -320,3 +338,16 @@ class JobTransitions(JobQueries):
             )
         )
         return True
+
+
+def _preempted(*, by: Tier | None, tier: Tier | None, detail: str, at: datetime) -> Condition:
+    """The condition of a job that lost its GPUs: to a higher tier, to a quota owner taking
+    back what it borrowed (`broker.domain.policy.preemption`, rule 1), or to its site."""
+    if by is None:
+        reason, message = Reason.STOPPED_BY_SITE, f"its site stopped it: {detail}"
+    elif tier is not None and by.rank < tier.rank:
+        reason, message = Reason.PREEMPTED_BY_HIGHER_TIER, f"preempted for a {by.value} job"
+    else:
+        reason = Reason.QUOTA_RECLAIMED
+        message = "preempted: the tenant whose idle quota it borrowed needed it back"
+    return Condition(type=ConditionType.PREEMPTED, reason=reason, message=message, since=at)

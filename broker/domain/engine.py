@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from broker.domain import packing as packing_terms
+from broker.domain.conditions import Reason
 from broker.domain.deferral import run_window_gco2
 from broker.domain.enums import Tier
 from broker.domain.fleet import Demand, GpuPool, Site
@@ -45,7 +46,7 @@ from broker.domain.policy.fairness import (
     usage_from_running,
 )
 from broker.domain.policy.preemption import VictimSet, best_preemption
-from broker.domain.policy.quotas import QuotaLedger, check, reclaimable
+from broker.domain.policy.quotas import QuotaDecision, QuotaLedger, Quotas, check, reclaimable
 from broker.domain.ranking import Ranking, Shape
 from broker.domain.rules import RejectReason, SiteConditions, rule_table
 from broker.domain.work import RunningWork, placed_work
@@ -74,7 +75,7 @@ class EngineSettings:
     deferral_min_saving: float = 0.1  # defer only for at least this fraction less gCO2e
     deferral_margin_s: float = 1800.0  # a deferred job must still end this long before its deadline
     deferral_horizon_h: int = 48  # never look further ahead than this
-    quotas: Mapping[str, Mapping[Tier, float]] = field(default_factory=dict)
+    quotas: Quotas = field(default_factory=dict)  # see `policy.quotas` and docs/quotas.md
     borrowing: bool = True
     # throughput relative to A100-80GB by model and class ("training", "inference"), for
     # models the shipped table has no figure for; wins over the table
@@ -95,6 +96,7 @@ class Place:
     candidate: Candidate
     borrowed: bool = False
     victims: VictimSet | None = None  # work to preempt first, on the same pool
+    quota: QuotaDecision | None = None  # the quota check's figures (None: quotas off)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,12 +105,15 @@ class Defer:
     until: datetime
     site: str
     reason: str
+    quota: QuotaDecision | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Wait:
     job: Job
     reason: str
+    code: Reason = Reason.NO_CAPACITY  # the condition's reason (`broker.domain.conditions`)
+    quota: QuotaDecision | None = None
 
 
 Decision = Place | Defer | Wait
@@ -242,7 +247,7 @@ class Engine:
             longest_s=longest,
             packing=packing,
         )
-        waits: dict[Shape, str] = {}
+        waits: dict[Shape, tuple[str, Reason]] = {}
         hopeless: set[tuple[Shape, Demand, int, Tier]] = set()  # asks no preemption helps
         # the quota ledger is kept up to date as the pass places work (empty without quotas)
         ledger = QuotaLedger.from_running(work if s.quotas else [])
@@ -256,23 +261,17 @@ class Engine:
                 tenant=job.tenant,
                 tier=spec.tier,
                 gpus=gpus,
+                preemptible=spec.is_preemptible,
                 ledger=ledger,
                 quotas=s.quotas,
                 idle_gpus=index.free_gpus(shape) if s.quotas else 0.0,
                 borrowing=s.borrowing,
             )
             if not quota.allowed:
-                decisions.append(Wait(job=job, reason=quota.reason))
+                assert quota.code is not None  # a refusal names its reason
+                decisions.append(Wait(job=job, reason=quota.reason, code=quota.code, quota=quota))
                 continue
-            if quota.borrowed and not spec.is_preemptible:
-                # borrowed GPUs must be reclaimable, and only preemptible work can be
-                decisions.append(
-                    Wait(
-                        job=job,
-                        reason=f"{quota.reason}; only preemptible work may borrow beyond its quota",
-                    )
-                )
-                continue
+            checked = quota if s.quotas else None
             # no pool with a free block for it: no pick, whatever the ranking (capacity only
             # shrinks in a pass but for preemption), so skip ranking a job that must wait
             weights = self.weights_for(spec)
@@ -296,8 +295,9 @@ class Engine:
                         hopeless.add(hope)
                 if chosen is None:
                     if shape not in waits:  # say why once per shape and pass
-                        waits[shape] = self.wait_reason(spec, index, shape)
-                    decisions.append(Wait(job=job, reason=waits[shape]))
+                        waits[shape] = self.wait_reason_code(spec, index, shape)
+                    text, code = waits[shape]
+                    decisions.append(Wait(job=job, reason=text, code=code, quota=checked))
                     continue
                 pool, victims = chosen
                 index.replace(_release(pool, [w for w in work if w.job_id in victims.job_ids]))
@@ -308,7 +308,9 @@ class Engine:
                     ranking = index.rank(spec, shape, weights, s.gpu_utilisation)
                 pick = index.pick(spec, ranking, only=index.position[pool.id])
                 if pick is None:  # the policy promised room it could not make
-                    decisions.append(Wait(job=job, reason="preemption would not free a slot"))
+                    decisions.append(
+                        Wait(job=job, reason="preemption would not free a slot", quota=checked)
+                    )
                     continue
             assert ranking is not None  # a pick comes from a ranking
             if (
@@ -328,7 +330,11 @@ class Engine:
                 if window is not None:
                     decisions.append(
                         Defer(
-                            job=job, until=window.start_at, site=window.site, reason=window.reason
+                            job=job,
+                            until=window.start_at,
+                            site=window.site,
+                            reason=window.reason,
+                            quota=checked,
                         )
                     )
                     continue
@@ -351,7 +357,13 @@ class Engine:
                     tenant=job.tenant, tier=spec.tier, gpus=gpus, borrowed=quota.borrowed
                 )
             decisions.append(
-                Place(job=job, candidate=best, borrowed=quota.borrowed, victims=victims)
+                Place(
+                    job=job,
+                    candidate=best,
+                    borrowed=quota.borrowed,
+                    victims=victims,
+                    quota=checked,
+                )
             )
         return decisions
 
@@ -392,10 +404,14 @@ class Engine:
             node_cache=self._node_cache,
         )
 
-    def wait_reason(self, spec: JobSpec, index: FleetIndex, shape: Shape) -> str:
+    def wait_reason_code(
+        self, spec: JobSpec, index: FleetIndex, shape: Shape
+    ) -> tuple[str, Reason]:
         """Why nothing takes the job now (`plan` asks once per shape and pass): the reasons an
-        explaining `evaluate` gives (`FleetIndex.wait_reasons`), without its sentences."""
-        return wait_text(index.wait_reasons(spec, shape))
+        explaining `evaluate` gives (`FleetIndex.wait_reasons`), without its sentences, and
+        the condition's reason: no matching pool at all, or no room."""
+        reasons = index.wait_reasons(spec, shape)
+        return wait_text(reasons), Reason.NO_CAPACITY if reasons else Reason.NO_MATCHING_POOL
 
     def _preempt(
         self,

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from broker.domain.conditions import Condition
 from broker.domain.enums import JobKind, JobState, Tier
 from broker.domain.fleet import MILLI_PER_GPU, mig_milli
 from broker.domain.nodes import Demand, demand_of
@@ -106,6 +107,7 @@ class Job:
     updated_at: datetime
     state_reason: str = ""
     version: int = 1
+    condition: Condition | None = None  # why it is not running now (`domain.conditions`)
 
 
 def draft(spec: JobSpec, *, tenant: str, at: datetime) -> Job:

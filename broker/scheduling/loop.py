@@ -21,6 +21,7 @@ from broker.db.repository import Store
 from broker.domain.clock import Clock
 from broker.domain.engine import Engine
 from broker.domain.enums import JobState
+from broker.domain.explain import Explanation, explain_job
 from broker.domain.fleet import GpuPool, Site
 from broker.domain.jobs import Job, Placement
 from broker.domain.latency import LatencyMatrix
@@ -33,6 +34,7 @@ from broker.scheduling.footprints import Accountant
 from broker.scheduling.inventory import driven_sites
 from broker.scheduling.reconcile import reconcile_site
 from broker.scheduling.settings import SchedulerSettings, engine_settings
+from broker.scheduling.waiting import changed_conditions
 from carbon.base import CarbonSource
 from carbon.power import GpuModelSpec
 from connectors.base import Connector, StatusUpdate
@@ -171,6 +173,25 @@ class SchedulingLoop:
             packing=packing,
         )
 
+    async def explain(self, job: Job) -> Explanation:
+        """What a pass now would decide for a waiting `job`, and why (`domain.explain`):
+        the queue, the ledger and the running work read fresh, the sites and carbon as
+        the last pass saw them (at most one interval old)."""
+        fleet = await self._fleet()
+        queue = await self._store.queued_jobs(limit=self._settings.batch_size)
+        pools = await self._store.pools()
+        return explain_job(
+            self._engine,
+            job,
+            queue=queue,
+            pools=[p for p in pools if p.site in self._connectors],
+            running=await self._store.running_work(),
+            sites=fleet.sites,
+            latency=self._latency,
+            carbon=fleet.carbon,
+            now=self._clock.now(),
+        )
+
     async def known_gpu_models(self) -> set[str]:
         """GPU models the configured fleet offers (possibly one scheduler interval old)."""
         return {p.gpu_model for p in (await self._fleet()).pools}
@@ -211,6 +232,7 @@ class SchedulingLoop:
         fleet = await self._fleet(fresh=True)  # reads the ledger now, for this pass
         running = await self._store.running_work()
         started = time.perf_counter()
+        now = self._clock.now()
         decisions = self._engine.plan(
             queue=queue,
             pools=[p for p in fleet.pools if p.site in self._connectors],
@@ -218,7 +240,7 @@ class SchedulingLoop:
             sites=fleet.sites,
             latency=self._latency,
             carbon=fleet.carbon,
-            now=self._clock.now(),
+            now=now,
             waiting=[j.spec for j in queued],  # stuck ones too: the packing term's outlook
         )
         per_job = (time.perf_counter() - started) / len(queue)
@@ -226,6 +248,8 @@ class SchedulingLoop:
             self._metrics.placement_seconds.observe(per_job)
         applied = await self._applier.apply(decisions, reason="placed")
         self._stuck.update(applied.waiting)
+        # why each job still waits, written only where it changed (a moved job is skipped)
+        await self._store.set_conditions(changed_conditions(decisions, now=now))
         if applied.stale:  # the world moved: look again next pass
             self._cached = None
         return len(applied.placed)

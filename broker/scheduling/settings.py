@@ -7,7 +7,7 @@ into the pure engine's `EngineSettings`, so the domain never sees pydantic.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -15,6 +15,7 @@ from broker.domain.engine import EngineSettings
 from broker.domain.enums import Tier
 from broker.domain.objective import Weights
 from broker.domain.placement import power_kw
+from broker.domain.policy.quotas import TierQuota
 from carbon.performance import WorkloadClass
 from carbon.power import GPU_MODELS, GpuModelSpec
 
@@ -53,6 +54,19 @@ class FollowSettings(_Strict):
         return self
 
 
+class QuotaSettings(_Strict):
+    """One tenant's quota for one tier (docs/quotas.md); a bare number is `nominal` alone."""
+
+    # GPUs guaranteed: when the tenant needs them, it takes them back from borrowers
+    nominal: Annotated[float, Field(ge=0)]
+    # GPUs it may hold beyond the nominal (its cap is nominal + this); null: no cap
+    borrowing_limit: Annotated[float, Field(ge=0)] | None = None
+
+    @property
+    def cap(self) -> float | None:
+        return None if self.borrowing_limit is None else self.nominal + self.borrowing_limit
+
+
 class SchedulerSettings(_Strict):
     interval_s: Annotated[float, Field(gt=0)] = 2.0  # periodic pass besides event wake-ups
     batch_size: Annotated[int, Field(gt=0)] = 200  # pending jobs considered per pass
@@ -67,9 +81,14 @@ class SchedulerSettings(_Strict):
     deferral_min_saving: Annotated[float, Field(ge=0, lt=1)] = 0.1  # fraction of gCO2e
     deferral_margin_s: Annotated[float, Field(ge=0)] = 1800.0  # slack kept before deadlines
     deferral_horizon_h: Annotated[int, Field(ge=1, le=168)] = 48  # furthest look-ahead
-    # Guaranteed GPUs per tenant and tier; beyond it a tenant may borrow idle GPUs, which
-    # the owner reclaims by preemption when it needs them.
-    quotas: dict[str, dict[Tier, Annotated[float, Field(ge=0)]]] = Field(default_factory=dict)
+    # GPUs per tenant and tier (docs/quotas.md): `{tenant: {P1: 8}}` guarantees 8 (the
+    # nominal); `{tenant: {P2: {nominal: 8, borrowing_limit: 4}}}` also caps it at 12.
+    # Preemptible work beyond its nominal borrows idle GPUs, which the owner reclaims by
+    # preemption; a tenant or tier without an entry draws from the unreserved capacity.
+    # Checked at load against the tokens' tenants and the configured fleet.
+    quotas: dict[str, dict[Tier, QuotaSettings]] = Field(default_factory=dict)
+    # Preemptible work beyond its nominal may use GPUs other tenants' unused quotas
+    # guarantee (false: only unreserved GPUs, as non-preemptible work always does).
     borrowing: bool = True
     # Run time by GPU model (docs/performance.md): a job's `estimated_duration_s` is taken
     # as measured on its `reference_gpu_model` (default A100-80GB) and scaled by relative
@@ -94,6 +113,24 @@ class SchedulerSettings(_Strict):
     # `follow`); the others stand by and take over when it dies. False: every replica runs
     # passes, which is safe (each commit is a compare-and-set) but wastes work on conflicts.
     exclusive: bool = True
+
+    @field_validator("quotas", mode="before")
+    @classmethod
+    def _bare_numbers_are_nominal(cls, v: Any) -> Any:
+        """`{P1: 8}` is `{P1: {nominal: 8}}` (the original shape of the setting)."""
+        if not isinstance(v, dict):
+            return v
+        return {
+            tenant: {
+                tier: {"nominal": q}
+                if isinstance(q, int | float) and not isinstance(q, bool)
+                else q
+                for tier, q in by_tier.items()
+            }
+            if isinstance(by_tier, dict)
+            else by_tier
+            for tenant, by_tier in v.items()
+        }
 
     @field_validator("weights")
     @classmethod
@@ -121,7 +158,13 @@ def engine_settings(
         deferral_min_saving=settings.deferral_min_saving,
         deferral_margin_s=settings.deferral_margin_s,
         deferral_horizon_h=settings.deferral_horizon_h,
-        quotas={t: dict(q) for t, q in settings.quotas.items()},
+        quotas={
+            tenant: {
+                tier: TierQuota(nominal=q.nominal, borrowing_limit=q.borrowing_limit)
+                for tier, q in by_tier.items()
+            }
+            for tenant, by_tier in settings.quotas.items()
+        },
         borrowing=settings.borrowing,
         gpu_performance=settings.gpu_performance,
         gpu_throughput={

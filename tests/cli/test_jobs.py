@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import yaml
@@ -57,6 +58,7 @@ def test_submit_from_stdin_with_json_output_matches_the_api(cli, broker, make_jo
         "spec",
         "placement",
         "events",
+        "condition",
     ]  # the API's order, kept
 
 
@@ -210,3 +212,23 @@ def test_a_yaml_timestamp_is_sent_as_rfc3339(cli, make_job) -> None:
 
     assert result.code == 0, result.err
     assert json.loads(result.out)["spec"]["deadline"] == "2099-01-01T00:00:00Z"
+
+
+def test_jobs_explain_of_a_running_job_says_why_not_and_exits_1(cli, broker, make_job) -> None:
+    job = broker.submit(make_job("explained", estimated_duration_s=36000))
+    for _ in range(100):
+        if broker.request("GET", f"/v1/jobs/{job['id']}")[1]["state"] == "running":
+            break
+        time.sleep(0.05)
+
+    explain = cli("jobs", "explain", job["id"])
+    show = cli("jobs", "show", job["id"])
+    missing = cli("jobs", "explain", "job-" + "0" * 32)
+    cli("jobs", "cancel", job["id"])
+
+    assert explain.code == 1
+    assert explain.err.startswith("broker: ") and "Traceback" not in explain.err
+    assert "is running" in explain.err
+    assert show.code == 0, show.err
+    assert re.search(r"^WHY +-$", show.out, re.M)  # running: no condition
+    assert missing.code == 1 and missing.err.startswith("broker: ")

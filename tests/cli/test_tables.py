@@ -59,3 +59,73 @@ def test_an_event_line() -> None:
     }
 
     assert tables.event_line(event) == "2026-01-02 12:00:00Z  - -> pending  submitted"
+
+
+WAITING = {
+    "type": "Waiting",
+    "reason": "QuotaCapReached",
+    "message": "tenant a holds 2 GPUs of P2 (nominal 2, cap 2); 2 more would exceed its cap of 2",
+    "since": "2026-11-23T16:09:21Z",
+}
+
+
+def test_the_state_cell_and_the_why_line_show_the_condition() -> None:
+    assert tables.state_cell({"state": "pending", "condition": WAITING}) == (
+        "pending (QuotaCapReached)"
+    )
+    assert tables.state_cell({"state": "running", "condition": None}) == "running"
+    assert tables.condition_line(WAITING) == (
+        "Waiting QuotaCapReached since 2026-11-23 16:09:21Z: " + WAITING["message"]
+    )
+    assert tables.condition_line(None) == "-"
+
+
+def test_a_job_explanation() -> None:
+    data = {
+        "job_id": "job-1",
+        "state": "pending",
+        "evaluated_at": "2026-11-23T16:09:21Z",
+        "outcome": "place",
+        "reason": None,
+        "message": "site s, pool s/H100-0",
+        "site": "s",
+        "pool_id": "s/H100-0",
+        "deferred_until": None,
+        "deferral": "P1 is never deferred",
+        "borrowed": False,
+        "quota": {
+            "allowed": True,
+            "borrowed": False,
+            "reason": "tenant a holds 0 GPUs of P1 (nominal 8, no cap); 8 more fit in quota",
+            "code": None,
+            "nominal": 8,
+            "cap": None,
+            "used": 0,
+            "free": None,
+            "reserved": None,
+            "unreserved": None,
+        },
+        "standing": {
+            "position": 2,
+            "queue_length": 5,
+            "ahead_same_tier": 1,
+            "tenant_share": 0.125,
+        },
+        "preemption": "preempting 1 job(s)",
+        "victims": [
+            {
+                "job_id": None,
+                "tenant": None,
+                "tier": "P3",
+                "gpus": 8,
+                "gpu_seconds_lost": 28800,
+                "borrowed": False,
+            }
+        ],
+    }
+    text = tables.job_explanation(data)
+    assert "NOW          place on s (s/H100-0)" in text
+    assert "QUEUE        2 of 5 (1 of its tier ahead; tenant share 12.5%)" in text
+    assert "QUOTA        used 0, nominal 8, cap -" in text
+    assert "CAPACITY" not in text  # a user's view: no free-GPU figures
+    assert "(another tenant's)" in text and "28800" in text

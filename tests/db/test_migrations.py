@@ -333,3 +333,52 @@ async def test_0009_lays_active_placements_out_on_gpus_and_downgrades_back(
             assert await ledger_at_head(conn) == (gpus, nodes, held)
     finally:
         await engine.dispose()
+
+
+async def test_0012_adds_job_conditions_and_downgrades_back(database_url: str) -> None:
+    """Jobs from before 0012 have no condition; a downgrade drops the columns, keeping jobs."""
+    engine = create_engine(database_url)
+
+    def job_columns(conn: Connection) -> set[str]:
+        return {c["name"] for c in inspect(conn).get_columns("jobs")}
+
+    try:
+        await start_over_at(engine, "0011")
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO jobs (id, tenant, name, tier, kind, state, state_reason, "
+                    "spec, gpu_milli, estimated_duration_s, preemptible, version, "
+                    "created_at, updated_at) VALUES ('job-old', 't', 'n', 'P1', 'inference', "
+                    "'pending', 'submitted', '{}', 1000, 60, false, 1, :t, :t)"
+                ),
+                {"t": T0},
+            )
+        await upgrade(engine)
+        async with engine.begin() as conn:
+            assert {
+                "condition_type",
+                "condition_reason",
+                "condition_message",
+                "condition_since",
+            } <= await conn.run_sync(job_columns)
+            row = (
+                await conn.execute(text("SELECT state, condition_type, condition_since FROM jobs"))
+            ).one()
+            assert tuple(row) == ("pending", None, None)
+            await conn.execute(
+                text(
+                    "UPDATE jobs SET condition_type = 'Waiting', condition_reason = 'NoCapacity',"
+                    " condition_message = 'm', condition_since = :t"
+                ),
+                {"t": T0},
+            )
+
+        await downgrade(engine, "0011")
+        async with engine.begin() as conn:
+            assert not {c for c in await conn.run_sync(job_columns) if c.startswith("condition")}
+            assert (await conn.execute(text("SELECT id FROM jobs"))).scalar_one() == "job-old"
+        await upgrade(engine)
+        assert await current_revision(engine) == head_revision()
+    finally:
+        await engine.dispose()

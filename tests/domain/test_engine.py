@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from broker.domain.conditions import Reason
 from broker.domain.engine import (
     Decision,
     Defer,
@@ -27,6 +28,7 @@ from broker.domain.fleet import GpuPool, NodeUse, Site
 from broker.domain.jobs import Job, JobSpec, Resources, Workload
 from broker.domain.latency import LatencyMatrix
 from broker.domain.objective import Weights
+from broker.domain.policy.quotas import TierQuota
 from broker.domain.work import RunningWork, lay_out
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -572,7 +574,7 @@ def test_preemptible_work_over_quota_borrows_idle_gpus() -> None:
     assert d.candidate.nodes == (1,)
 
 
-def test_non_preemptible_work_over_quota_waits() -> None:
+def test_non_preemptible_work_over_quota_runs_on_unreserved_gpus() -> None:
     running = [work("in-quota", nodes=(0,), tier=Tier.P2, tenant="a")]
     d = only(
         plan(
@@ -582,29 +584,48 @@ def test_non_preemptible_work_over_quota_waits() -> None:
             running=running,
         )
     )
+    assert isinstance(d, Place)
+    assert not d.borrowed  # it could not be given back
+    assert d.quota is not None and d.quota.reason.endswith("8 more fit in unreserved GPUs")
+
+
+def test_non_preemptible_work_over_quota_waits_for_others_unused_guarantees() -> None:
+    quotas = replace(BASE, quotas={"a": {Tier.P2: 8}, "b": {Tier.P2: 8}})
+    running = [work("in-quota", nodes=(0,), tier=Tier.P2, tenant="a")]
+    d = only(
+        plan(
+            quotas, queue=[job("extra", tenant="a")], pools=[pool(running=running)], running=running
+        )
+    )
     assert isinstance(d, Wait)
-    assert "tenant a at 8/8 GPUs of its P2 quota" in d.reason
-    assert "only preemptible work may borrow beyond its quota" in d.reason
+    assert d.code is Reason.QUOTA_RESERVED
+    assert "tenant a holds 8 GPUs of P2 (nominal 8, no cap)" in d.reason
+    assert "only preemptible work may borrow" in d.reason
 
 
 def test_over_quota_waits_when_borrowing_is_disabled_or_nothing_is_idle() -> None:
+    quotas = replace(BASE, quotas={"a": {Tier.P2: 8}, "b": {Tier.P2: 8}})
     running = [work("in-quota", nodes=(0,), tier=Tier.P2, tenant="a")]
     j = job("extra", tenant="a", preemptible=True)
     off = only(
         plan(
-            replace(QUOTA_A, borrowing=False),
+            replace(quotas, borrowing=False),
             queue=[j],
             pools=[pool(running=running)],
             running=running,
         )
     )
     assert isinstance(off, Wait)
+    assert off.code is Reason.QUOTA_RESERVED
     assert "borrowing is disabled" in off.reason
+    on = only(plan(quotas, queue=[j], pools=[pool(running=running)], running=running))
+    assert isinstance(on, Place) and on.borrowed
 
     full = [*running, work("b-work", nodes=(1,), gpus=4, tier=Tier.P2, tenant="b")]
     d = only(plan(QUOTA_A, queue=[j], pools=[pool(running=full)], running=full))
     assert isinstance(d, Wait)
-    assert "cannot borrow 8 GPUs, only 4 idle" in d.reason
+    assert d.code is Reason.NO_CAPACITY
+    assert "too few GPUs are free now" in d.reason
 
 
 def test_an_owner_under_quota_reclaims_borrowed_work() -> None:
@@ -653,16 +674,40 @@ def test_an_owner_at_quota_does_not_reclaim() -> None:
         )
     )
     assert isinstance(d, Wait)
-    assert "cannot borrow" in d.reason
+    assert "too few GPUs are free now" in d.reason
 
 
 def test_borrowing_counts_only_gpus_the_job_could_use() -> None:
     running = [work("b-exp", nodes=(0,), tenant="b")]
     pools = [pool(nodes=1, running=running), pool(model="T4", nodes=4, per_node=4)]
-    j = job("a-p1", tier=Tier.P1, tenant="a", preemptible=True)
+    j = job("a-p3", tier=Tier.P3, tenant="a", preemptible=True)
     d = only(plan(QUOTA_A, queue=[j], pools=pools, running=running))
     assert isinstance(d, Wait), d
-    assert "cannot borrow 8 GPUs, only 0 idle" in d.reason
+    assert d.quota is not None and d.quota.idle == 0  # the 16 free T4s cannot take 8 per node
+    assert "too few GPUs are free now" in d.reason
+
+
+def test_p1_without_a_quota_entry_is_placed_on_an_idle_fleet() -> None:
+    """Issue 15 §1: quotas for other tenants only; a P1 job used to wait forever."""
+    others = replace(BASE, quotas={"b": {Tier.P2: 8}, "c": {Tier.P3: 4}})
+    d = only(plan(others, queue=[job("p1", tier=Tier.P1, tenant="a", gpus=1)], pools=[pool()]))
+    assert isinstance(d, Place)
+    assert not d.borrowed
+
+
+def test_p1_waits_at_its_own_cap() -> None:
+    capped = replace(BASE, quotas={"a": {Tier.P1: TierQuota(nominal=1, borrowing_limit=0)}})
+    running = [work("a-p1", nodes=(0,), gpus=1, tier=Tier.P1, tenant="a", preemptible=False)]
+    d = only(
+        plan(
+            capped,
+            queue=[job("p1", tier=Tier.P1, tenant="a", gpus=1)],
+            pools=[pool(running=running)],
+            running=running,
+        )
+    )
+    assert isinstance(d, Wait)
+    assert d.code is Reason.QUOTA_CAP_REACHED
 
 
 # ---- (7) mean_intensity -----------------------------------------------------------------

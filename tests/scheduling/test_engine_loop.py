@@ -21,6 +21,7 @@ from broker.db.connection import create_engine, session_factory, upgrade
 from broker.db.models import JobRow
 from broker.db.repository import Store
 from broker.domain.clock import ManualClock
+from broker.domain.conditions import Condition, ConditionType, Reason
 from broker.domain.enums import JobKind, JobState, Tier
 from broker.domain.jobs import Job, JobSpec, Placement, Resources, Workload
 from broker.domain.latency import LatencyMatrix
@@ -242,6 +243,14 @@ async def test_p1_preempts_the_p3_job_that_loses_least(make_rig: MakeRig) -> Non
         f"for P1 job {p1.id}: preempting 1 job(s) {newer.id} (P3, vision-team)"
     )
     assert victim.placement is not None and victim.placement.ended_at is not None
+    # its condition says why, without naming the other tenant's job
+    assert victim.job.condition is not None
+    assert (victim.job.condition.type, victim.job.condition.reason) == (
+        ConditionType.PREEMPTED,
+        Reason.PREEMPTED_BY_HIGHER_TIER,
+    )
+    assert victim.job.condition.message == "preempted for a P1 job"
+    assert (await rig.store.get_job(p1.id)).job.condition is None
 
     assert await rig.h100_used() == (8000, 8000)
     active = {job.id: p for job, p in await rig.store.active_placements()}
@@ -385,6 +394,12 @@ async def test_a_p2_job_waits_for_the_clean_valley_then_runs(make_rig: MakeRig) 
     assert (last.to_state, last.reason) == (JobState.DEFERRED, "deferred")
     assert last.detail == f"starting at {(NOW + 3 * H).isoformat()} on {SITE} saves 87.5%"
     assert detail.placement is None
+    assert detail.job.condition == Condition(
+        type=ConditionType.DEFERRED,
+        reason=Reason.CARBON_WINDOW,
+        message=f"until {(NOW + 3 * H).isoformat()}: {last.detail}",
+        since=NOW + timedelta(seconds=1),  # the clock moved a second after submission
+    )
 
     rig.clock.advance((NOW + 3 * H - rig.clock.now()).total_seconds() - 1)  # 1 s early: held
     assert await rig.loop.run_once() == 0
@@ -402,6 +417,7 @@ async def test_a_p2_job_waits_for_the_clean_valley_then_runs(make_rig: MakeRig) 
     ]
     assert detail.placement is not None and detail.placement.pool_id == H100_POOL
     assert detail.placement.created_at == NOW + 3 * H
+    assert detail.job.condition is None  # placed: nothing to wait for
 
 
 async def test_a_job_without_a_deadline_runs_now_despite_a_valley(make_rig: MakeRig) -> None:
@@ -429,12 +445,54 @@ async def test_preemptible_work_over_quota_is_placed_as_borrowed(make_rig: MakeR
 
 
 async def test_non_preemptible_work_over_quota_waits(make_rig: MakeRig) -> None:
-    rig = await make_rig(overrides={"scheduler.quotas": {"vision-team": {"P2": 8}}})
+    """Beyond its nominal, non-preemptible work takes only GPUs no other quota reserves:
+    here the 16 T4 and 8 H100 left are less than nlp-team's unused 32 (docs/quotas.md)."""
+    quotas = {"vision-team": {"P2": 8}, "nlp-team": {"P2": 32}}
+    rig = await make_rig(overrides={"scheduler.quotas": quotas})
     await rig.submit(h100(8, "train"))
     extra = await rig.submit(h100(8, "more-training"))
     assert await rig.loop.run_once() == 1
     assert await rig.state(extra) is JobState.PENDING
     assert await rig.h100_used() in {(8000, 0), (0, 8000)}
+    condition = (await rig.store.get_job(extra.id)).job.condition
+    assert condition is not None and condition.reason is Reason.QUOTA_RESERVED
+    assert condition.since == rig.clock.now()
+
+
+async def test_a_waiting_jobs_condition_is_written_only_when_it_changes(
+    make_rig: MakeRig,
+) -> None:
+    rig = await make_rig()
+    for name in ("one", "two"):  # both H100 nodes
+        await rig.submit(h100(8, name))
+    big = await rig.submit(h100(8, "big"))
+    assert await rig.loop.run_once() == 2
+    first = (await rig.store.get_job(big.id)).job.condition
+    assert first is not None
+    assert (first.type, first.reason) == (ConditionType.WAITING, Reason.NO_CAPACITY)
+    assert "capacity" in first.message
+    version = (await rig.store.get_job(big.id)).job.version
+
+    rig.clock.advance(60)
+    rig.loop.wake(capacity_changed=True)  # planned again: the same reason
+    assert await rig.loop.run_once() == 0
+    again = (await rig.store.get_job(big.id)).job
+    assert again.condition == first  # not rewritten: the same since
+    assert again.version == version  # a condition is not a state change
+
+
+async def test_a_reclaimed_job_says_its_quota_owner_took_it_back(make_rig: MakeRig) -> None:
+    quotas = {"vision-team": {"P2": 8}, "nlp-team": {"P2": 8}}
+    rig = await make_rig(overrides={"scheduler.quotas": quotas})
+    await rig.submit(h100(8, "train"))
+    lent = await rig.submit(h100(8, "train-more", preemptible=True))
+    assert await rig.loop.run_once() == 2
+    assert await rig.store.mark_running(lent.id, at=rig.clock.now() - H)
+    await rig.submit(h100(8, "nlp-train"), tenant="nlp-team")
+    assert await rig.loop.run_once() == 1
+    c = (await rig.store.get_job(lent.id)).job.condition
+    assert c is not None and c.reason is Reason.QUOTA_RECLAIMED
+    assert "borrowed" in c.message
 
 
 async def test_an_owner_reclaims_borrowed_gpus(make_rig: MakeRig) -> None:
