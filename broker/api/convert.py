@@ -75,6 +75,7 @@ def spec_to_api(spec: JobSpec) -> JobIn:
             cost=spec.objective.cost, latency=spec.objective.latency, carbon=spec.objective.carbon
         ),
         reference_gpu_model=spec.reference_gpu_model,
+        node_pool=spec.node_pool,
     )
 
 

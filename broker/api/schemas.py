@@ -17,6 +17,9 @@ from pydantic.config import JsonDict
 
 from broker.domain.bounds import NO_NUL, TIME_RANGE, time_in_range
 
+# A node pool's name, as sites declare them: a DNS-1123 label.
+NODE_POOL_NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 
 
@@ -131,6 +134,12 @@ class JobIn(_Request):
         default=None,
         description="The GPU model estimated_duration_s was measured on (default A100-80GB); "
         "with the scheduler's gpu_performance on, the run on each model is scaled from it.",
+    )
+    node_pool: Annotated[str, Field(pattern=NODE_POOL_NAME)] | None = Field(
+        default=None,
+        description="A node pool a site declares (its connector's node_pools) by name: only "
+        "pools in a node pool of that name take the job. Default: any pool whose node pool "
+        "takes the job's priority and kind.",
     )
 
     @field_validator("deadline")

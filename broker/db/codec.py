@@ -9,8 +9,8 @@ from sqlalchemy import Row
 
 from broker.db.models import JobEventRow, JobRow, PlacementRow, PoolRow, SiteRow
 from broker.domain.conditions import Condition, ConditionType, Reason
-from broker.domain.enums import Health, JobState, SiteKind
-from broker.domain.fleet import GpuPool, NodeUse, Site
+from broker.domain.enums import Health, JobKind, JobState, SiteKind, Tier
+from broker.domain.fleet import GpuPool, NodePoolScope, NodeUse, Site
 from broker.domain.jobs import Job, JobEvent, Placement
 from broker.domain.serde import spec_from_dict
 
@@ -73,6 +73,26 @@ def site_from_row(row: SiteRow) -> Site:
     )
 
 
+def node_pool_to_json(scope: NodePoolScope | None) -> dict[str, Any] | None:
+    if scope is None:
+        return None
+    return {
+        "name": scope.name,
+        "tiers": sorted(t.value for t in scope.tiers),
+        "kinds": sorted(k.value for k in scope.kinds),
+    }
+
+
+def node_pool_from_json(data: dict[str, Any] | None) -> NodePoolScope | None:
+    if not data:
+        return None
+    return NodePoolScope(
+        name=data["name"],
+        tiers=frozenset(Tier(t) for t in data.get("tiers") or ()),
+        kinds=frozenset(JobKind(k) for k in data.get("kinds") or ()),
+    )
+
+
 def pool_from_row(row: PoolRow | Row[Any], node_use: dict[str, NodeUse]) -> GpuPool:
     """From an ORM row or a plain row of the `gpu_pools` columns, with the use of each of
     its nodes by name (a node without one is empty)."""
@@ -93,6 +113,7 @@ def pool_from_row(row: PoolRow | Row[Any], node_use: dict[str, NodeUse]) -> GpuP
         node_names=names,
         node_use=tuple(node_use.get(n, empty) for n in names),
         updated_at=row.updated_at,
+        node_pool=node_pool_from_json(row.node_pool),
     )
 
 

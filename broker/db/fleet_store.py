@@ -28,6 +28,7 @@ from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.db.codec import (
+    node_pool_to_json,
     pool_from_row,
     site_from_row,
 )
@@ -71,6 +72,7 @@ class FleetStore(StoreBase):
                 prow.cpu_per_node = pool.cpu_per_node
                 prow.memory_gb_per_node = pool.memory_gb_per_node
                 prow.node_names = list(pool.names())
+                prow.node_pool = node_pool_to_json(pool.node_pool)
                 prow.updated_at = now
             # A pool the site no longer reports (its nodes left or were reclaimed) keeps its
             # row, which placements refer to, but offers no nodes.
@@ -358,5 +360,6 @@ def _pool_columns(site: str, pool: GpuPool, now: datetime) -> dict[str, Any]:
         "cpu_per_node": pool.cpu_per_node,
         "memory_gb_per_node": pool.memory_gb_per_node,
         "node_names": list(pool.names()),
+        "node_pool": node_pool_to_json(pool.node_pool),
         "updated_at": now,
     }

@@ -101,6 +101,8 @@ class PoolRow(Base):
     memory_gb_per_node: Mapped[float] = mapped_column(Float)
     # the nodes it offers now, in order (positions in the engine's view)
     node_names: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # the site-declared node pool its nodes are in (`codec.node_pool_to_json`); None: none
+    node_pool: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     updated_at: Mapped[datetime]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from broker.domain.enums import Ability, Health, SiteKind
+from broker.domain.enums import Ability, Health, JobKind, SiteKind, Tier
 from broker.domain.nodes import (
     MILLI_PER_GPU,
     Demand,
@@ -23,7 +23,7 @@ from broker.domain.nodes import (
     node_size,
 )
 
-__all__ = ["MILLI_PER_GPU", "Demand", "GpuPool", "NodeUse", "Site"]
+__all__ = ["MILLI_PER_GPU", "Demand", "GpuPool", "NodePoolScope", "NodeUse", "Site"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,6 +43,20 @@ class Site:
 
     def in_regions(self, allowed: tuple[str, ...]) -> bool:
         return self.region in allowed or self.location in allowed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodePoolScope:
+    """The site-declared node pool a `GpuPool`'s nodes belong to, and which jobs it takes
+    (empty: any tier, any kind); like a Kueue ResourceFlavor, see
+    `connectors.kubernetes.settings.NodePoolSettings`."""
+
+    name: str
+    tiers: frozenset[Tier] = frozenset()
+    kinds: frozenset[JobKind] = frozenset()
+
+    def takes(self, tier: Tier, kind: JobKind) -> bool:
+        return (not self.tiers or tier in self.tiers) and (not self.kinds or kind in self.kinds)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,6 +83,8 @@ class GpuPool:
     # each node's name, aligned with positions; empty means "0", "1", ...
     node_names: tuple[str, ...] = ()
     updated_at: datetime | None = None
+    # the declared node pool its nodes are in; None: nodes no declared node pool selects
+    node_pool: NodePoolScope | None = None
     extra: dict[str, str] = field(default_factory=dict)
     # milli-GPUs in use over all nodes (derived from `node_use`, once per pool version)
     allocated_milli: int = field(init=False, compare=False, repr=False)

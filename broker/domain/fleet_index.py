@@ -72,9 +72,10 @@ if TYPE_CHECKING:
 
 # The fields of a job that its shape may depend on: all but these, which no rule's `need`
 # and no shape term reads (tests/domain/test_rules.py holds the rules to it); and
-# `RUN_FIELDS`, which only the performance rule reads, and only when the model is on.
+# `RUN_FIELDS`, which only the performance rule reads, and only when the model is on
+# (`kind` is not one: the node-pool scope rule reads it always).
 NOT_SHAPE_FIELDS = frozenset({"name", "workload", "estimated_duration_s", "deadline", "objective"})
-RUN_FIELDS = frozenset({"kind", "reference_gpu_model"})
+RUN_FIELDS = frozenset({"reference_gpu_model"})
 _shape_fields = operator.attrgetter(
     *(f.name for f in dataclasses.fields(JobSpec) if f.name not in NOT_SHAPE_FIELDS)
 )

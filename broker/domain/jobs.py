@@ -91,6 +91,9 @@ class JobSpec:
     service_id: str | None = None
     generation: int = 0  # of the service's spec this replica runs
     endpoint: Endpoint | None = None  # a replica's port and readiness path
+    # a site-declared node pool by name (`fleet.NodePoolScope`): only pools in one with
+    # this name take the job; None: any pool whose node pool takes its tier and kind
+    node_pool: str | None = None
 
     @property
     def is_preemptible(self) -> bool:

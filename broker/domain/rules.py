@@ -34,8 +34,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from broker.domain.enums import Ability, Health
-from broker.domain.fleet import MILLI_PER_GPU, GpuPool, Site
+from broker.domain.enums import Ability, Health, JobKind, Tier
+from broker.domain.fleet import MILLI_PER_GPU, GpuPool, NodePoolScope, Site
 from broker.domain.jobs import JobSpec, Resources
 from broker.domain.runtime import reference_model, workload_class
 from carbon.performance import OVERRIDE_SETTING, UNIFORM, ThroughputTable, WorkloadClass
@@ -62,6 +62,8 @@ class RejectReason(enum.StrEnum):
     LATENCY_SLO = "latency_slo"
     COST = "max_hourly_cost"
     ABILITY = "site_ability"  # the site's connector cannot run this kind of job
+    NODE_POOL = "node_pool"  # the job names a node pool this pool is not in
+    NODE_POOL_SCOPE = "node_pool_scope"  # the pool's node pool takes other tiers or kinds
     CAPACITY = "capacity"
     DEADLINE = "deadline"  # the run on this model ends after a deadline another pool meets
 
@@ -214,6 +216,29 @@ def _first_lacking(spec: JobSpec, site: Site) -> str:
     return lacking.value
 
 
+def _in_node_pool(scope: NodePoolScope | None, name: str) -> bool:
+    return scope is not None and scope.name == name
+
+
+def _asked_node_pool(spec: JobSpec, pool: GpuPool) -> str:
+    where = f"pool is in node pool {pool.node_pool.name}" if pool.node_pool else "pool is in none"
+    return f"job asks node pool {spec.node_pool}, {where}"
+
+
+def _scope_takes(scope: NodePoolScope | None, need: tuple[Tier, JobKind]) -> bool:
+    return scope is None or scope.takes(*need)
+
+
+def _scope_refuses(spec: JobSpec, pool: GpuPool) -> str:
+    scope = pool.node_pool
+    assert scope is not None  # the rule admits every pool outside a node pool
+    if scope.tiers and spec.tier not in scope.tiers:
+        what, taken = "tiers", sorted(t.value for t in scope.tiers)
+    else:
+        what, taken = "kinds", sorted(k.value for k in scope.kinds)
+    return f"node pool {scope.name} takes {what} {', '.join(taken)} only"
+
+
 def _known(ms: float, _: float) -> bool:
     return ms == ms  # elementwise; NaN (unknown) is the only value unequal to itself
 
@@ -305,6 +330,24 @@ _RULES: tuple[Rule[Any, Any], ...] = (
         detail=lambda spec, pool, cond: (
             f"the site's connector lacks {_first_lacking(spec, cond.site)}"
         ),
+    ),
+    # Node pools (site-declared, like Kueue ResourceFlavors): an explicit choice, then the
+    # tiers and kinds a node pool is kept for. The scope rule reads tier and kind of every
+    # job, but admits every pool outside a restricted node pool, so on a fleet without
+    # one its mask is "all" and costs nothing per shape.
+    Rule(
+        reason=RejectReason.NODE_POOL,
+        need=lambda spec: spec.node_pool,
+        offer=FromPool(lambda pool: pool.node_pool),
+        admits=_in_node_pool,
+        detail=lambda spec, pool, cond: _asked_node_pool(spec, pool),
+    ),
+    Rule(
+        reason=RejectReason.NODE_POOL_SCOPE,
+        need=lambda spec: (spec.tier, spec.kind),
+        offer=FromPool(lambda pool: pool.node_pool),
+        admits=_scope_takes,
+        detail=lambda spec, pool, cond: _scope_refuses(spec, pool),
     ),
     Rule(
         reason=RejectReason.REGION,

@@ -77,6 +77,7 @@ def spec_to_dict(spec: JobSpec) -> dict[str, Any]:
             if spec.endpoint
             else None
         ),
+        "node_pool": spec.node_pool,
     }
 
 
@@ -102,6 +103,7 @@ def spec_from_dict(data: dict[str, Any]) -> JobSpec:
         service_id=data.get("service_id"),
         generation=data.get("generation", 0),
         endpoint=Endpoint(**data["endpoint"]) if data.get("endpoint") else None,
+        node_pool=data.get("node_pool"),  # absent from jobs stored before node pools
     )
 
 

@@ -117,6 +117,7 @@ class KubernetesConnector(Connector):
         )
         self._pools: dict[str, GpuPool] = {}
         self._strays: set[Stray] = set()  # logged already, while they last
+        self._tainted: set[tuple[str, str]] = set()  # (node, taint) logged, while they last
         self._closed = False
 
     @classmethod
@@ -170,11 +171,27 @@ class KubernetesConnector(Connector):
             owner=self._settings.owner,
             prices=self._settings.price_per_gpu_hour,
             now=self._clock.now(),
+            node_pools=self._settings.node_pools,
         )
         self._pools = {pool.id: pool for pool in inv.pools}
+        self._log_tainted(inv.tainted)
         if self._follower.following:  # the replica following the site acts on drift
             await self._check_drift(nodes=nodes, pods=pods)
         return SiteInventory(site=inv.site, pools=inv.pools)
+
+    def _log_tainted(self, tainted: tuple[tuple[str, str], ...]) -> None:
+        """Say once per node and taint that a GPU node is left out for a taint no declared
+        node pool tolerates (the site's health reason says it on every refresh)."""
+        now = set(tainted)
+        for node, taint in sorted(now - self._tainted):
+            log.warning(
+                "site %s: GPU node %s left out: taint %s is in no node pool's taints or "
+                "tolerations (declare the node pool in the site's connector.node_pools)",
+                self.site_name,
+                node,
+                taint,
+            )
+        self._tainted = now
 
     async def _check_drift(
         self, *, nodes: list[dict[str, Any]], pods: list[dict[str, Any]]

@@ -9,7 +9,11 @@ so it is stable while nodes come and go. Nodes are ordered by name: position i o
 burst instances are found by it).
 
 A node is left out (and the site reported DEGRADED) when it is cordoned, not Ready, or has
-a NoSchedule/NoExecute taint other than `nvidia.com/gpu`, which the broker's pods tolerate.
+a NoSchedule/NoExecute taint the broker's pods would not tolerate: they tolerate
+`nvidia.com/gpu` everywhere, and on a node a declared node pool selects, that pool's taints
+and tolerations (`node_pools`). Such a node's pools carry the node pool (`GpuPool.node_pool`)
+and their id names it (`<site>/<node pool>/<model>-<gpus>x`), so a pool never mixes node
+pools; `Inventory.tainted` names each node left out for a taint, and the taint.
 
 `node_use` is what pending and running pods the broker does not own (no
 `gpu-broker/owner=<owner>` label) hold on each node, so the broker plans around them; its
@@ -43,10 +47,12 @@ from broker.domain.fleet import MILLI_PER_GPU, GpuPool, Site, mig_milli
 from broker.domain.nodes import Demand, NodeUse, add, gpus_for
 from connectors.kubernetes import labels as L
 from connectors.kubernetes.catalog import canonical_model, nominal_memory_gb
+from connectors.kubernetes.node_pools import GPU_TOLERATION, NodePool, Taint, blocking, node_pool_of
 
 JsonDict = dict[str, Any]
+# node pool ("": none), model, memory, GPUs per node, MIG profiles, time-sliced
+PoolKey = tuple[str, str, float, int, tuple[str, ...], bool]
 
-_BLOCKING_EFFECTS = frozenset({"NoSchedule", "NoExecute"})
 _HOLDING_PHASES = frozenset({"Pending", "Running"})
 MIG_SLICES_PER_GPU = 7
 _MIB = 2**20
@@ -78,10 +84,13 @@ class GpuNode:
     cpu: float
     host_memory_gb: float
     provider_id: str = ""  # spec.providerID: the cloud instance behind the node, if any
+    node_pool: NodePool | None = None  # the declared node pool that selects it
 
     @property
-    def key(self) -> tuple[str, float, int, tuple[str, ...], bool]:
-        return (self.model, self.memory_gb, self.gpus, self.mig_profiles, self.shared_units > 0)
+    def key(self) -> PoolKey:
+        pool = self.node_pool.name if self.node_pool else ""
+        shared = self.shared_units > 0
+        return (pool, self.model, self.memory_gb, self.gpus, self.mig_profiles, shared)
 
     def gpu_asks(self, requests: Mapping[str, Decimal]) -> list[Demand]:
         """A pod's GPU requests on this node: one ask for its whole GPUs, one per share."""
@@ -165,16 +174,22 @@ def unschedulable(node: JsonDict) -> str | None:
     return None
 
 
+def untolerated(node: JsonDict, gpu: GpuNode) -> Taint | None:
+    """The node's first NoSchedule/NoExecute taint the broker's pods would not tolerate
+    there (the GPU taint; the taints and tolerations of its node pool), or None."""
+    taints = [Taint.of(t) for t in (node.get("spec") or {}).get("taints") or []]
+    tolerations = gpu.node_pool.pod_tolerations if gpu.node_pool else (GPU_TOLERATION,)
+    return blocking(taints, tolerations)
+
+
 def exclusion(node: JsonDict, gpu: GpuNode) -> str | None:
     """Why the broker must not place work on this node, or None."""
     why = unschedulable(node)
     if why is not None:
         return why
-    spec = node.get("spec") or {}
-    for taint in spec.get("taints") or []:
-        if taint.get("effect") in _BLOCKING_EFFECTS and taint.get("key") != L.GPU_TAINT:
-            value = f"={taint['value']}" if taint.get("value") else ""
-            return f"taint {taint.get('key')}{value}:{taint.get('effect')}"
+    taint = untolerated(node, gpu)
+    if taint is not None:
+        return f"taint {taint}"
     if not gpu.offered:
         return "no allocatable GPUs"
     return None
@@ -259,6 +274,8 @@ def _take(use: NodeUse, ask: Demand) -> NodeUse:
 class Inventory:
     site: Site
     pools: tuple[GpuPool, ...]
+    # (node, taint) of each GPU node left out for a taint no declared node pool tolerates
+    tainted: tuple[tuple[str, str], ...] = ()
 
 
 def build_inventory(
@@ -269,23 +286,31 @@ def build_inventory(
     owner: str,
     prices: Mapping[str, float],
     now: datetime,
+    node_pools: tuple[NodePool, ...] = (),
 ) -> Inventory:
-    """The site's health and pools from the cluster's nodes and pods."""
+    """The site's health and pools from the cluster's nodes and pods; `node_pools`: the
+    site's declared node pools (see the module docstring)."""
     usable: dict[str, GpuNode] = {}
     excluded: list[str] = []
+    tainted: list[tuple[str, str]] = []
     total = 0
     for node in sorted(nodes, key=lambda n: str((n.get("metadata") or {}).get("name", ""))):
         gpu = gpu_node(node)
         if gpu is None:
             continue
+        if node_pools:
+            labels = (node.get("metadata") or {}).get("labels") or {}
+            gpu = replace(gpu, node_pool=node_pool_of(node_pools, labels))
         total += 1
         why = exclusion(node, gpu)
         if why is None:
             usable[gpu.name] = gpu
         else:
             excluded.append(f"{gpu.name} ({why})")
+            if unschedulable(node) is None and (taint := untolerated(node, gpu)) is not None:
+                tainted.append((gpu.name, str(taint)))
     used = foreign_use(pods, usable, owner)
-    groups: dict[tuple[str, float, int, tuple[str, ...], bool], list[GpuNode]] = defaultdict(list)
+    groups: dict[PoolKey, list[GpuNode]] = defaultdict(list)
     for gpu in usable.values():
         groups[gpu.key].append(gpu)
     ids = _pool_ids(site.name, list(groups))
@@ -304,15 +329,13 @@ def build_inventory(
         )
     else:
         site = replace(site, health=Health.HEALTHY, health_reason="")
-    return Inventory(site=site, pools=pools)
+    return Inventory(site=site, pools=pools, tainted=tuple(tainted))
 
 
-def _pool_ids(
-    site: str, keys: list[tuple[str, float, int, tuple[str, ...], bool]]
-) -> dict[tuple[str, float, int, tuple[str, ...], bool], str]:
-    def base(key: tuple[str, float, int, tuple[str, ...], bool]) -> str:
-        model, _, gpus, profiles, shared = key
-        pid = f"{site}/{model}-{gpus}x"
+def _pool_ids(site: str, keys: list[PoolKey]) -> dict[PoolKey, str]:
+    def base(key: PoolKey) -> str:
+        node_pool, model, _, gpus, profiles, shared = key
+        pid = f"{site}/{node_pool}/{model}-{gpus}x" if node_pool else f"{site}/{model}-{gpus}x"
         if profiles:
             pid += "-mig-" + "-".join(profiles)
         if shared:
@@ -321,7 +344,7 @@ def _pool_ids(
 
     bases = [base(k) for k in keys]
     return {
-        key: pid if bases.count(pid) == 1 else f"{pid}-{key[1]:g}gb"
+        key: pid if bases.count(pid) == 1 else f"{pid}-{key[2]:g}gb"
         for key, pid in zip(keys, bases, strict=True)
     }
 
@@ -361,5 +384,6 @@ def _pool(
         node_use=tuple(used.get(g.name) or NodeUse.empty(g.gpus) for g in members),
         node_names=tuple(g.name for g in members),
         updated_at=now,
+        node_pool=first.node_pool.scope if first.node_pool else None,
         extra=extra,
     )

@@ -10,7 +10,10 @@ GPU product (and GPUs per node, when GPU Feature Discovery labels it), tolerates
 `nvidia.com/gpu` taint, and may run only on the nodes the broker decided: a required node
 affinity on the node's name (`matchFields` on `metadata.name`, the way DaemonSet pods are
 pinned), so the scheduler binds it where the ledger counts it or leaves it Pending. A
-placement without node names (an older row) is not pinned. `backoffLimit: 0` because the
+placement without node names (an older row) is not pinned. On a pool in a declared node
+pool (`node_pools`) the pod also gets the node pool's selector in `nodeSelector` and a
+toleration per declared taint (and its extra tolerations), as Kueue adds a ResourceFlavor's
+`nodeLabels` and `tolerations` to the pods it admits. `backoffLimit: 0` because the
 broker, not the Job controller, decides on retries; a TTL removes finished Jobs once the
 broker has long read their outcome.
 A gang job (several nodes) is an Indexed Job with parallelism = completions = nodes, created
@@ -29,6 +32,7 @@ from typing import Any
 from broker.domain.fleet import GpuPool
 from broker.domain.jobs import Job, Placement, Resources
 from connectors.kubernetes import labels as L
+from connectors.kubernetes.node_pools import GPU_TOLERATION, NodePool
 from connectors.kubernetes.settings import KubernetesSettings
 
 JsonDict = dict[str, Any]
@@ -54,11 +58,25 @@ def gpu_limits(resources: Resources) -> dict[str, str]:
     return {L.GPU_RESOURCE: str(resources.gpus)}
 
 
-def _placement_constraints(pool: GpuPool, nodes: tuple[str, ...]) -> JsonDict:
-    """nodeSelector on the pool's product (and GPU count); a required node affinity on the
-    decided node names, and on the products when the pool mixes them (one term: ANDed)."""
+def _node_pool(pool: GpuPool, settings: KubernetesSettings) -> NodePool | None:
+    """The declared node pool the pool's nodes are in; an error if the site no longer
+    declares it (the pod would never tolerate the pool's taints)."""
+    if pool.node_pool is None:
+        return None
+    declared = settings.node_pool(pool.node_pool.name)
+    if declared is None:
+        raise ValueError(f"pool {pool.id} is in node pool {pool.node_pool.name}, not declared")
+    return declared
+
+
+def _placement_constraints(
+    pool: GpuPool, nodes: tuple[str, ...], node_pool: NodePool | None
+) -> JsonDict:
+    """nodeSelector on the pool's product (and GPU count) and its node pool's labels; a
+    required node affinity on the decided node names, and on the products when the pool
+    mixes them (one term: ANDed)."""
     products = [p for p in pool.extra.get("product", "").split(",") if p]
-    selector: dict[str, str] = {}
+    selector: dict[str, str] = dict(node_pool.selector) if node_pool else {}
     if "gpu_count" in pool.extra:
         selector[L.COUNT_LABEL] = pool.extra["gpu_count"]
     term: JsonDict = {}
@@ -111,7 +129,8 @@ def pod_template(
 ) -> JsonDict:
     """The pod template of a Job or a replica's Deployment: the `main` container with the
     job's image, command, environment, GPU limits and CPU/memory requests; pinned to the
-    placement's nodes, tolerating the GPU taint, with the tier's PriorityClass."""
+    placement's nodes (and node pool), tolerating the GPU taint (and the node pool's), with
+    the tier's PriorityClass."""
     res = job.spec.resources
     demand = res.demand
     container: JsonDict = {
@@ -128,11 +147,13 @@ def pod_template(
     }
     if job.spec.workload.command:
         container["command"] = list(job.spec.workload.command)
+    node_pool = _node_pool(pool, settings)
+    tolerations = node_pool.pod_tolerations if node_pool else (GPU_TOLERATION,)
     pod_spec: JsonDict = {
         "restartPolicy": restart_policy,
         "containers": [container],
-        "tolerations": [{"key": L.GPU_TAINT, "operator": "Exists"}],
-        **_placement_constraints(pool, placement.node_names),
+        "tolerations": [t.as_json() for t in tolerations],
+        **_placement_constraints(pool, placement.node_names, node_pool),
     }
     priority_class = settings.priority_classes.get(job.spec.tier)
     if priority_class:

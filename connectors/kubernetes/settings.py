@@ -20,6 +20,11 @@ Example (`config/*.yaml`)::
         priority_classes: {P1: gpu-realtime, P2: gpu-batch, P3: gpu-scavenger}
         kueue_queue: broker
         price_per_gpu_hour: {H100: 2.10, A100-80GB: 1.40}
+        node_pools:                     # tainted GPU pools (`node_pools`)
+          - name: infer
+            selector: {pool: infer}
+            taints: [{key: gpu, value: infer, effect: NoSchedule}]
+            tiers: [P1]
 """
 
 from __future__ import annotations
@@ -29,10 +34,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from broker.domain.enums import Tier
 from broker.domain.errors import ConfigError
+from connectors.kubernetes.node_pools import NodePool, NodePoolSettings, unique_names
 from connectors.settings import SiteSettings
 
 # A Kubernetes label value (the owner label) and a DNS-1123 label (namespace, queue names).
@@ -85,6 +98,11 @@ class KubernetesConnectorSettings(BaseModel):
     watch_timeout_s: Annotated[int, Field(ge=1, le=3600)] = 300
     # Client-side timeout of every other API call.
     request_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    # Node pools (`connectors.kubernetes.node_pools`): nodes by label selector, with the
+    # taints they carry and the tiers/kinds of job they take; names unique.
+    node_pools: Annotated[list[NodePoolSettings], AfterValidator(unique_names)] = Field(
+        default_factory=list
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -129,6 +147,10 @@ class KubernetesSettings:
     finished_ttl_s: int | None = 7 * 24 * 3600
     watch_timeout_s: int = 300
     request_timeout_s: float = 30.0
+    node_pools: tuple[NodePool, ...] = ()
+
+    def node_pool(self, name: str) -> NodePool | None:
+        return next((p for p in self.node_pools if p.name == name), None)
 
 
 def parse(site: SiteSettings, *, config_dir: Path) -> KubernetesSettings:
@@ -157,4 +179,5 @@ def parse(site: SiteSettings, *, config_dir: Path) -> KubernetesSettings:
         finished_ttl_s=raw.finished_ttl_s,
         watch_timeout_s=raw.watch_timeout_s,
         request_timeout_s=raw.request_timeout_s,
+        node_pools=tuple(p.parsed() for p in raw.node_pools),
     )

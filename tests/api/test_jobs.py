@@ -318,3 +318,21 @@ async def test_an_unknown_reference_model_is_a_422(client: Client) -> None:
         problem = await resp.json()
         assert [e["field"] for e in problem["errors"]] == ["reference_gpu_model"]
         assert problem["errors"][0]["type"] == "unknown_gpu_model"
+
+
+async def test_node_pool_is_validated_kept_and_explained(client: Client) -> None:
+    """A node pool name is a DNS label; a job asking one no pool is in is refused by every
+    pool, each naming the node pool rule."""
+    resp = await client.post("/v1/jobs", json=job_body(node_pool="Train_Pool"), headers=VISION)
+    assert resp.status == 422
+    assert [e["field"] for e in (await resp.json())["errors"]] == ["node_pool"]
+
+    body = job_body(node_pool="train")
+    ev = await explain(client, body)
+    assert ev["candidates"] == []
+    asked = [r for r in ev["rejected"] if r["reason"] == "node_pool"]
+    assert asked and all(r["detail"].startswith("job asks node pool train") for r in asked)
+    resp = await client.post("/v1/jobs", json=body, headers=VISION)
+    assert resp.status == 422, "no pool could ever take it"
+    types = {e["type"] for e in (await resp.json())["errors"]}
+    assert "unschedulable.node_pool" in types

@@ -20,7 +20,7 @@ import pytest
 
 from broker.domain.engine import Engine, Hourly
 from broker.domain.enums import Ability, Health, JobKind, SiteKind, Tier
-from broker.domain.fleet import GpuPool, Site
+from broker.domain.fleet import GpuPool, NodePoolScope, Site
 from broker.domain.fleet_index import NOT_SHAPE_FIELDS, RUN_FIELDS, FleetIndex
 from broker.domain.jobs import JobSpec, Resources, Workload
 from broker.domain.latency import LatencyMatrix
@@ -37,6 +37,7 @@ from broker.domain.rules import (
     pool_price,
     rule_table,
 )
+from broker.domain.serde import spec_from_dict, spec_to_dict
 from carbon.performance import shipped_table
 from tests.domain import test_ranking as randomly
 
@@ -74,6 +75,7 @@ def make_pool(site: str, **changes: Any) -> GpuPool:
         mig_profiles=("1g.10gb",),
         cpu_per_node=96,
         memory_gb_per_node=1024,
+        node_pool=NodePoolScope(name="train"),  # one that takes any job
     )
     return replace(base, **changes)
 
@@ -141,6 +143,16 @@ CASES: dict[RejectReason, tuple[JobSpec, dict[str, Any], dict[str, Any]]] = {
     # with the performance model off only board power is checked, and always: a model with
     # no power figure would draw 0 W in the ranking
     RejectReason.GPU_PERFORMANCE: (make_job(), {}, {"gpu_model": "RTX6000-ADA"}),
+    RejectReason.NODE_POOL: (
+        make_job(node_pool="train"),
+        {},
+        {"node_pool": NodePoolScope(name="infer")},
+    ),
+    RejectReason.NODE_POOL_SCOPE: (
+        make_job(),  # a P2 training job
+        {},
+        {"node_pool": NodePoolScope(name="infer", tiers=frozenset({Tier.P1}))},
+    ),
 }
 
 
@@ -210,10 +222,10 @@ def test_with_the_model_on_a_missing_throughput_figure_alone_rejects() -> None:
 
 
 def test_run_fields_shape_jobs_only_with_the_model_on() -> None:
-    """`RUN_FIELDS` (kind, the reference model) are read by the performance rule only when
-    the model is on; off, every job has the same need of it."""
+    """`RUN_FIELDS` (the reference model) are read by the performance rule only when the
+    model is on; off, every job has the same need of it."""
     on = rule_table(shipped_table())
-    a = make_job(kind=JobKind.TRAINING)
+    a = make_job(kind=JobKind.INFERENCE)
     b = make_job(kind=JobKind.INFERENCE, reference_gpu_model="H100")
     assert [r.need(a) for r in RULES] == [r.need(b) for r in RULES]
     assert [r.need(a) for r in on] != [r.need(b) for r in on]
@@ -395,3 +407,73 @@ def test_the_ability_rule_names_the_first_ability_the_site_lacks() -> None:
             else:
                 assert got is not None and got.reason is RejectReason.ABILITY
                 assert got.detail == f"the site's connector lacks {lacking.value}"
+
+
+def test_node_pools_take_their_tiers_kinds_and_the_jobs_that_name_them() -> None:
+    """A node pool kept for tiers or kinds takes those jobs only; a job that names a node
+    pool goes to no other; explain says which, in both paths."""
+    infer = NodePoolScope(name="infer", tiers=frozenset({Tier.P1}))
+    train = NodePoolScope(name="train", kinds=frozenset({JobKind.TRAINING}))
+    sites = [make_site("a")]
+    pools = [
+        make_pool("a", id="a/infer", node_pool=infer),
+        make_pool("a", id="a/train", node_pool=train),
+        make_pool("a", id="a/plain", node_pool=None),
+    ]
+    cases = [
+        (make_job(tier=Tier.P1, kind=JobKind.INFERENCE), {"a/infer", "a/plain"}),
+        (make_job(tier=Tier.P2, kind=JobKind.TRAINING), {"a/train", "a/plain"}),
+        (make_job(tier=Tier.P1, kind=JobKind.TRAINING), {"a/infer", "a/train", "a/plain"}),
+        (make_job(tier=Tier.P3, kind=JobKind.EXPERIMENT), {"a/plain"}),
+        (make_job(tier=Tier.P2, kind=JobKind.TRAINING, node_pool="train"), {"a/train"}),
+        (make_job(tier=Tier.P2, kind=JobKind.TRAINING, node_pool="infer"), set()),
+    ]
+    for spec, could in cases:
+        assert spec_from_dict(spec_to_dict(spec)) == spec
+        ev, kept, _ = both_paths(spec, sites, pools)
+        assert {c.pool_id for c in ev.candidates} == could, spec
+        assert kept == could, spec
+    ev, _, _ = both_paths(make_job(tier=Tier.P3, kind=JobKind.EXPERIMENT), sites, pools)
+    assert {(r.pool_id, r.reason, r.detail) for r in ev.rejections} == {
+        ("a/infer", RejectReason.NODE_POOL_SCOPE, "node pool infer takes tiers P1 only"),
+        ("a/train", RejectReason.NODE_POOL_SCOPE, "node pool train takes kinds training only"),
+    }
+    ev, _, _ = both_paths(make_job(node_pool="infer"), sites, pools)
+    assert {(r.pool_id, r.reason, r.detail) for r in ev.rejections} == {
+        ("a/train", RejectReason.NODE_POOL, "job asks node pool infer, pool is in node pool train"),
+        ("a/plain", RejectReason.NODE_POOL, "job asks node pool infer, pool is in none"),
+        # asking for infer does not lift its tiers: a P2 job is refused there still
+        ("a/infer", RejectReason.NODE_POOL_SCOPE, "node pool infer takes tiers P1 only"),
+    }
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_the_index_agrees_with_evaluate_on_node_pools(seed: int) -> None:
+    rng = random.Random(9000 + seed)
+    sites, pools, latency = randomly.fleet(rng)
+    scopes = [
+        None,
+        NodePoolScope(name="infer", tiers=frozenset({Tier.P1})),
+        NodePoolScope(name="train", kinds=frozenset({JobKind.TRAINING, JobKind.EXPERIMENT})),
+        NodePoolScope(name="any"),
+    ]
+    pools = [replace(p, node_pool=rng.choice(scopes)) for p in pools]
+    carbon = randomly.Series(rng)
+    index = ENGINE.fleet_index(
+        pools=pools, sites=sites, latency=latency, carbon=carbon, now=randomly.NOW, longest_s=0
+    )
+    for _ in range(40):
+        spec = replace(
+            randomly.job_spec(rng),
+            kind=rng.choice(list(JobKind)),
+            node_pool=rng.choice((None, None, "infer", "train", "any", "none")),
+        )
+        conds = ENGINE.conditions(
+            spec, sites=sites, latency=latency, carbon=carbon, now=randomly.NOW
+        )
+        ev = ENGINE.evaluate(spec, pools=index.pools, conditions=conds)
+        could = {c.pool_id for c in ev.candidates} | {
+            r.pool_id for r in ev.rejections if r.reason is RejectReason.CAPACITY
+        }
+        kept = {index.pools[i].id for i in index.shape(spec).idx.tolist()}
+        assert kept == could, spec

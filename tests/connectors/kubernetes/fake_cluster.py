@@ -8,9 +8,10 @@ defaults, `run_job`, `finish_job`), the Deployment and ReplicaSet controllers wi
 kubelet's readiness probe (`add_deployment` makes the one pod and marks the Deployment
 ready, at once or, under `hold_readiness`, when `make_ready` says; `time_out` plays a
 progress deadline passing), Services (`add_service` defaults), the scheduler (a pod goes
-on the first Ready, uncordoned node, by name, that its nodeSelector and required node
-affinity allow, a gang's pods on distinct nodes when they carry a pod anti-affinity; with
-none, it stays Pending as Unschedulable), other users (`add_pod`, `delete_job_outside`,
+on the first Ready, uncordoned node, by name, that its nodeSelector, required node
+affinity and tolerations (of the node's NoSchedule/NoExecute taints) allow, a gang's pods
+on distinct nodes when they carry a pod anti-affinity; with none, it stays Pending as
+Unschedulable), other users (`add_pod`, `delete_job_outside`,
 `delete_deployment_outside`), etcd compaction (`expire_versions`) and a flaky network
 (`drop_watches`). `fake_api` serves it over HTTP.
 """
@@ -25,7 +26,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.connectors.kubernetes import objects as o
-from tests.connectors.kubernetes.selectors import Requirement, matches_labels, matches_node
+from tests.connectors.kubernetes.selectors import (
+    Requirement,
+    matches_labels,
+    matches_node,
+    tolerated,
+)
 
 JsonDict = dict[str, Any]
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -504,6 +510,8 @@ class FakeCluster:
             if not all(labels.get(k) == v for k, v in wanted.items()):
                 continue
             if required is not None and not matches_node(node, required["nodeSelectorTerms"]):
+                continue
+            if not tolerated(node, spec.get("tolerations") or []):
                 continue
             if o.schedulable(node) and name not in taken:
                 return name

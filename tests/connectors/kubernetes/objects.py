@@ -57,15 +57,18 @@ def gpu_node(
     ready: bool = True,
     unschedulable: bool = False,
     taints: list[JsonDict] | None = None,
+    labels: dict[str, str] | None = None,
     cpu: str = "190",
     memory: str = "2000Gi",
 ) -> JsonDict:
     """A GPU node as the GPU operator leaves it: GFD labels and device-plugin resources.
 
     `mig` ({"3g.40gb": 2}) gives the mixed strategy's `nvidia.com/mig-*` resources (all GPUs
-    partitioned); `shared_replicas` gives time-slicing with renameByDefault.
+    partitioned); `shared_replicas` gives time-slicing with renameByDefault; `labels` are
+    added to GFD's (a node pool's, say).
     """
     labels = {
+        **(labels or {}),
         "kubernetes.io/hostname": name,
         "nvidia.com/gpu.present": "true",
         "nvidia.com/gpu.product": product,

@@ -7,6 +7,10 @@ or `status.phase` (https://kubernetes.io/docs/concepts/overview/working-with-obj
 Node selector terms of a required node affinity: ORed terms of ANDed `matchExpressions` on
 the node's labels and `matchFields` on its `metadata.name`
 (https://kubernetes.io/docs/concepts/scheduling-eviction/assign-pod-node/#node-affinity).
+Taints: a NoSchedule or NoExecute taint no toleration of the pod matches keeps it off the
+node; a toleration matches on its key (empty with Exists: any), value (Equal) or any value
+(Exists), and effect (empty: any)
+(https://kubernetes.io/docs/reference/kubernetes-api/definitions/toleration-v1/).
 """
 
 from __future__ import annotations
@@ -91,3 +95,23 @@ def matches_node(node: dict[str, Any], terms: list[dict[str, Any]]) -> bool:
         )
 
     return any(term_holds(t) for t in terms)
+
+
+def tolerated(node: dict[str, Any], tolerations: list[dict[str, Any]]) -> bool:
+    """Whether a pod with `tolerations` may be scheduled onto the node, by its taints."""
+
+    def matches(tol: dict[str, Any], taint: dict[str, Any]) -> bool:
+        if tol.get("effect") and tol["effect"] != taint.get("effect"):
+            return False
+        operator = tol.get("operator") or "Equal"
+        if not tol.get("key"):
+            return operator == "Exists"
+        if tol["key"] != taint.get("key"):
+            return False
+        return operator == "Exists" or (tol.get("value") or "") == (taint.get("value") or "")
+
+    return all(
+        taint.get("effect") not in ("NoSchedule", "NoExecute")
+        or any(matches(tol, taint) for tol in tolerations)
+        for taint in (node.get("spec") or {}).get("taints") or []
+    )
