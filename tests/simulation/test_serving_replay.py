@@ -29,6 +29,7 @@ from broker.simulation.serving.requests import (
     daily_factor,
     daily_overlay,
     read_requests,
+    synthetic_history,
 )
 
 START = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
@@ -309,3 +310,12 @@ def test_scale_to_zero_frees_a_working_hours_service_at_night() -> None:
     assert warm > 10  # a replica all night
     assert zero < 0.05 * warm  # gone within start-up + a stable window of the last request
     assert figures[1]["cold_starts"] == 1  # woken once, at 08:00
+
+
+def test_the_history_of_a_working_hours_overlay_is_idle_at_night_too() -> None:
+    history = synthetic_history([6.0] * 60, start=START, days=2, active_hours=(8, 20))
+    by_hour: dict[int, set[float]] = {}
+    for sample in history:
+        by_hour.setdefault(sample.at.hour, set()).add(sample.value)
+    assert all(by_hour[h] == {0.0} for h in (*range(0, 8), *range(20, 24)))
+    assert all(min(by_hour[h]) > 0 for h in range(8, 20))

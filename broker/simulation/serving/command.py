@@ -159,8 +159,8 @@ def cmd_simulate_serving(args: argparse.Namespace) -> int:
     trace = read_requests(Path(args.trace), start=start)
     hour_trace = trace
     overlay = None
+    hours = _hours(args.overlay_hours)
     if args.overlay_days:
-        hours = _hours(args.overlay_hours)
         trace = daily_overlay(
             trace, days=args.overlay_days, trough=args.overlay_trough, active_hours=hours
         )
@@ -179,7 +179,13 @@ def cmd_simulate_serving(args: argparse.Namespace) -> int:
         absolute_s=None if args.slo_ms is None else args.slo_ms / 1000,
     )
     offered = offered_concurrency(hour_trace, rates=rates)
-    history = synthetic_history(offered, start=trace.start, days=args.history_days)
+    history = synthetic_history(
+        offered,
+        start=trace.start,
+        days=args.history_days,
+        trough=args.overlay_trough if args.overlay_days else 0.3,
+        active_hours=hours if args.overlay_days else None,
+    )
     try:
         settings = ReplaySettings(
             rates=rates,
@@ -231,7 +237,8 @@ def cmd_simulate_serving(args: argparse.Namespace) -> int:
         },
         "history": (
             f"{args.history_days} days SYNTHETIC (the trace's minutes, rotated per hour, on "
-            "an assumed daily cosine; docs/serving.md), for the forecaster only"
+            "an assumed daily cosine, shaped as the overlay when there is one; "
+            "docs/serving.md), for the forecaster only"
             if args.history_days
             else "none: the forecaster has under 120 minutes and the predictive part is off"
         ),

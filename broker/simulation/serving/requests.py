@@ -209,8 +209,19 @@ def daily_overlay(
     return RequestTrace(start=trace.start, requests=tuple(out))
 
 
+def _active(hour: int, active_hours: tuple[int, int]) -> bool:
+    lo, hi = active_hours
+    return lo <= hour < hi if lo < hi else (hour >= lo or hour < hi)
+
+
 def synthetic_history(
-    per_minute: Sequence[float], *, start: datetime, days: int, seed: int = 0
+    per_minute: Sequence[float],
+    *,
+    start: datetime,
+    days: int,
+    seed: int = 0,
+    trough: float = 0.3,
+    active_hours: tuple[int, int] | None = None,
 ) -> list[LoadSample]:
     """`days` of per-minute load before `start`, labelled synthetic.
 
@@ -218,20 +229,25 @@ def synthetic_history(
     whole number of minutes (seeded), times ``daily_factor(hour) / daily_factor(hour of
     start)``: the trace's level and burstiness, on a daily cycle that is an assumption,
     not data. The rotation keeps the history from holding the replayed hour minute for
-    minute, so a forecast cannot just read the answer from "yesterday".
+    minute, so a forecast cannot just read the answer from "yesterday". `trough` and
+    `active_hours` shape it as `daily_overlay` shapes the replayed days, so a replay of an
+    overlay learns from a history of the same kind.
     """
     if days <= 0 or not per_minute:
         return []
     rng = np.random.default_rng(seed)
     hour_profile = [per_minute[m % len(per_minute)] for m in range(60)]
-    anchor = daily_factor(start.hour + start.minute / 60)
+    anchor = daily_factor(start.hour + start.minute / 60, trough=trough)
     first = start - timedelta(days=days)
     out: list[LoadSample] = []
     for h in range(days * 24):
         shift = int(rng.integers(0, 60))
         hour_start = first + timedelta(hours=h)
-        scale = daily_factor(hour_start.hour + hour_start.minute / 60) / anchor
+        scale = daily_factor(hour_start.hour + hour_start.minute / 60, trough=trough) / anchor
         for m in range(60):
+            at = hour_start + timedelta(minutes=m)
             value = hour_profile[(m + shift) % 60] * scale
+            if active_hours is not None and not _active(at.hour, active_hours):
+                value = 0.0
             out.append(LoadSample(hour_start + timedelta(minutes=m, seconds=30), value))
     return out
