@@ -39,7 +39,10 @@ than never going to zero; hence the longer default.
 
 The forecast asks for its upper quantile at the full target per replica, not at the
 utilisation target: the quantile is the headroom for the rise, which the utilisation
-target (Knative's 70 %) only guesses at, and counting both over-provisions.
+target (Knative's 70 %) only guesses at, and counting both over-provisions. A forecast
+under a hundredth of one replica's target wants no replica (`FORECAST_FLOOR`): fitted on
+idle nights, a quantile model answers 0.005 in flight, not zero, and that held a
+working-hours service's replica all night.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ __all__ = [
 ]
 
 _EPS = 1e-9  # 100 / 10 must want 10 replicas, not 11 from a rounding error
+FORECAST_FLOOR = 0.01  # of one replica's target: a forecast below it wants no replica
 MIN_IDLE_S = 30.0  # the shortest start-up idle period: Knative's scale-to-zero grace period
 
 
@@ -354,7 +358,10 @@ def _raises(
         peak = max(ahead, key=lambda p: (p.value, -p.at.timestamp()))
         # at full target: the forecast's quantile is the headroom for the rise, which the
         # reactive part's utilisation target only guesses at
-        wanted = max(0, math.ceil(peak.value / policy.target_per_replica - _EPS))
+        share = peak.value / policy.target_per_replica
+        # a hundredth of a replica's load is a quantile model's rounding of "none" (fitted
+        # on zeros it answers 0.005), not a reason to hold or wake a replica
+        wanted = 0 if share < FORECAST_FLOOR else math.ceil(share - _EPS)
         out.append(
             (
                 wanted,

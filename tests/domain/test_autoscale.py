@@ -471,6 +471,14 @@ def test_a_forecast_asks_at_the_full_target_its_quantile_being_the_headroom() ->
     assert "/ 10 per replica → 10" in decision.reason
 
 
+def test_a_forecast_of_next_to_nothing_keeps_no_replica_for_an_idle_service() -> None:
+    service = Service(policy=ZEROABLE, replicas=1)
+    service.run(60, lambda _: 5.0)
+    crumbs = [ForecastPoint(NOW + k * 60 * S, 0.05) for k in range(1, 30)]  # 0.5 % of one
+    service.run(600, lambda _: 0.0, forecast=crumbs, startup_s=60.0)
+    assert service.replicas == 0
+
+
 def test_forecast_never_lowers_the_reactive_count() -> None:
     low = [ForecastPoint(NOW + k * 60 * S, 0.0) for k in range(10)]
     decision = once(steady(100), ready=10, forecast=low, startup_s=60)
