@@ -62,6 +62,7 @@ class AwsConnector(Connector):
             Ability.MIG,
             Ability.FRACTIONAL_GPU,
             Ability.GANG,
+            Ability.LOGS,
         }
     )
 
