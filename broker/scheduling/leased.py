@@ -100,7 +100,8 @@ class Leased:
                     name=self._name, holder=self._holder, ttl_s=self._lease_s
                 )
         except _EXPECTED as exc:
-            log.warning("cannot renew the lease for %s: %s", self._what, exc)
+            why = str(exc) or f"no answer within {self._renew_s:g} s ({type(exc).__name__})"
+            log.warning("cannot renew the lease for %s: %s", self._what, why)
             margin = timedelta(seconds=self._renew_s)
             if self._held_until is not None and self._clock.now() >= self._held_until - margin:
                 await self._stop()  # a successor may take over soon

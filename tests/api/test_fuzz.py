@@ -114,6 +114,11 @@ schema = schemathesis.openapi.from_dict(openapi_document())
     suppress_health_check=list(HealthCheck),
 )
 def test_the_api_keeps_to_its_openapi_document(case: Any, token: str, broker_url: str) -> None:
+    # 30 s, not the client's 10: a run that starved both cores once timed out a plain list
+    # while the broker started; a request that really hangs still fails
     case.call_and_validate(
-        base_url=broker_url, headers={"Authorization": f"Bearer {token}"}, checks=CHECKS
+        base_url=broker_url,
+        headers={"Authorization": f"Bearer {token}"},
+        checks=CHECKS,
+        timeout=30,
     )
