@@ -177,18 +177,6 @@ class Connector(abc.ABC):
         """Jobs this broker dispatched that still exist at the site: job id → external id."""
         return {}
 
-    def logs(
-        self, *, job: Job, placement: Placement, tail: int | None, follow: bool
-    ) -> AsyncIterator[str]:
-        """The output of the placement's run, one line at a time (no line ends).
-
-        `tail`: only the last lines (None: all the site keeps). `follow`: keep yielding as
-        the run writes, until it ends or the caller stops iterating (closing the iterator
-        releases whatever the connector holds for it). Raises `NotFound` when the site has
-        no output of that run (a pod already deleted); `Unsupported` where LOGS is lacking.
-        """
-        raise Unsupported("this site cannot read a job's output", site=self.site_name)
-
     async def provision(
         self, *, gpu_model: str, count: int, spot: bool, request_id: str
     ) -> list[CloudInstance]:

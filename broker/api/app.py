@@ -6,7 +6,7 @@ import time
 
 from aiohttp import web
 
-from broker.api import admin, capacity, fleet, job_logs, jobs, ops, reports, services
+from broker.api import admin, capacity, fleet, jobs, ops, reports, services
 from broker.api.auth import authenticate
 from broker.api.context import set_principal
 from broker.api.keys import METRICS, VERIFIER
@@ -49,7 +49,6 @@ def add_api(app: web.Application, *, v1: bool = True) -> None:
     if not v1:
         return
     app.add_routes(jobs.routes)
-    app.add_routes(job_logs.routes)
     app.add_routes(fleet.routes)
     app.add_routes(admin.routes)
     app.add_routes(reports.routes)

@@ -1,4 +1,4 @@
-"""Job routes: submit, list, show, change priority, cancel, and the placement dry run."""
+"""Job routes: submit, list, show, cancel, and the placement dry run."""
 
 from __future__ import annotations
 
@@ -26,14 +26,7 @@ from broker.api.convert import (
 )
 from broker.api.job_conditions import burst_waits
 from broker.api.keys import BURSTER, CLOCK, LOOP, SETTINGS, STORE
-from broker.api.problems import (
-    MERGE_PATCH,
-    ApiProblem,
-    not_found,
-    read_json,
-    read_model,
-    validation_problem,
-)
+from broker.api.problems import ApiProblem, not_found, read_model, validation_problem
 from broker.api.query import given, integer, reject_unknown
 from broker.api.schemas import CandidateOut, ExplainOut, JobIn, JobOut, JobPageOut, ProblemField
 from broker.db.repository import InvalidCursor, JobDetail
@@ -236,65 +229,6 @@ async def cancel_job(request: web.Request) -> web.Response:
             title="The job already finished",
             detail=f"job {job_id} is {exc.state}; there is nothing to cancel",
         ) from None
-    detail = await request.app[STORE].get_job(job.id)
-    return web.json_response(text=(await _shown(request, who, detail)).model_dump_json())
-
-
-PATCHABLE = frozenset({"priority"})
-
-
-@routes.patch("/v1/jobs/{job_id}")
-async def update_job(request: web.Request) -> web.Response:
-    """A JSON merge patch of the job; only `priority` may change, on a job of the caller's
-    tenant that has not finished. The scheduler is woken to rank it again at once."""
-    who = principal(request)
-    job_id = _job_id(request)
-    patch = await read_json(request, media=("application/json", MERGE_PATCH))
-    if not isinstance(patch, dict):
-        raise validation_problem(
-            [ProblemField(field="(body)", type="object", message="a JSON merge patch object")]
-        )
-    errors = [
-        ProblemField(
-            field=name, type="immutable", message="cannot change after submission; only priority"
-        )
-        for name in sorted(set(patch) - PATCHABLE)
-    ]
-    if errors:
-        raise validation_problem(errors)
-    if "priority" not in patch:
-        raise validation_problem(
-            [ProblemField(field="priority", type="missing", message="give the new priority")]
-        )
-    try:
-        tier = Tier(patch["priority"])
-    except (ValueError, TypeError):
-        raise validation_problem(
-            [ProblemField(field="priority", type="enum", message="must be among: P1, P2, P3")]
-        ) from None
-    try:
-        current = (await request.app[STORE].get_job(job_id, tenant=who.tenant)).job
-        if current.spec.service_id is not None:
-            raise ApiProblem(
-                status=409,
-                slug="job-of-a-service",
-                title="The job is a service's replica",
-                detail=f"job {job_id} runs for service {current.spec.service_id}; "
-                "change the service's priority (PATCH /v1/services/{id})",
-            )
-        job = await request.app[STORE].set_tier(
-            job_id, tenant=who.tenant, tier=tier, by=who.token_name
-        )
-    except JobNotFound:
-        raise not_found(f"no job {job_id}") from None
-    except JobAlreadyFinished as exc:
-        raise ApiProblem(
-            status=409,
-            slug="job-already-finished",
-            title="The job already finished",
-            detail=f"job {job_id} is {exc.state}; its priority can no longer change",
-        ) from None
-    request.app[LOOP].wake()
     detail = await request.app[STORE].get_job(job.id)
     return web.json_response(text=(await _shown(request, who, detail)).model_dump_json())
 

@@ -40,7 +40,6 @@ _ERRORS = {
     413: "Body over the size limit",
     415: "Not application/json",
     422: "Validation failed; `errors` names each bad field",
-    502: "The site answered with an error (redacted)",
     503: "Overloaded: no database connection came free in time; retry after Retry-After",
 }
 
@@ -155,41 +154,6 @@ OPERATIONS: tuple[Op, ...] = (
         None,
         (401, 404, 409),
         params=(_JOB_ID,),
-    ),
-    Op(
-        "get",
-        "/v1/jobs/{job_id}/logs",
-        "A job's output (its latest run) as text/plain: the pod's log on Kubernetes, "
-        "synthetic lines on the demo fleet. follow=true streams (chunked) until the run "
-        "ends, the client goes or 64 MiB were sent; 409 when the job never started or its "
-        "site cannot read output",
-        200,
-        None,
-        None,
-        (401, 404, 409, 422, 502),
-        params=(
-            _JOB_ID,
-            _q(
-                "tail",
-                "Only the last lines",
-                {"type": "integer", "minimum": 0, "maximum": 10000, "default": 1000},
-            ),
-            _q("follow", "Keep streaming as the job writes", {"type": "boolean", "default": False}),
-        ),
-        media="text/plain",
-    ),
-    Op(
-        "patch",
-        "/v1/jobs/{job_id}",
-        "Change a job's priority (JSON merge patch; only `priority` may change): a pending, "
-        "deferred, scheduled or running job of the caller's tenant is ranked again at once; "
-        "a running job's preemptibility follows its new tier. 409 once it finished",
-        200,
-        JobOut,
-        None,
-        (400, 401, 404, 409, 415, 422),
-        params=(_JOB_ID,),
-        patch=True,
     ),
     Op(
         "delete",

@@ -22,7 +22,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -118,55 +118,26 @@ class Api:
             raise TransportError(
                 f"the request to {self._target.url} failed: {type(exc).__name__}"
             ) from None
-        decoded = _decoded(raw_body)
+        try:
+            decoded = json.loads(raw_body) if raw_body else None
+        except (ValueError, UnicodeDecodeError):
+            decoded = None
         if status >= 400:
-            raise _problem(status=status, reason=reason, decoded=decoded, url=url)
+            if isinstance(decoded, dict) and "title" in decoded:
+                raise ProblemError(decoded)
+            raise ProblemError(
+                {
+                    "type": "about:blank",
+                    "title": reason or f"HTTP {status}",
+                    "status": status,
+                    "detail": f"HTTP {status} from {url}",
+                }
+            )
         if raw:
             return Reply(data=raw_body.decode("utf-8", errors="replace"), headers=answer)
         if decoded is None:
             raise TransportError(f"{url} did not answer JSON (HTTP {status}); is --url a broker?")
         return Reply(data=decoded, headers=answer)
-
-    async def lines(self, path: str, *, params: Mapping[str, str]) -> AsyncIterator[str]:
-        """A text/plain answer's lines as they arrive (no total timeout: a follow may run
-        for hours); a non-2xx answer raised as `ProblemError`."""
-        url = self._target.url.with_path(self._target.url.path.rstrip("/") + path, encoded=True)
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=REQUEST_TIMEOUT_S)
-        try:
-            async with self._session.get(url, params=params, timeout=timeout) as resp:
-                if resp.status >= 400:
-                    decoded = _decoded(await resp.read())
-                    raise _problem(
-                        status=resp.status, reason=resp.reason or "", decoded=decoded, url=url
-                    )
-                async for raw in resp.content:
-                    yield raw.decode("utf-8", errors="replace").rstrip("\r\n")
-        except aiohttp.ClientConnectorError:
-            raise TransportError(f"cannot connect to the broker at {self._target.url}") from None
-        except aiohttp.ClientError as exc:
-            raise TransportError(
-                f"the request to {self._target.url} failed: {type(exc).__name__}"
-            ) from None
-
-
-def _decoded(raw_body: bytes) -> Any:
-    try:
-        return json.loads(raw_body) if raw_body else None
-    except (ValueError, UnicodeDecodeError):
-        return None
-
-
-def _problem(*, status: int, reason: str, decoded: Any, url: URL) -> ProblemError:
-    if isinstance(decoded, dict) and "title" in decoded:
-        return ProblemError(decoded)
-    return ProblemError(
-        {
-            "type": "about:blank",
-            "title": reason or f"HTTP {status}",
-            "status": status,
-            "detail": f"HTTP {status} from {url}",
-        }
-    )
 
 
 def _to_json(body: Json) -> str:
@@ -340,29 +311,6 @@ async def _cancel(api: Api, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _logs(api: Api, args: argparse.Namespace) -> int:
-    """Print a job's output; with --follow, until the job ends (or Ctrl-C)."""
-    params = {"follow": "true" if args.follow else "false"}
-    if args.tail is not None:
-        params["tail"] = str(args.tail)
-    async for line in api.lines(_job_path(args.id) + "/logs", params=params):
-        print(line, flush=args.follow)
-    return EXIT_OK
-
-
-async def _update(api: Api, args: argparse.Namespace) -> int:
-    job = (
-        await api.call(
-            "PATCH",
-            _job_path(args.id),
-            body={"priority": args.priority},
-            headers={"Content-Type": "application/merge-patch+json"},
-        )
-    ).data
-    print(pretty(job) if args.as_json else tables.job_summary(job))
-    return EXIT_OK
-
-
 async def _watch(api: Api, args: argparse.Namespace) -> int:
     """Poll until the job ends, printing each event once (as a JSON line with --json)."""
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
@@ -492,15 +440,6 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         ("cancel", "cancel a job", _cancel),
     ):
         command(jobs, name, summary=summary, run=run).add_argument("id", metavar="ID")
-    p = command(
-        jobs, "logs", summary="print a job's output (synthetic on the demo fleet)", run=_logs
-    )
-    p.add_argument("id", metavar="ID")
-    p.add_argument("--tail", type=int, default=None, help="only the last N lines (0-10000)")
-    p.add_argument("--follow", "-f", action="store_true", help="keep printing until it ends")
-    p = command(jobs, "update", summary="change a waiting or running job's priority", run=_update)
-    p.add_argument("id", metavar="ID")
-    p.add_argument("--priority", required=True, choices=["P1", "P2", "P3"])
     p = command(
         jobs,
         "watch",

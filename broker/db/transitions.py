@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select, update
@@ -36,7 +36,6 @@ from broker.domain.errors import (
     JobNotFound,
 )
 from broker.domain.jobs import Job, Placement
-from broker.domain.serde import spec_to_dict
 
 log = logging.getLogger(__name__)
 
@@ -261,45 +260,6 @@ class JobTransitions(JobQueries):
                 raise JobAlreadyFinished(job_id=job_id, state=now.state.value)
             return await self.cancel(job_id, tenant=tenant, reason=reason)
         return released
-
-    async def set_tier(self, job_id: str, *, tenant: str | None, tier: Tier, by: str) -> Job:
-        """Change a waiting or running job's tier, with an event naming who, from and to.
-
-        The spec's tier and the job's columns change together, so the next pass ranks it
-        (and, when it runs, weighs preempting it) as its new tier: a running job's
-        preemptibility follows the new tier unless its spec sets `preemptible` itself.
-        Raises JobNotFound (not the caller's) and JobAlreadyFinished."""
-        at = self._clock.now()
-        async with self._sessions() as s, s.begin():
-            q = select(JobRow).where(JobRow.id == job_id).with_for_update()
-            if tenant is not None:
-                q = q.where(JobRow.tenant == tenant)
-            row = await s.scalar(q)
-            if row is None:
-                raise JobNotFound(job_id)
-            job = job_from_row(row)
-            if job.state.terminal:
-                raise JobAlreadyFinished(job_id=job_id, state=job.state.value)
-            if job.spec.tier is tier:
-                return job
-            spec = replace(job.spec, tier=tier)
-            row.spec = spec_to_dict(spec)
-            row.tier = tier.value
-            row.preemptible = spec.is_preemptible
-            row.updated_at = at
-            row.version = row.version + 1
-            s.add(
-                JobEventRow(
-                    job_id=job_id,
-                    at=at,
-                    from_state=row.state,
-                    to_state=row.state,
-                    reason="priority_changed",
-                    detail=f"priority {job.spec.tier.value} -> {tier.value} by {by}",
-                )
-            )
-            await s.flush()
-            return job_from_row(row)
 
     async def _is_current(self, s: AsyncSession, job_id: str, run: str | None) -> bool:
         """Whether an update about `run` concerns the job's current placement (None: an

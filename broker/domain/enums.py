@@ -24,7 +24,6 @@ class Ability(enum.StrEnum):
     FRACTIONAL_GPU = "fractional_gpu"
     GANG = "gang"  # multi-node jobs, all nodes at once
     SPOT = "spot"
-    LOGS = "logs"  # reads a job's output (`Connector.logs`)
 
 
 class Health(enum.StrEnum):

@@ -62,7 +62,6 @@ class AwsConnector(Connector):
             Ability.MIG,
             Ability.FRACTIONAL_GPU,
             Ability.GANG,
-            Ability.LOGS,
         }
     )
 

@@ -218,26 +218,6 @@ class WatchHandle:
             watch.stop()
 
 
-class LogHandle:
-    """Lets the event loop stop a log follow that blocks on another thread."""
-
-    def __init__(self) -> None:
-        self._stop = threading.Event()
-        self._resp: Any = None
-
-    @property
-    def stopped(self) -> bool:
-        return self._stop.is_set()
-
-    def stop(self) -> None:
-        """Ask the follow to end; shuts its socket down so a blocked read returns at once."""
-        self._stop.set()
-        resp = self._resp
-        if resp is not None:
-            with contextlib.suppress(Exception):  # already closed: nothing to unblock
-                resp.shutdown()
-
-
 class KubeClient:
     """The calls the connector makes, on JSON, with errors translated and retried."""
 
@@ -429,75 +409,6 @@ class KubeClient:
         status: JsonDict = review.get("status") or {}
         return status
 
-    async def pod_log(self, name: str, *, container: str, tail_lines: int | None) -> str:
-        """A pod's container output so far (the last `tail_lines` lines, or all of it)."""
-        op = Op("get", "pods/log", self.namespace)
-        await self.open()
-
-        def read(apis: _Apis) -> Any:
-            return apis.core.read_namespaced_pod_log(
-                name, self.namespace, container=container, tail_lines=tail_lines, **self._opts()
-            )
-
-        async def once() -> str:
-            raw = await self._blocking.run(self._raw, op, read)
-            return raw.decode("utf-8", errors="replace")
-
-        return await retrying(
-            once, backoff=self._backoff, what=f"{self.site}: {op}", sleep=self._sleep
-        )
-
-    def follow_pod_log(
-        self,
-        handle: LogHandle,
-        *,
-        name: str,
-        container: str,
-        tail_lines: int | None,
-        deliver: Callable[[bytes], None],
-    ) -> None:
-        """Stream a pod's container output (`follow=true`) until the container ends, the
-        handle is stopped, or an error; blocking. Each chunk as read goes to `deliver`."""
-        import urllib3
-        from kubernetes.client.exceptions import ApiException
-
-        op = Op("get", "pods/log", self.namespace)
-        apis = self._apis
-        if apis is None or handle.stopped:
-            return
-        try:
-            # No read timeout: a quiet job may print nothing for hours; `stop` unblocks it.
-            resp = apis.core.read_namespaced_pod_log(
-                name,
-                self.namespace,
-                container=container,
-                tail_lines=tail_lines,
-                follow=True,
-                _preload_content=False,
-                _request_timeout=(CONNECT_TIMEOUT_S, None),
-            )
-            handle._resp = resp
-            try:
-                if not handle.stopped:
-                    for chunk in resp.stream(amt=None, decode_content=True):
-                        if handle.stopped:
-                            break
-                        deliver(chunk)
-            finally:
-                handle._resp = None
-                resp.release_conn()
-        except ApiException as exc:
-            raise from_api_exception(exc, op=op, site=self.site) from exc
-        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-            if handle.stopped:
-                return
-            raise from_connection_error(exc, op=op, site=self.site, host=apis.host) from exc
-        except AttributeError as exc:
-            translated = _masked(exc, op=op, site=self.site)
-            if translated is None:
-                raise
-            raise translated from exc
-
     # -- the watch (runs on the follower's own thread) ------------------------------------
 
     def watch_jobs(
@@ -612,15 +523,6 @@ class KubeClient:
         )
 
     def _invoke(self, op: Op, fn: Callable[[_Apis], Any]) -> JsonDict:
-        data = self._raw(op, fn)
-        try:
-            decoded = json.loads(data) if data else {}
-        except ValueError as exc:
-            raise TransientError(f"{op}: the API server sent invalid JSON", site=self.site) from exc
-        return decoded if isinstance(decoded, dict) else {}
-
-    def _raw(self, op: Op, fn: Callable[[_Apis], Any]) -> bytes:
-        """The body of a call's answer, errors translated; blocking."""
         import urllib3
         from kubernetes.client.exceptions import ApiException
 
@@ -642,7 +544,11 @@ class KubeClient:
             if translated is None:
                 raise
             raise translated from exc
-        return bytes(data or b"")
+        try:
+            decoded = json.loads(data) if data else {}
+        except ValueError as exc:
+            raise TransientError(f"{op}: the API server sent invalid JSON", site=self.site) from exc
+        return decoded if isinstance(decoded, dict) else {}
 
     async def _list(
         self, op: Op, fn: Callable[..., Any], *, restarts: int = 3

@@ -11,8 +11,7 @@ left on the site, the service's Service. Gang jobs need Kueue to admit all their
 once; without a `kueue_queue` the connector says it cannot run them.
 Each inventory read also checks the broker's pods against their placements' nodes (see
 `drift`): a pod on another node is logged once, a pinned pod whose node is gone sends its
-job back to the queue (see `JobFollower.requeue`). A job's output is its pod's log (see
-`pod_logs`).
+job back to the queue (see `JobFollower.requeue`).
 """
 
 from __future__ import annotations
@@ -49,7 +48,6 @@ from connectors.kubernetes.drift import Stray, findings
 from connectors.kubernetes.follow import JobFollower, Target
 from connectors.kubernetes.inventory import build_inventory, gpu_node
 from connectors.kubernetes.manifest import build_job, job_id_of, run_of
-from connectors.kubernetes.pod_logs import PodLogs
 from connectors.kubernetes.replicas import (
     build_deployment,
     build_service,
@@ -117,7 +115,6 @@ class KubernetesConnector(Connector):
             emit=self._updates.put_nowait,
             remove=self._remove,
         )
-        self._logs = PodLogs(client=self._client, owner_labels=self._owner_labels)
         self._pools: dict[str, GpuPool] = {}
         self._strays: set[Stray] = set()  # logged already, while they last
         self._tainted: set[tuple[str, str]] = set()  # (node, taint) logged, while they last
@@ -231,12 +228,6 @@ class KubernetesConnector(Connector):
                     node,
                     why,
                 )
-
-    def logs(
-        self, *, job: Job, placement: Placement, tail: int | None, follow: bool
-    ) -> AsyncIterator[str]:
-        """The job's pod's output (see `pod_logs`)."""
-        return self._logs.lines(job=job, placement=placement, tail=tail, follow=follow)
 
     async def _pool(self, pool_id: str) -> GpuPool:
         if pool_id not in self._pools:

@@ -3,8 +3,7 @@
 A job "runs" for `estimated_duration_s / speed` wall seconds after a short start delay, then
 succeeds. To show a failure, give the workload `SIM_EXIT_CODE=<n>` in its env: the job fails
 half-way with that exit code. A replica of an inference service runs until it is stopped;
-RUNNING means ready to serve. A job's output (`logs`) is synthetic (see `logs`), and the
-workload's volumes and secret references are ignored: nothing runs to mount them.
+RUNNING means ready to serve.
 
 The site's runs live in a run book (`broker.domain.runs`), which the broker keeps in its
 database, so the simulator behaves like a cluster shared by every replica: `dispatch`
@@ -30,7 +29,6 @@ from broker.domain.jobs import Job, Placement
 from broker.domain.runs import RunBook, SimRun
 from connectors.base import BuildContext, Connector, SiteInventory, StatusUpdate
 from connectors.settings import SiteSettings, pools_from_settings, site_from_settings
-from connectors.sim.logs import Line, synthetic_lines
 from connectors.sim.runbook import MemoryRunBook
 
 _CLOSED = object()
@@ -143,51 +141,6 @@ class SimConnector(Connector):
         self._closed = True
         await self._stop_runs()
         self._queue.put_nowait(_CLOSED)
-
-    async def logs(
-        self, *, job: Job, placement: Placement, tail: int | None, follow: bool
-    ) -> AsyncIterator[str]:
-        """Synthetic output of the placement's run (see `connectors.sim.logs`): the lines
-        due by now, then, when following, each line as its time comes, until the run ends
-        or its record leaves the book (cancelled: a "stopped" line ends it)."""
-        run, kept = await self._run_of(job, placement)
-        lines = synthetic_lines(job=job, placement=placement, run=run)
-        now = self._clock.now()
-        due = [x for x in lines if x.at <= now]
-        for line in due[max(0, len(due) - tail) :] if tail is not None else due:
-            yield line.text
-        if not follow:
-            return
-        for line in lines[len(due) :]:
-            if not await self._wait_for(line, job_id=job.id, run=run.run, kept=kept):
-                at = self._clock.now()
-                yield f"{at.isoformat()} [sim] stopped: the run is gone from the site"
-                return
-            yield line.text
-
-    async def _run_of(self, job: Job, placement: Placement) -> tuple[SimRun, bool]:
-        """The run as the book keeps it (and True), or rebuilt from the placement (an ended
-        run whose record the follower already removed)."""
-        run = placement.run or "0"
-        for kept in await self._book.runs(self._site.name):
-            if kept.job_id == job.id and kept.run == run:
-                return kept, True
-        if placement.started_at is not None:
-            at = placement.started_at - timedelta(seconds=self._start_delay_s)
-        else:
-            at = placement.created_at
-        return self._new_run(job, placement, at=at), False
-
-    async def _wait_for(self, line: Line, *, job_id: str, run: str, kept: bool) -> bool:
-        """Sleep until `line` is due; False when the run (if `kept` in the book) left the
-        book first."""
-        while (left := (line.at - self._clock.now()).total_seconds()) > 0:
-            await asyncio.sleep(min(left, POLL_S))
-            if kept and not any(
-                r.job_id == job_id and r.run == run for r in await self._book.runs(self._site.name)
-            ):
-                return False
-        return True
 
     # -- the follower --------------------------------------------------------------------
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 
@@ -70,10 +69,6 @@ async def next_update(harness: Harness, job_id: str, final: set[JobState]) -> St
         raise AssertionError("the update stream ended")
 
     return await asyncio.wait_for(read(), timeout=15)
-
-
-async def _lines(stream: AsyncIterator[str]) -> list[str]:
-    return [line async for line in stream]
 
 
 class ConnectorContract:
@@ -159,24 +154,6 @@ class ConnectorContract:
         update = await next_update(harness, bad_job.id, done)
         assert update.state is JobState.FAILED
         assert update.reason  # a failure always says why
-
-    async def test_output_is_read_as_lines_and_tail_bounds_them(self, harness: Harness) -> None:
-        c = harness.connector
-        job = contract_job()
-        if not c.supports(Ability.LOGS):
-            none: Any = None  # never read: the ability is lacking
-            with pytest.raises(Unsupported):
-                await _lines(c.logs(job=job, placement=none, tail=None, follow=False))
-            return
-        self._needs(harness, Ability.DISPATCH)
-        placement = await harness.placement(job)
-        ext = await c.dispatch(job=job, placement=placement)
-        await async_hook(lambda: harness.write_output(ext))
-        every = await _lines(c.logs(job=job, placement=placement, tail=None, follow=False))
-        assert len(every) >= 2 and all(isinstance(x, str) and "\n" not in x for x in every)
-        last = await _lines(c.logs(job=job, placement=placement, tail=1, follow=False))
-        assert last == every[-1:]
-        assert await _lines(c.logs(job=job, placement=placement, tail=0, follow=False)) == []
 
     # ---- errors -------------------------------------------------------------------
 

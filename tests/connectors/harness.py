@@ -34,10 +34,6 @@ class Harness(Protocol):
         """Make the provider report the dispatched job as finished (connectors that FOLLOW)."""
         ...
 
-    async def write_output(self, external_id: str) -> None:
-        """The dispatched job starts and writes at least two lines of output (LOGS)."""
-        ...
-
     def reject_credentials(self) -> None:
         """From now on the fake answers every call as the provider does for revoked credentials."""
         ...

@@ -261,9 +261,6 @@ class AwsHarness:
     def throttle(self, calls: int) -> None:
         self.proxy.throttle(calls)
 
-    async def write_output(self, external_id: str) -> None:
-        raise NotImplementedError("run a job: the cloud site only provisions capacity")
-
 
 @pytest.fixture
 async def harness(

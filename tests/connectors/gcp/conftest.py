@@ -211,9 +211,6 @@ class GcpHarness:
     def throttle(self, calls: int) -> None:
         self.fake.throttle(calls)
 
-    async def write_output(self, external_id: str) -> None:
-        raise NotImplementedError("run a job: the cloud site only provisions capacity")
-
 
 @pytest.fixture
 async def harness(connector: GcpConnector, fake: FakeCompute, key: ServiceAccountKey) -> GcpHarness:

@@ -128,11 +128,6 @@ class KubernetesHarness:
         created already ended, so the only update the connector sees is the terminal one)."""
         self.fake.finish_job(external_id, succeeded=succeeded)
 
-    async def write_output(self, external_id: str) -> None:
-        self.fake.run_job(external_id)
-        for pod in self.fake.job_pods(external_id):
-            self.fake.write_log(pod["metadata"]["name"], "starting", "step 1", "done")
-
     def reject_credentials(self) -> None:
         self.fake.reject_credentials()
 

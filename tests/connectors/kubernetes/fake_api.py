@@ -5,8 +5,7 @@ of a `FakeCluster`. It serves `/version`, nodes, pods (all namespaces or one, wi
 field selectors, limit and continue), namespaces, Jobs and apps/v1 Deployments (list,
 create, get, delete with propagationPolicy, and watch: newline-delimited JSON events,
 BOOKMARKs on request, ERROR 410 for a too-old resourceVersion), core/v1 Services (list,
-create, get, delete), SelfSubjectAccessReviews and pod logs (`fake_logs`: `write_log`,
-`end_log`). Failures are `Status` objects
+create, get, delete) and SelfSubjectAccessReviews. Failures are `Status` objects
 as the real server sends them. Hooks of its own play the API server's moods: throttling
 (`throttle`: 429 with Retry-After, or 503), RBAC (`forbid`), revoked credentials
 (`reject_credentials`), a proxy timing out after a write (`lose_responses`). Every request is
@@ -35,7 +34,6 @@ from tests.connectors.kubernetes.fake_cluster import (
     FakeCluster,
     Watcher,
 )
-from tests.connectors.kubernetes.fake_logs import PodLogs
 from tests.connectors.kubernetes.selectors import matches_fields, matches_labels, parse_selector
 
 JsonDict = dict[str, Any]
@@ -69,7 +67,6 @@ class FakeKubernetes(FakeCluster):
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.ssl_context: ssl.SSLContext | None = None  # set before start: serve HTTPS
-        self.pod_logs = PodLogs()
 
     # -- server ------------------------------------------------------------------------
 
@@ -87,7 +84,6 @@ class FakeKubernetes(FakeCluster):
         r.add_get("/api/v1/pods", self._list_pods)
         r.add_get("/api/v1/namespaces/{ns}/pods", self._list_pods)
         r.add_get("/api/v1/namespaces/{ns}", self._get_namespace)
-        r.add_get("/api/v1/namespaces/{ns}/pods/{name}/log", self._pod_log)
         r.add_get("/apis/batch/v1/namespaces/{ns}/jobs", self._list_or_watch_jobs)
         r.add_post("/apis/batch/v1/namespaces/{ns}/jobs", self._create_job)
         r.add_get("/apis/batch/v1/namespaces/{ns}/jobs/{name}", self._get_job)
@@ -128,14 +124,6 @@ class FakeKubernetes(FakeCluster):
         """The next `calls` writes (POST/DELETE) take effect, but the client gets a 504 (a
         proxy timed out after the API server committed)."""
         self._lost = calls
-
-    def write_log(self, pod: str, *lines: str) -> None:
-        """The pod's container prints `lines` (in the broker's namespace)."""
-        self.pod_logs.write(pod, *lines)
-
-    def end_log(self, pod: str) -> None:
-        """The pod's container exits: follows of its log end."""
-        self.pod_logs.end(pod)
 
     def reject_credentials(self) -> None:
         self._rejecting = True
@@ -205,9 +193,6 @@ class FakeKubernetes(FakeCluster):
         ns = request.match_info.get("ns")
         pods = [p for (pns, _), p in sorted(self.pods.items()) if ns is None or pns == ns]
         return self._list(request, "PodList", "v1", pods)
-
-    async def _pod_log(self, request: web.Request) -> web.StreamResponse:
-        return await self.pod_logs.serve(request, self.pods)
 
     async def _get_namespace(self, request: web.Request) -> web.Response:
         ns = request.match_info["ns"]
@@ -436,8 +421,6 @@ def _verb_resource(request: web.Request) -> tuple[str, str]:
     elif rest[:1] == ["namespaces"]:
         rest = ["namespaces", *rest[1:]]
     resource = rest[0] + (f".{group}" if group else "")
-    if len(rest) > 2:  # a subresource: pods/log
-        resource = f"{resource}/{rest[2]}"
     named = len(rest) > 1
     verbs = {"POST": "create", "DELETE": "delete", "PUT": "update", "PATCH": "patch"}
     if request.method in verbs:

@@ -49,9 +49,6 @@ class SimHarness:
     async def finish(self, external_id: str, *, succeeded: bool) -> None:
         raise NotImplementedError("end a simulated job early: it ends on its own")
 
-    async def write_output(self, external_id: str) -> None:
-        """Nothing to do: with no start delay the run is started, its lines synthetic."""
-
     def reject_credentials(self) -> None:
         raise NotImplementedError("reject credentials: the simulator has none")
 
