@@ -173,16 +173,21 @@ async def _shown(request: web.Request, who: Principal, detail: JobDetail) -> Job
     return job_out(detail.job, detail, mine=mine, condition=burst)
 
 
-@routes.get("/v1/jobs/{job_id}")
-async def show_job(request: web.Request) -> web.Response:
-    who = principal(request)
-    job_id = _job_id(request)
+async def _visible(request: web.Request, who: Principal, job_id: str) -> JobDetail:
+    """The job as `who` may see it: another tenant's job is not found, unless `who` sees
+    every tenant."""
     try:
-        detail = await request.app[STORE].get_job(
+        return await request.app[STORE].get_job(
             job_id, tenant=None if who.sees_all_tenants() else who.tenant
         )
     except JobNotFound:
         raise not_found(f"no job {job_id}") from None
+
+
+@routes.get("/v1/jobs/{job_id}")
+async def show_job(request: web.Request) -> web.Response:
+    who = principal(request)
+    detail = await _visible(request, who, _job_id(request))
     return web.json_response(text=(await _shown(request, who, detail)).model_dump_json())
 
 
@@ -192,12 +197,7 @@ async def explain_job(request: web.Request) -> web.Response:
     deferral, preemption candidates (`broker.domain.explain`)."""
     who = principal(request)
     job_id = _job_id(request)
-    try:
-        detail = await request.app[STORE].get_job(
-            job_id, tenant=None if who.sees_all_tenants() else who.tenant
-        )
-    except JobNotFound:
-        raise not_found(f"no job {job_id}") from None
+    detail = await _visible(request, who, job_id)
     job = detail.job
     if job.state not in (JobState.PENDING, JobState.DEFERRED):
         raise ApiProblem(

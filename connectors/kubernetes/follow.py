@@ -33,7 +33,7 @@ from connectors.kubernetes.labels import selector
 from connectors.kubernetes.manifest import job_id_of, run_of
 from connectors.kubernetes.replicas import service_of
 from connectors.kubernetes.status import JobChange, failure_detail, job_change, replica_change
-from connectors.kubernetes.watching import Event, ListWatch
+from connectors.kubernetes.watching import Event, ListWatch, Watch
 from connectors.retry import Backoff
 
 log = logging.getLogger(__name__)
@@ -99,29 +99,29 @@ class JobFollower:
         self._events: asyncio.Queue[tuple[bool, Event]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         owned = selector(owner_labels)
+
+        def stream(
+            what: str,
+            lister: Callable[..., Awaitable[tuple[list[JsonDict], str]]],
+            watch: Watch,
+            *,
+            replicas: bool,
+        ) -> ListWatch:
+            return ListWatch(
+                what=what,
+                site=client.site,
+                lister=lambda: lister(label_selector=owned),
+                watch=watch,
+                selector=owned,
+                backoff=backoff,
+                sleep=sleep,
+                watch_timeout_s=watch_timeout_s,
+                deliver=lambda event: self._events.put_nowait((replicas, event)),
+            )
+
         self._watches = (
-            ListWatch(
-                what="Jobs",
-                site=client.site,
-                lister=lambda: client.list_jobs(label_selector=owned),
-                watch=client.watch_jobs,
-                selector=owned,
-                backoff=backoff,
-                sleep=sleep,
-                watch_timeout_s=watch_timeout_s,
-                deliver=lambda event: self._events.put_nowait((False, event)),
-            ),
-            ListWatch(
-                what="Deployments",
-                site=client.site,
-                lister=lambda: client.list_deployments(label_selector=owned),
-                watch=client.watch_deployments,
-                selector=owned,
-                backoff=backoff,
-                sleep=sleep,
-                watch_timeout_s=watch_timeout_s,
-                deliver=lambda event: self._events.put_nowait((True, event)),
-            ),
+            stream("Jobs", client.list_jobs, client.watch_jobs, replicas=False),
+            stream("Deployments", client.list_deployments, client.watch_deployments, replicas=True),
         )
 
     # -- what the connector tells the follower ---------------------------------------------
